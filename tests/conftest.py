@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from tuner.accelerators import leftovers
+from tuner.presets import build_pipeline
+
+torch.set_num_threads(1)  # several test processes may share the 2 cores
+
+
+@pytest.fixture(scope="session")
+def tiny_sd():
+    pipe = build_pipeline("tiny-sd")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl():
+    pipe = build_pipeline("tiny-sdxl")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(autouse=True)
+def _pipelines_stay_plain(request):
+    """Every test leaves the shared pipelines exactly plain."""
+    yield
+    for name in ("tiny_sd", "tiny_sdxl"):
+        if name in request.fixturenames:
+            assert leftovers(request.getfixturevalue(name)) == []

@@ -1,0 +1,472 @@
+"""Accelerators: each one changes the output, every undo is exact, validation and search space.
+
+Everything runs on the tiny random-weight pipelines (CPU, a few steps, one or two prompts).
+Baseline outputs are computed once per (pipeline, scheduler, steps, prompts) and cached.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuner import accelerators
+from tuner.accelerators import (COMBOS, AcceleratorError, NoEffect, Unsupported, apply, canonical,
+                                check, grid, grid_size, leftovers, split_params)
+from tuner.accelerators.base import restoring
+from tuner.accelerators.deepcache import DeepCache
+from tuner.accelerators.tgate import TGate
+from tuner.accelerators.tome import ToMe
+from tuner.pipelines import set_scheduler
+
+PROMPTS = ("a red bicycle leaning on a wall", "a bowl of fruit on a table")
+SEEDS = (7, 11)
+STEPS = 4  # most tests
+COMBO_STEPS = 6  # the combo/undo matrix: T-GATE's gate (step 5) is reached and passed
+
+SCHEDULERS = ("DDIM", "DPM-Solver++", "UniPC")
+PIPES = ("tiny_sd", "tiny_sdxl")
+
+# One setting per accelerator that does something on both tiny pipelines at STEPS/COMBO_STEPS.
+DEEPCACHE = {"cache_interval": 2, "cache_branch_id": 0}
+TOME = {"ratio": 0.5, "max_downsample": 2}
+# Reuses self-attention at step 3 (warm-up at 1, cache at 2, reuse at 3) within 4 steps.
+TGATE = {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}
+PARAMS = {"deepcache": DEEPCACHE, "tome": TOME, "tgate": TGATE}
+
+
+def config_of(combo: str) -> dict:
+    return {name: dict(PARAMS[name]) for name in COMBOS[combo]}
+
+
+def generate(run, *, steps: int = STEPS, prompts=PROMPTS, seeds=SEEDS, **kwargs) -> torch.Tensor:
+    """Images (float, output_type='pt') with one fixed-seed CPU generator per image."""
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[:len(prompts)]]
+    with torch.inference_mode():
+        out = run(prompt=list(prompts), num_inference_steps=steps, output_type="pt",
+                  generator=generators, **kwargs)
+    return out.images
+
+
+_BASELINES: dict[tuple, torch.Tensor] = {}
+
+
+def baseline(pipe, pipe_name: str, scheduler: str = "DDIM", *, steps: int = STEPS,
+             prompts=PROMPTS) -> torch.Tensor:
+    """The plain pipeline's output, computed once per key (the pipeline must be plain)."""
+    key = (pipe_name, scheduler, steps, tuple(prompts))
+    if key not in _BASELINES:
+        assert leftovers(pipe) == []
+        assert type(pipe.scheduler).__name__ == {
+            "DDIM": "DDIMScheduler", "DPM-Solver++": "DPMSolverMultistepScheduler",
+            "UniPC": "UniPCMultistepScheduler"}[scheduler]
+        _BASELINES[key] = generate(pipe, steps=steps, prompts=prompts)
+    return _BASELINES[key]
+
+
+@pytest.fixture
+def ddim_after(request):
+    """Yield a function that swaps a pipeline's scheduler; put the original back afterwards."""
+    saved = []
+
+    def swap(pipe, name):
+        saved.append((pipe, pipe.scheduler))
+        set_scheduler(pipe, name)
+
+    yield swap
+    for pipe, scheduler in reversed(saved):
+        pipe.scheduler = scheduler
+        assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+
+
+def one_line(err: BaseException) -> str:
+    message = str(err)
+    assert message and "\n" not in message, repr(message)
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# Each accelerator does something
+
+
+@pytest.mark.parametrize("name,params", [
+    ("deepcache", DEEPCACHE),
+    ("tome", {"ratio": 0.5, "max_downsample": 1}),  # full-resolution attention only
+    ("tgate", TGATE),
+])
+def test_each_accelerator_alone_changes_tiny_sd_output(tiny_sd, name, params):
+    base = baseline(tiny_sd, "tiny_sd")
+    with apply(tiny_sd, {name: params}, steps=STEPS) as run:
+        assert leftovers(tiny_sd) != []  # it is patched while inside
+        out = generate(run)
+        again = generate(run)  # reproducible within one application (tome reseeds per call)
+    assert out.shape == base.shape
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out, base)
+    assert torch.equal(out, again)
+    assert leftovers(tiny_sd) == []
+    assert torch.equal(generate(tiny_sd), base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact undo
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("pipe_name", PIPES)
+def test_undo_restores_bit_identical_output(request, ddim_after, pipe_name, scheduler, combo):
+    pipe = request.getfixturevalue(pipe_name)
+    ddim_after(pipe, scheduler)
+    base = baseline(pipe, pipe_name, scheduler, steps=COMBO_STEPS)
+    with apply(pipe, config_of(combo), steps=COMBO_STEPS) as run:
+        accelerated = generate(run, steps=COMBO_STEPS)
+    assert torch.isfinite(accelerated).all()
+    assert not torch.equal(accelerated, base), f"{combo} changed nothing"
+    assert leftovers(pipe) == []
+    assert torch.equal(generate(pipe, steps=COMBO_STEPS), base)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_undo_when_generation_raises_midway(tiny_sd, combo):
+    base = baseline(tiny_sd, "tiny_sd")
+
+    def explode(pipe, step, timestep, kwargs):
+        if step == 2:  # after a cached DeepCache step, with T-GATE caches filled
+            raise Boom("stop")
+        return kwargs
+
+    with pytest.raises(Boom):
+        with apply(tiny_sd, config_of(combo), steps=STEPS) as run:
+            generate(run, callback_on_step_end=explode)
+    assert leftovers(tiny_sd) == []
+    assert torch.equal(generate(tiny_sd), base)
+
+
+def test_undo_when_the_block_raises_after_generating(tiny_sdxl):
+    base = baseline(tiny_sdxl, "tiny_sdxl")
+    with pytest.raises(Boom):
+        with apply(tiny_sdxl, config_of("deepcache+tome+tgate"), steps=STEPS) as run:
+            generate(run)
+            raise Boom("after the generation")
+    assert leftovers(tiny_sdxl) == []
+    assert torch.equal(generate(tiny_sdxl), base)
+
+
+def test_many_apply_undo_cycles_stay_exact(tiny_sd):
+    prompts = PROMPTS[:1]
+    first = generate(tiny_sd, prompts=prompts)
+    combos = list(COMBOS) + ["tome", "tgate"]
+    seen: dict[str, torch.Tensor] = {}
+    for cycle in range(22):
+        combo = combos[cycle % len(combos)]
+        config = config_of(combo) if combo in COMBOS else {combo: PARAMS[combo]}
+        with apply(tiny_sd, config, steps=STEPS) as run:
+            out = generate(run, prompts=prompts)
+        assert leftovers(tiny_sd) == [], (cycle, combo)
+        if combo in seen:  # the same config gives the same images every time
+            assert torch.equal(out, seen[combo]), (cycle, combo)
+        seen[combo] = out
+        assert not torch.equal(out, first), (cycle, combo)
+    assert torch.equal(generate(tiny_sd, prompts=prompts), first)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity settings (outside the search space, so patched directly) give the plain output
+
+
+def test_deepcache_interval_1_is_identity(tiny_sd):
+    base = baseline(tiny_sd, "tiny_sd")
+    with DeepCache().patch(tiny_sd, {"cache_interval": 1, "cache_branch_id": 0},
+                           tiny_sd.__call__, absorbed={}) as run:
+        assert leftovers(tiny_sd) != []
+        out = generate(run)
+    assert torch.equal(out, base)
+    assert leftovers(tiny_sd) == []
+
+
+def test_tome_ratio_0_is_identity(tiny_sd):
+    base = baseline(tiny_sd, "tiny_sd")
+    with ToMe().patch(tiny_sd, {"ratio": 0.0, "max_downsample": 4}, tiny_sd.__call__,
+                      absorbed={}) as run:
+        assert any("ToMeBlock" in item for item in leftovers(tiny_sd))
+        out = generate(run)
+    assert torch.equal(out, base)
+    assert leftovers(tiny_sd) == []
+
+
+@pytest.mark.parametrize("params", [
+    {"gate_step": 10, "sp_interval": 2, "fi_interval": 1, "warmup": 10},  # outside the space
+    {"gate_step": 19, "sp_interval": 2, "fi_interval": 1, "warmup": 3},  # inside: caches, no reuse
+])
+def test_tgate_beyond_the_step_count_is_identity_and_rejected(tiny_sd, params):
+    base = baseline(tiny_sd, "tiny_sd")
+    with TGate().patch(tiny_sd, params, tiny_sd.__call__, absorbed={}) as run:
+        out = generate(run)
+        assert "pipe.tgate" in leftovers(tiny_sd)
+    assert torch.equal(out, base)
+    assert leftovers(tiny_sd) == []
+    with pytest.raises(NoEffect):
+        TGate().check(tiny_sd, params, steps=STEPS, absorbed={})
+
+
+def test_tgate_without_effect_is_rejected_by_apply(tiny_sd):
+    config = {"tgate": {"gate_step": 19, "sp_interval": 2, "fi_interval": 1, "warmup": 3}}
+    with pytest.raises(NoEffect) as err:
+        with apply(tiny_sd, config, steps=STEPS):
+            pytest.fail("apply should have refused")
+    one_line(err.value)
+    assert leftovers(tiny_sd) == []
+    # With DeepCache absorbed the combo still does something, so it is accepted.
+    check(tiny_sd, {**config, "deepcache": DEEPCACHE}, steps=STEPS)
+    # The same T-GATE settings do something with enough steps.
+    check(tiny_sd, config, steps=20)
+
+
+# ---------------------------------------------------------------------------------------------
+# NoEffect / Unsupported detection
+
+
+def test_tome_max_downsample_1_on_sdxl_has_no_effect(tiny_sdxl):
+    config = {"tome": {"ratio": 0.5, "max_downsample": 1}}
+    with pytest.raises(NoEffect) as err:
+        check(tiny_sdxl, config, steps=STEPS)
+    one_line(err.value)
+    with pytest.raises(NoEffect):
+        with apply(tiny_sdxl, config, steps=STEPS):
+            pytest.fail("apply should have refused")
+    assert leftovers(tiny_sdxl) == []
+    # The claim behind the check: tomesd really merges nothing there.
+    base = baseline(tiny_sdxl, "tiny_sdxl")
+    with ToMe().patch(tiny_sdxl, config["tome"], tiny_sdxl.__call__, absorbed={}) as run:
+        assert torch.equal(generate(run), base)
+    # max_downsample 2 reaches SDXL's attention and is accepted.
+    check(tiny_sdxl, {"tome": {"ratio": 0.5, "max_downsample": 2}}, steps=STEPS)
+
+
+def test_tome_max_downsample_1_on_sd_is_accepted(tiny_sd):
+    config = {"tome": {"ratio": 0.5, "max_downsample": 1}}
+    check(tiny_sd, config, steps=STEPS)
+    with apply(tiny_sd, config, steps=STEPS):
+        assert leftovers(tiny_sd) != []
+    assert leftovers(tiny_sd) == []
+
+
+def test_deepcache_rejects_schedulers_that_repeat_timesteps(tiny_sd):
+    from diffusers import HeunDiscreteScheduler
+
+    original = tiny_sd.scheduler
+    tiny_sd.scheduler = HeunDiscreteScheduler.from_config(original.config)
+    try:
+        with pytest.raises(Unsupported) as err:
+            check(tiny_sd, {"deepcache": DEEPCACHE}, steps=STEPS)
+        one_line(err.value)
+        for combo in COMBOS:  # every combo contains DeepCache
+            with pytest.raises(Unsupported):
+                with apply(tiny_sd, config_of(combo), steps=STEPS):
+                    pytest.fail("apply should have refused")
+            assert leftovers(tiny_sd) == []
+    finally:
+        tiny_sd.scheduler = original
+    check(tiny_sd, {"deepcache": DEEPCACHE}, steps=STEPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical
+
+
+def test_canonical_tome_max_downsample(tiny_sd):
+    def form(md):
+        return canonical(tiny_sd, {"deepcache": DEEPCACHE,
+                                   "tome": {"ratio": 0.3, "max_downsample": md}})
+
+    assert form(3) == form(2)
+    assert form(4) != form(2)
+    assert form(1) != form(2)
+    assert form(2)["deepcache"] == DEEPCACHE
+    assert canonical(tiny_sd, {"tome": {"ratio": 0.3, "max_downsample": 3}}) != \
+        canonical(tiny_sd, {"tome": {"ratio": 0.4, "max_downsample": 3}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Double patching
+
+
+@pytest.mark.parametrize("outer", ["deepcache", "tome", "tgate"])
+def test_second_apply_inside_an_apply_is_refused(tiny_sd, outer):
+    base = baseline(tiny_sd, "tiny_sd")
+    with apply(tiny_sd, {outer: PARAMS[outer]}, steps=STEPS) as run:
+        patched = leftovers(tiny_sd)
+        assert patched
+        for inner in ({"deepcache": DEEPCACHE}, {outer: PARAMS[outer]}):
+            with pytest.raises(AcceleratorError) as err:
+                with apply(tiny_sd, inner, steps=STEPS):
+                    pytest.fail("a second apply should have been refused")
+            one_line(err.value)
+            assert "already patched" in str(err.value)
+        assert leftovers(tiny_sd) == patched  # the refused apply touched nothing
+        out = generate(run, prompts=PROMPTS[:1])
+    assert leftovers(tiny_sd) == []
+    with apply(tiny_sd, {outer: PARAMS[outer]}, steps=STEPS) as run:
+        assert torch.equal(generate(run, prompts=PROMPTS[:1]), out)  # the outer ran unharmed
+    assert torch.equal(generate(tiny_sd), base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Why `restoring` exists: tgate never undoes itself
+
+
+def test_tgate_leaves_patches_behind_without_our_undo(tiny_sd):
+    import tgate
+
+    one = PROMPTS[:1]
+    base = baseline(tiny_sd, "tiny_sd", prompts=one)
+    with restoring(tiny_sd):
+        tgate.TgateSDLoader(tiny_sd)
+        generate(lambda **kw: tiny_sd.tgate(**kw, gate_step=2, sp_interval=2, fi_interval=1,
+                                           warm_up=1), prompts=one)
+        left = leftovers(tiny_sd)
+        assert "pipe.tgate" in left
+        assert any(item.endswith(".forward") for item in left)
+        assert any(item.endswith(".cache") for item in left)
+        # The trap: a plain call now runs tgate's last-step attention, which reuses the cached
+        # (guidance-averaged, one-image) cross-attention: other images, and no error at all.
+        assert not torch.equal(generate(tiny_sd, prompts=one), base)
+    assert leftovers(tiny_sd) == []
+    assert torch.equal(generate(tiny_sd, prompts=one), base)
+
+
+def test_tgate_trap_cleaned_by_popping_as_notes_describe(tiny_sdxl):
+    import tgate
+
+    base = baseline(tiny_sdxl, "tiny_sdxl")
+    tgate.TgateSDXLLoader(tiny_sdxl)
+    try:
+        generate(lambda **kw: tiny_sdxl.tgate(**kw, gate_step=2, sp_interval=2, fi_interval=1,
+                                             warm_up=1))
+        assert leftovers(tiny_sdxl) != []
+    finally:
+        for module in tiny_sdxl.unet.modules():
+            if type(module).__name__ == "Attention":
+                module.__dict__.pop("forward", None)
+                module.__dict__.pop("cache", None)
+        tiny_sdxl.__dict__.pop("tgate", None)
+        tiny_sdxl.__dict__.pop("deepcache", None)
+    assert leftovers(tiny_sdxl) == []
+    assert torch.equal(generate(tiny_sdxl), base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+@pytest.mark.parametrize("config,words", [
+    ({"turbo": {}}, ["unknown accelerator", "turbo"]),
+    ({"deepcache": DEEPCACHE, "xformers": {}}, ["unknown accelerator", "xformers"]),
+    ({"deepcache": {"cache_interval": 2}}, ["cache_branch_id"]),
+    ({"deepcache": {**DEEPCACHE, "skip_mode": "uniform"}}, ["skip_mode"]),
+    ({"deepcache": {"cache_interval": 6, "cache_branch_id": 0}}, ["cache_interval", "6"]),
+    ({"deepcache": {"cache_interval": 1, "cache_branch_id": 0}}, ["cache_interval", "1"]),
+    ({"tome": {"ratio": 0.35, "max_downsample": 1}}, ["ratio", "0.35"]),
+    ({"tome": {"ratio": 0.5, "max_downsample": 8}}, ["max_downsample", "8"]),
+    ({"tgate": {**TGATE, "gate_step": 20}}, ["gate_step", "20"]),
+    ({"tgate": {**TGATE, "warmup": 0}}, ["warmup", "0"]),
+])
+def test_invalid_configs_raise_one_line_errors(tiny_sd, config, words):
+    for attempt in (lambda: check(tiny_sd, config, steps=STEPS),
+                    lambda: apply(tiny_sd, config, steps=STEPS).__enter__()):
+        with pytest.raises(AcceleratorError) as err:
+            attempt()
+        assert not isinstance(err.value, (NoEffect, Unsupported))
+        message = one_line(err.value)
+        for word in words:
+            assert word in message
+    assert leftovers(tiny_sd) == []
+
+
+def test_canonical_validates_too(tiny_sd):
+    with pytest.raises(AcceleratorError):
+        canonical(tiny_sd, {"tome": {"ratio": 0.5}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Search space
+
+
+def test_search_space_is_exact():
+    assert DeepCache.space["cache_interval"].values() == [2, 3, 4, 5]
+    assert DeepCache.space["cache_branch_id"].values() == [0, 1, 2, 3]
+    assert set(DeepCache.space) == {"cache_interval", "cache_branch_id"}
+    assert TGate.space["gate_step"].values() == list(range(5, 20))
+    assert TGate.space["sp_interval"].values() == list(range(2, 10))
+    assert TGate.space["fi_interval"].values() == list(range(1, 6))
+    assert TGate.space["warmup"].values() == [1, 2, 3]
+    assert set(TGate.space) == {"gate_step", "sp_interval", "fi_interval", "warmup"}
+    ratios = ToMe.space["ratio"].values()
+    assert [repr(r) for r in ratios] == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8",
+                                         "0.9"]
+    assert all(type(r) is float for r in ratios)
+    assert 0.30000000000000004 not in ratios
+    assert ToMe.space["max_downsample"].values() == [1, 2, 3, 4]
+    assert set(ToMe.space) == {"ratio", "max_downsample"}
+
+
+def test_grid_sizes():
+    assert grid_size("deepcache") == 16
+    assert grid_size("deepcache+tome") == 576
+    assert grid_size("deepcache+tgate") == 28800
+    assert grid_size("deepcache+tome+tgate") == 28800 * 36
+    assert set(grid("deepcache+tome")) == {"deepcache.cache_interval", "deepcache.cache_branch_id",
+                                           "tome.ratio", "tome.max_downsample"}
+
+
+def test_split_params_round_trips_a_grid_point(tiny_sd):
+    flat = {key: values[len(values) // 2] for key, values in grid("deepcache+tome+tgate").items()}
+    config = split_params(flat)
+    assert set(config) == {"deepcache", "tome", "tgate"}
+    assert config["tome"] == {"ratio": 0.5, "max_downsample": 3}
+    assert accelerators.combo_of(config) == "deepcache+tome+tgate"
+    check(tiny_sd, config, steps=20)  # a grid point is valid
+
+
+# ---------------------------------------------------------------------------------------------
+# `restoring` on its own (a toy pipeline: no generation needed)
+
+
+def test_restoring_puts_back_exactly_what_was_there():
+    import types
+
+    unet = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.ReLU()))
+    pipe = types.SimpleNamespace(unet=unet)
+    linear, inner = unet[0], unet[1]
+    kept_forward = linear.forward  # an instance attribute that was there before: must stay
+    linear.forward = kept_forward
+    kept_hook = inner.register_forward_hook(lambda *a: None)
+    pipe.deepcache = "theirs"
+    before = leftovers(pipe)
+    assert before == ["pipe.deepcache", "0.forward", "1: forward hooks"]
+
+    class Swapped(torch.nn.ReLU):
+        pass
+
+    with pytest.raises(Boom):
+        with restoring(pipe):
+            linear.forward = lambda x: x
+            inner.forward = lambda x: x
+            inner.cache = torch.zeros(1)
+            unet._tome_info = {}
+            inner[0].__class__ = Swapped
+            inner.register_forward_pre_hook(lambda *a: None)
+            linear.register_forward_hook(lambda *a: None)
+            pipe.tgate = "patched"
+            pipe.deepcache = "replaced"
+            raise Boom("inside")
+    assert leftovers(pipe) == before
+    assert linear.__dict__["forward"] is kept_forward
+    assert type(inner[0]) is torch.nn.ReLU
+    assert list(inner._forward_hooks) == [kept_hook.id]
+    assert not inner._forward_pre_hooks and not linear._forward_hooks
+    assert pipe.deepcache == "theirs" and not hasattr(pipe, "tgate")

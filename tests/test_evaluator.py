@@ -1,0 +1,267 @@
+"""The evaluator end to end on tiny-sd with tiny-clip (CPU, 4 steps, batches of 2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tuner import metrics
+from tuner.accelerators import NoEffect, apply, leftovers
+from tuner.evaluator import Evaluator, Setting, TimingPlan
+from tuner.metrics import CLIPScorer, to_uint8
+from tuner.pipelines import native_size
+from tuner.prompts import BUILTIN_PROMPTS, choose_prompts
+
+STEPS = 4
+PLAN = TimingPlan(pairs=2, baseline_repeats=2)
+DEEPCACHE = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}}
+
+
+def setting_for(pipe, name: str, **overrides) -> Setting:
+    height, width = native_size(pipe)
+    values = dict(pipe=name, scheduler="DDIM", steps=STEPS, height=height, width=width,
+                  batch_size=2, num_samples=4)
+    values.update(overrides)
+    return Setting(**values)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return CLIPScorer.from_preset("tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def setting(tiny_sd):
+    return setting_for(tiny_sd, "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def prompts(setting):
+    # Seed 0: with tiny-clip's random weights one of these images scores above 0 (most score 0,
+    # the clamped cosine), so the relative CLIP loss is not the 0 of its zero-baseline guard.
+    return choose_prompts(BUILTIN_PROMPTS, setting.num_samples, seed=0)
+
+
+@pytest.fixture(scope="module")
+def evaluator(tiny_sd, setting, prompts, scorer):
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN)
+    ev.measure_baseline()
+    return ev
+
+
+@pytest.fixture(scope="module")
+def deepcache_eval(evaluator):
+    result = evaluator.evaluate(DEEPCACHE)
+    assert leftovers(evaluator.pipe) == []
+    return result
+
+
+def direct_images(pipe, setting: Setting, prompts, run=None) -> torch.Tensor:
+    """What the evaluator should produce: same prompts, batches and per-image seeds."""
+    run = run or pipe
+    out = []
+    for start in range(0, setting.num_samples, setting.batch_size):
+        batch = prompts[start:start + setting.batch_size]
+        seeds = range(setting.seed + start, setting.seed + start + len(batch))
+        with torch.inference_mode():
+            images = run(prompt=list(batch), num_inference_steps=setting.steps,
+                         guidance_scale=setting.guidance_scale, height=setting.height,
+                         width=setting.width, output_type="pt",
+                         generator=[torch.Generator("cpu").manual_seed(s) for s in seeds]).images
+        out.append(to_uint8(images))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baseline
+
+
+def test_baseline_images(tiny_sd, evaluator, setting, prompts):
+    base = evaluator.baseline
+    assert base.images.dtype == torch.uint8
+    assert base.images.shape == (setting.num_samples, 3, setting.height, setting.width)
+    assert torch.equal(base.images, direct_images(tiny_sd, setting, prompts))
+    assert len(base.latency.samples) == PLAN.baseline_repeats
+    assert all(math.isfinite(x) and x > 0 for x in base.latency.samples)
+    assert leftovers(tiny_sd) == []
+
+
+def test_baseline_clip_score_is_bounded_and_deterministic(tiny_sd, evaluator, setting, prompts):
+    base = evaluator.baseline
+    assert 0.0 <= base.clip_score <= 100.0
+    assert len(base.clip_scores) == setting.num_samples
+    assert all(0.0 <= s <= 100.0 for s in base.clip_scores)
+    assert base.clip_score == pytest.approx(sum(base.clip_scores) / len(base.clip_scores))
+    assert base.clip_score > 0
+    other = Evaluator(tiny_sd, setting, prompts, CLIPScorer.from_preset("tiny-clip"),
+                      timing=TimingPlan(pairs=1, baseline_repeats=1))
+    again = other.measure_baseline()
+    assert torch.equal(again.images, base.images)
+    assert again.clip_score == base.clip_score
+    assert again.clip_scores == base.clip_scores
+
+
+# ---------------------------------------------------------------------------------------------
+# One configuration
+
+
+def test_deepcache_evaluation_numbers(evaluator, deepcache_eval, setting):
+    e = deepcache_eval
+    assert e.config == DEEPCACHE
+    assert e.speedup > 0 and math.isfinite(e.speedup)
+    assert math.isfinite(e.latency) and e.latency > 0
+    assert math.isfinite(e.baseline_latency) and e.baseline_latency > 0
+    assert len(e.timing.ratios.samples) == PLAN.pairs
+    assert len(e.timing.baseline.samples) == PLAN.pairs + 1
+    assert e.images == setting.num_samples
+    assert math.isfinite(e.psnr)
+    assert 0.0 < e.ssim <= 1.0
+    assert 0.0 <= e.clip_score <= 100.0
+    base = evaluator.baseline.clip_score
+    assert base > 0
+    assert e.clip_loss == pytest.approx((base - e.clip_score) / base, rel=1e-12, abs=1e-15)
+    assert e.loss == e.clip_loss  # metric="clip"
+    assert e.sample_images.dtype == torch.uint8
+    summary = e.summary()
+    assert summary["speedup"] == e.speedup and len(summary["speedup_ratios"]) == PLAN.pairs
+
+
+def test_evaluated_images_equal_a_direct_generation_under_apply(tiny_sd, evaluator,
+                                                                 deepcache_eval, setting,
+                                                                 prompts):
+    assert len(deepcache_eval.sample_images) == setting.num_samples  # sample_count 4 = all
+    with apply(tiny_sd, DEEPCACHE, steps=setting.steps, seed=setting.seed) as run:
+        expected = direct_images(tiny_sd, setting, prompts, run)
+    assert torch.equal(deepcache_eval.sample_images, expected)
+    assert not torch.equal(expected, evaluator.baseline.images)
+    # Quality numbers are those of these images against the baseline.
+    ssim = float(metrics.ssim(expected, evaluator.baseline.images).mean())
+    assert deepcache_eval.ssim == pytest.approx(ssim, rel=1e-12)
+
+
+def test_tome_evaluation_matches_direct_generation(tiny_sd, evaluator, setting, prompts):
+    """tome draws random numbers: the evaluator's images must still be reproducible."""
+    config = {"tome": {"ratio": 0.5, "max_downsample": 1}}
+    result = evaluator.evaluate(config)
+    with apply(tiny_sd, config, steps=setting.steps, seed=setting.seed) as run:
+        expected = direct_images(tiny_sd, setting, prompts, run)
+    assert torch.equal(result.sample_images, expected)
+
+
+def test_pipeline_is_plain_after_evaluate(tiny_sd, evaluator, deepcache_eval, setting, prompts):
+    assert leftovers(tiny_sd) == []
+    assert type(tiny_sd.scheduler).__name__ == "DDIMScheduler"
+    assert torch.equal(direct_images(tiny_sd, setting, prompts), evaluator.baseline.images)
+
+
+def test_ssim_metric_loss(tiny_sd, evaluator, setting, prompts, scorer):
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, metric="ssim", timing=PLAN)
+    ev.baseline = evaluator.baseline  # the same baseline; no need to measure it again
+    e = ev.evaluate(DEEPCACHE)
+    assert e.loss == 1.0 - e.ssim
+    assert e.loss != e.clip_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors leave the pipeline plain
+
+
+def test_evaluate_that_raises_no_effect_leaves_sdxl_plain(tiny_sdxl, scorer):
+    setting = setting_for(tiny_sdxl, "tiny-sdxl", batch_size=1, num_samples=1)
+    ev = Evaluator(tiny_sdxl, setting, ["a red car"], scorer,
+                   timing=TimingPlan(pairs=1, baseline_repeats=1))
+    # SDXL's embeddings (pooled ones included), encoded once, give what the prompt gives.
+    assert torch.equal(ev.measure_baseline().images,
+                       direct_images(tiny_sdxl, setting, ["a red car"]))
+    with pytest.raises(NoEffect):
+        ev.evaluate({"deepcache": DEEPCACHE["deepcache"],
+                     "tome": {"ratio": 0.5, "max_downsample": 1}})
+    assert leftovers(tiny_sdxl) == []
+
+
+def test_evaluate_that_raises_midway_leaves_the_pipeline_plain(tiny_sd, evaluator, setting,
+                                                               prompts, scorer, monkeypatch):
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN)
+    ev.baseline = evaluator.baseline
+    original = ev._generate
+    calls = []
+
+    def failing(run, batch):
+        if run is not tiny_sd:
+            calls.append(run)
+            if len(calls) == 2:  # the first timed accelerated run
+                raise RuntimeError("out of memory (simulated)")
+        return original(run, batch)
+
+    monkeypatch.setattr(ev, "_generate", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        ev.evaluate({"deepcache": DEEPCACHE["deepcache"],
+                     "tgate": {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}})
+    assert leftovers(tiny_sd) == []
+    assert torch.equal(direct_images(tiny_sd, setting, prompts[:2] + prompts[2:]),
+                       evaluator.baseline.images)
+
+
+# ---------------------------------------------------------------------------------------------
+# Uneven batches, argument checks
+
+
+def test_num_samples_not_divisible_by_batch_size(tiny_sd, scorer):
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=3)
+    prompts = choose_prompts(BUILTIN_PROMPTS, 3, seed=5)
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN, sample_count=3)
+    base = ev.measure_baseline()
+    assert base.images.shape[0] == 3
+    assert [b["count"] for b in ev._batches] == [2, 1]
+    e = ev.evaluate(DEEPCACHE)
+    assert e.images == 3
+    assert e.sample_images.shape[0] == 3
+    with apply(tiny_sd, DEEPCACHE, steps=setting.steps, seed=setting.seed) as run:
+        expected = direct_images(tiny_sd, setting, prompts, run)
+    assert torch.equal(e.sample_images, expected)
+    assert leftovers(tiny_sd) == []
+
+
+class BatchClock:
+    """A fake clock: a batch of n images takes n seconds plainly and n / 2 accelerated."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self):
+        return self.t
+
+    def sync(self):
+        pass
+
+
+def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypatch):
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=5, steps=2)  # batches 2, 2, 1
+    prompts = choose_prompts(BUILTIN_PROMPTS, 5, seed=5)
+    clock = BatchClock()
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock,
+                   timing=TimingPlan(pairs=2, baseline_repeats=1))
+    original = ev._generate
+
+    def generate(run, batch):
+        images = original(run, batch)
+        clock.t += batch["count"] * (1.0 if run is tiny_sd else 0.5)
+        return images
+
+    monkeypatch.setattr(ev, "_generate", generate)
+    e = ev.evaluate(DEEPCACHE)
+    # Every accelerated batch is exactly twice as fast as the same batch run plainly.
+    assert e.timing.ratios.samples == (2.0,) * 2
+    assert e.speedup == 2.0
+
+
+def test_argument_errors(tiny_sd, setting, prompts, scorer):
+    with pytest.raises(ValueError, match="prompts"):
+        Evaluator(tiny_sd, setting, prompts[:3], scorer)
+    with pytest.raises(ValueError, match="prompts"):
+        Evaluator(tiny_sd, setting, prompts + ["one more"], scorer)
+    with pytest.raises(ValueError, match="metric"):
+        Evaluator(tiny_sd, setting, prompts, scorer, metric="lpips")
+    assert leftovers(tiny_sd) == []

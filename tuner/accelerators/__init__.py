@@ -1,0 +1,113 @@
+"""The accelerator registry and the combos the tuner searches.
+
+`apply(pipe, config, steps=...)` patches a pipeline with one combo's settings and undoes it::
+
+    with apply(pipe, {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}, steps=50) as run:
+        images = run(prompt=["a cat"], num_inference_steps=50).images
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+from .base import (Accelerator, AcceleratorError, DecimalKnob, Generate, IntKnob, Knob, NoEffect,
+                   Params, Unsupported, leftovers)
+from .deepcache import DeepCache
+from .tgate import TGate
+from .tome import ToMe
+
+# Application order: T-GATE first, since it replaces the pipeline call the others wrap.
+ACCELERATORS: dict[str, type[Accelerator]] = {"tgate": TGate, "deepcache": DeepCache, "tome": ToMe}
+
+COMBOS: dict[str, tuple[str, ...]] = {
+    "deepcache": ("deepcache",),
+    "deepcache+tome": ("deepcache", "tome"),
+    "deepcache+tgate": ("deepcache", "tgate"),
+    "deepcache+tome+tgate": ("deepcache", "tome", "tgate"),
+}
+
+Config = Mapping[str, Params]  # accelerator name -> its params
+
+
+def combo_of(config: Config) -> str:
+    names = set(config)
+    for combo, members in COMBOS.items():
+        if set(members) == names:
+            return combo
+    return "+".join(n for n in ACCELERATORS if n in names)
+
+
+def instances(config: Config, *, seed: int = 0) -> list[tuple[Accelerator, Params]]:
+    """The accelerators of a config with their params, in application order, validated."""
+    unknown = sorted(set(config) - set(ACCELERATORS))
+    if unknown:
+        raise AcceleratorError(f"unknown accelerator {unknown[0]!r}; "
+                               f"choose from {', '.join(ACCELERATORS)}")
+    found = []
+    for name, cls in ACCELERATORS.items():
+        if name in config:
+            accelerator = cls(seed=seed)
+            accelerator.validate(config[name])
+            found.append((accelerator, config[name]))
+    return found
+
+
+def _absorbed(accelerator: Accelerator, config: Config) -> dict[str, Params]:
+    return {name: config[name] for name in accelerator.absorbs if name in config}
+
+
+def check(pipe, config: Config, *, steps: int, seed: int = 0) -> None:
+    """Raise `NoEffect`/`Unsupported`/`AcceleratorError` if `config` cannot be evaluated."""
+    for accelerator, params in instances(config, seed=seed):
+        accelerator.check(pipe, params, steps=steps, absorbed=_absorbed(accelerator, config))
+
+
+def canonical(pipe, config: Config) -> dict[str, dict]:
+    """Configs that run the same computation on `pipe` get equal canonical forms."""
+    return {a.name: dict(a.canonical(pipe, p)) for a, p in instances(config)}
+
+
+@contextlib.contextmanager
+def apply(pipe, config: Config, *, steps: int, seed: int = 0) -> Iterator[Generate]:
+    """Patch `pipe` with `config`, yield the callable that generates with it, undo on exit."""
+    found = leftovers(pipe)
+    if found:
+        raise AcceleratorError(f"pipeline is already patched ({', '.join(found[:3])})")
+    check(pipe, config, steps=steps, seed=seed)
+    absorbed_names = {n for a, _ in instances(config, seed=seed) for n in a.absorbs if n in config}
+    generate: Generate = pipe.__call__
+    with contextlib.ExitStack() as stack:
+        for accelerator, params in instances(config, seed=seed):
+            if accelerator.name in absorbed_names:
+                continue
+            generate = stack.enter_context(accelerator.patch(
+                pipe, params, generate, absorbed=_absorbed(accelerator, config)))
+        yield generate
+
+
+def grid(combo: str) -> dict[str, list]:
+    """Every knob of a combo with all its values, keyed `accelerator.knob`."""
+    return {f"{name}.{knob}": ACCELERATORS[name].space[knob].values()
+            for name in COMBOS[combo] for knob in ACCELERATORS[name].space}
+
+
+def grid_size(combo: str) -> int:
+    size = 1
+    for values in grid(combo).values():
+        size *= len(values)
+    return size
+
+
+def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
+    """{"deepcache.cache_interval": 3, ...} -> {"deepcache": {"cache_interval": 3}, ...}"""
+    config: dict[str, dict] = {}
+    for key, value in flat.items():
+        name, knob = key.split(".", 1)
+        config.setdefault(name, {})[knob] = value
+    return config
+
+
+__all__ = ["ACCELERATORS", "COMBOS", "Accelerator", "AcceleratorError", "Config", "DecimalKnob",
+           "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical", "check",
+           "combo_of", "grid", "grid_size", "instances", "leftovers", "split_params"]

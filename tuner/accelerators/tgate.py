@@ -1,0 +1,77 @@
+"""T-GATE: stop computing cross-attention (and classifier-free guidance) after `gate_step`, and
+reuse self-attention every `sp_interval` steps before the gate and every `fi_interval` after it,
+once `warmup` steps have run in full.
+
+tgate generates through its own `pipe.tgate(...)` method and leaves its patched attention
+`forward`s and caches behind; `restoring` takes them back. With DeepCache it must run through
+tgate's DeepCache loaders, which reset DeepCache at the gate (plain DeepCache + T-GATE crashes
+when the first step after the gate is a cached one), so T-GATE absorbs DeepCache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Mapping
+
+from .base import Accelerator, Generate, IntKnob, NoEffect, Params, restoring
+
+
+def changes_anything(params: Params, steps: int) -> bool:
+    """Whether T-GATE's step schedule reuses anything, or drops guidance, within `steps` steps."""
+    from tgate.tgate_utils import tgate_scheduler
+
+    if params["gate_step"] < steps:
+        return True
+    cached = {"ca": False, "sa": False}
+    for step in range(steps):
+        ca, sa, _ = tgate_scheduler(cur_step=step, gate_step=params["gate_step"],
+                                    sp_interval=params["sp_interval"],
+                                    fi_interval=params["fi_interval"], warm_up=params["warmup"])
+        for kind, flags in (("ca", ca), ("sa", sa)):
+            if flags["reuse"] and cached[kind]:
+                return True
+            cached[kind] |= flags["cache"]
+    return False
+
+
+def _is_sdxl(pipe) -> bool:
+    return hasattr(pipe, "text_encoder_2")
+
+
+class TGate(Accelerator):
+    name = "tgate"
+    space = {"gate_step": IntKnob(5, 19), "sp_interval": IntKnob(2, 9),
+             "fi_interval": IntKnob(1, 5), "warmup": IntKnob(1, 3)}
+    absorbs = ("deepcache",)
+
+    def check(self, pipe, params, *, steps, absorbed):
+        if not absorbed and not changes_anything(params, steps):
+            raise NoEffect(f"tgate gate_step={params['gate_step']}, warmup={params['warmup']} "
+                           f"reuse nothing within {steps} steps")
+
+    @contextlib.contextmanager
+    def patch(self, pipe, params: Params, generate: Generate, *,
+              absorbed: Mapping[str, Params]):
+        import tgate
+
+        if generate != pipe.__call__:
+            raise TypeError("tgate replaces the pipeline call, so it must be applied first")
+        deepcache = absorbed.get("deepcache")
+        with restoring(pipe):
+            if deepcache is None:
+                loader = tgate.TgateSDXLLoader if _is_sdxl(pipe) else tgate.TgateSDLoader
+                loader(pipe)
+            else:
+                loader = (tgate.TgateSDXLDeepCacheLoader if _is_sdxl(pipe)
+                          else tgate.TgateSDDeepCacheLoader)
+                loader(pipe, **deepcache)
+            run = functools.partial(pipe.tgate, gate_step=params["gate_step"],
+                                    sp_interval=params["sp_interval"],
+                                    fi_interval=params["fi_interval"], warm_up=params["warmup"])
+            try:
+                yield run
+            finally:
+                if deepcache is not None:
+                    pipe.deepcache.disable()
+

@@ -1,0 +1,139 @@
+"""`tuner dashboard`: optuna-dashboard on the studies and their sample-image artifacts.
+
+Also where `tuner dashboard` and `tuner report` find the studies: ``<studies>/tuner.db`` or a
+storage URL, and the artifact store beside them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class StudiesError(ValueError):
+    """The studies cannot be found or opened; one line."""
+
+
+@dataclass(frozen=True)
+class Studies:
+    url: str  # the storage URL
+    artifacts: Path | None  # the artifact store's folder, if there is one
+    folder: Path | None  # the studies folder, when not given as a storage URL
+
+    def storage(self):
+        """An Optuna storage on the studies (reading an existing database; no tables made)."""
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return optuna.storages.RDBStorage(self.url, skip_table_creation=True)
+            except Exception as err:  # a broken file, a database server that does not answer
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise StudiesError(f"cannot open the studies at {self.url}: "
+                                   f"{type(err).__name__}: {first}") from None
+
+    def artifact_store(self):
+        if self.artifacts is None:
+            return None
+        from .artifacts import open_store
+
+        return open_store(self.artifacts, create=False)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def locate(studies: str | None = None, storage: str | None = None,
+           artifacts: str | None = None) -> Studies:
+    """The studies of a folder (``<studies>/tuner.db``) or a storage URL, and their artifacts.
+
+    Raises `StudiesError` when there is no database to read: reading never creates one.
+    """
+    from .artifacts import artifact_dir
+    from .search.studies import DB_NAME, storage_url
+
+    if storage is not None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(storage)
+        except ArgumentError:
+            raise StudiesError(f"--storage {storage!r} is not a database URL "
+                               f"(e.g. postgresql://user@host/db or sqlite:///path.db)") from None
+        path = _sqlite_path(storage)
+        if path is not None and not path.is_file():
+            raise StudiesError(f"no studies database at {str(path)!r} (--storage {storage})")
+        url, folder = storage, None
+    else:
+        folder = Path(studies if studies is not None else "studies")
+        db = folder / DB_NAME
+        if not db.is_file():
+            what = "no studies folder" if not folder.is_dir() else "no studies database"
+            raise StudiesError(f"{what} at {str(db)!r}; run `tuner run --studies "
+                               f"{folder}` first, or pass --studies DIR or --storage URL")
+        url = storage_url(folder)
+    where = artifact_dir(studies=folder, storage=storage, explicit=artifacts)
+    if where is not None and not where.is_dir():
+        if artifacts is not None:
+            raise StudiesError(f"--artifacts {artifacts!r} is not a folder")
+        where = None  # the runs stored no images (--no-artifacts)
+    return Studies(url, where, folder)
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/dashboard/"
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line before the server starts (and prints its banner) if it cannot bind."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as wsgiref's server does
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+
+
+def serve(found: Studies, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+    """Run optuna-dashboard until Ctrl-C; print its URL first."""
+    import optuna_dashboard
+
+    storage = found.storage()  # fails here, before the URL is printed
+    _check_port(host, port)
+    store = found.artifact_store()
+    images = f"sample images from {found.artifacts}" if store else "no sample images"
+    print(f"optuna-dashboard: {_url(host, port)}  ({found.url}; {images}; Ctrl-C stops it)",
+          flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    except KeyboardInterrupt:
+        pass
+    except OSError as err:  # the port is taken, the host is not ours
+        raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+    print("optuna-dashboard stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Studies", "StudiesError", "locate", "serve"]

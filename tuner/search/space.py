@@ -1,0 +1,58 @@
+"""From the accelerators' declared knobs to Optuna's search space and samplers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import optuna
+
+from .. import accelerators
+from ..accelerators import ACCELERATORS, COMBOS, DecimalKnob, IntKnob, Knob
+
+
+def _suggest(trial: optuna.trial.BaseTrial, name: str, knob: Knob):
+    if isinstance(knob, IntKnob):
+        return trial.suggest_int(name, knob.low, knob.high)
+    if isinstance(knob, DecimalKnob):  # exact decimals as choices; see DecimalKnob
+        return trial.suggest_categorical(name, knob.values())
+    raise TypeError(f"no Optuna distribution for {knob!r}")
+
+
+def suggest(trial: optuna.trial.BaseTrial, combo: str) -> dict[str, dict]:
+    """Sample one configuration of `combo`: {accelerator: {knob: value}}."""
+    return {name: {key: _suggest(trial, f"{name}.{key}", knob)
+                   for key, knob in ACCELERATORS[name].space.items()}
+            for name in COMBOS[combo]}
+
+
+def config_key(config) -> str:
+    """A stable string for a (canonical) configuration."""
+    return json.dumps({k: dict(sorted(v.items())) for k, v in sorted(config.items())})
+
+
+def distinct_points(pipe, combo: str) -> int:
+    """How many configurations of `combo` run different computations on `pipe`.
+
+    Canonical forms are per accelerator, so the count is a product of small counts.
+    """
+    total = 1
+    for name in COMBOS[combo]:
+        accelerator = ACCELERATORS[name]()
+        knobs = accelerator.space
+        points = (dict(zip(knobs, values))
+                  for values in itertools.product(*(k.values() for k in knobs.values())))
+        total *= len({config_key({name: accelerator.canonical(pipe, p)}) for p in points})
+    return total
+
+
+SAMPLERS = ("tpe", "grid")
+
+
+def make_sampler(kind: str, combo: str, *, seed: int) -> optuna.samplers.BaseSampler:
+    if kind == "grid":
+        return optuna.samplers.GridSampler(accelerators.grid(combo), seed=seed)
+    if kind == "tpe":
+        # constant_liar keeps parallel workers from proposing the same point at the same time.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    raise ValueError(f"unknown sampler {kind!r}; choose from {', '.join(SAMPLERS)}")
