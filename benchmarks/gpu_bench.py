@@ -73,6 +73,10 @@ def evaluator_for(preset: str, batch: int, samples: int, args) -> Evaluator:
     return Evaluator(pipe, setting, chosen, scorer, timing=TimingPlan(pairs=args.pairs))
 
 
+def span(values) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
 def row(name: str, ev) -> dict:
     t = ev.timing
     naive = t.baseline.samples[0] / t.accelerated.samples[0]  # one plain / one accelerated run
@@ -94,25 +98,32 @@ def speedups(out: Path, args) -> dict:
     rows, fixed = [], []
     names = list(SD15_CONFIGS)
     slots = {0, 2, 4, 6, len(names)}  # measure the fixed config before these positions
+    table_plan = ev.plan
     for i in range(len(names) + 1):
         if i in slots:
+            ev.plan = TimingPlan(pairs=args.fixed_pairs)
             e = ev.evaluate(FIXED[1])
+            ev.plan = table_plan
             fixed.append(row(FIXED[0], e))
-            log(f"  [fixed] {FIXED[0]}: {e.speedup:.3f}x (naive {fixed[-1]['naive_single_pair']:.3f}x)")
+            log(f"  [fixed] {FIXED[0]}: {e.speedup:.3f}x "
+                f"(naive {fixed[-1]['naive_single_pair']:.3f}x)")
         if i < len(names):
             e = ev.evaluate(SD15_CONFIGS[names[i]])
             rows.append(row(names[i], e))
             log(f"  {names[i]}: {e.speedup:.3f}x spread {e.speedup_spread:.1%}")
-    values = [r["speedup"] for r in fixed]
+    # The first k pairs of a measurement are exactly what a k-pair measurement gives.
+    stability = {}
+    for k in range(1, args.fixed_pairs + 1):
+        values = [statistics.median(r["ratios"][:k]) for r in fixed]
+        stability[k] = {"speedups": values, "span": span(values)}
     naive = [r["naive_single_pair"] for r in fixed]
     report["sd15"] = {"baseline": base.latency.as_dict(), "rows": rows, "fixed": fixed,
-                      "stability": {"speedups": values, "median": statistics.median(values),
-                                    "span": (max(values) - min(values)) / statistics.median(values),
-                                    "naive": naive,
-                                    "naive_span": (max(naive) - min(naive)) / statistics.median(naive)}}
-    log(f"stability: {['%.3f' % v for v in values]} span "
-        f"{report['sd15']['stability']['span']:.2%} (naive single-pair span "
-        f"{report['sd15']['stability']['naive_span']:.2%})")
+                      "stability_by_pairs": stability, "naive_single_pair": naive,
+                      "naive_span": span(naive)}
+    for k, entry in stability.items():
+        log(f"stability with {k:2d} pairs: {' '.join('%.3f' % v for v in entry['speedups'])} "
+            f"span {entry['span']:.2%}")
+    log(f"naive single pair: {' '.join('%.3f' % v for v in naive)} span {span(naive):.2%}")
     del ev
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -227,6 +238,8 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--fixed-pairs", type=int, default=10,
+                        help="pairs of the 5 measurements of the fixed configuration")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sd", default="sd1.5-random", help="SD1.5-topology preset")

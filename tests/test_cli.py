@@ -22,16 +22,6 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COCO_NO_ANNOTATIONS = json.dumps({"images": [{"id": 1}]})
 COCO_BAD_ANNOTATION = json.dumps({"annotations": [{"image_id": 1, "id": 1}]})
 
-BUG_STUDIES_UNDER_FILE = (
-    "BUG: tuner/cli.py _check_run_args only checks that --studies itself is not a regular file "
-    "and that its nearest existing ancestor is writable (os.access on a *file* ancestor is "
-    "True); with --studies afile/sub the whole baseline runs, then launch._storage's "
-    "Path.mkdir raises NotADirectoryError: traceback, exit 1")
-BUG_OUTPUT_UNDER_FILE = (
-    "BUG: tuner/cli.py _check_run_args never checks that --output's folder can be created; "
-    "with --output afile/out.json the search runs and writes studies, then results.write's "
-    "path.parent.mkdir raises FileExistsError: traceback, exit 1, studies written")
-
 # (id, extra arguments, input files to write {name: text or None for a folder}, marks)
 BAD_INPUT = [
     ("unknown-combo", ["--combo", "nope"], {}),
@@ -64,10 +54,8 @@ BAD_INPUT = [
     ("model-path-missing-relative", ["--pipe", "no/such/model"], {}),
     ("model-folder-not-a-model", ["--pipe", "./folder"], {"folder": None}),
     ("studies-is-a-file", ["--studies", "afile"], {"afile": "x\n"}),
-    ("studies-under-a-file", ["--studies", "afile/sub"], {"afile": "x\n"},
-     pytest.mark.xfail(strict=True, reason=BUG_STUDIES_UNDER_FILE)),
-    ("output-under-a-file", ["--output", "afile/out.json"], {"afile": "x\n"},
-     pytest.mark.xfail(strict=True, reason=BUG_OUTPUT_UNDER_FILE)),
+    ("studies-under-a-file", ["--studies", "afile/sub"], {"afile": "x\n"}),
+    ("output-under-a-file", ["--output", "afile/out.json"], {"afile": "x\n"}),
     ("output-not-json", ["--output", "out.json"], {"out.json": "{not json"}),
     ("output-not-results", ["--output", "out.json"], {"out.json": "[1, 2]"}),
     ("num-samples-over-prompt-count", ["--prompts", "two.txt", "--num-samples", "3"],

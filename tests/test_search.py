@@ -463,7 +463,8 @@ def _poll_for_running(proc, studies: Path, timeout: float):
                 found = {}
             for study in found.values():
                 trials = study.get_trials()
-                running = [t for t in trials if t.state == TrialState.RUNNING and len(t.params) == 2]
+                running = [t for t in trials
+                           if t.state == TrialState.RUNNING and len(t.params) == 2]
                 if running and any(t.state == TrialState.COMPLETE for t in trials):
                     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
                         beats = con.execute("SELECT count(*) FROM trial_heartbeats WHERE "
@@ -526,15 +527,7 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
 
 # -- Ctrl-C mid-trial --------------------------------------------------------------------------
 
-BUG_INTERRUPT = (
-    "BUG: tuner/search/objective.py:60 calls requeue(trial.study, trial) with the live "
-    "optuna.Trial, but tuner/search/studies.py:185 requeue reads trial.system_attrs, which "
-    "optuna.Trial does not have (only FrozenTrial): Ctrl-C during an evaluation becomes "
-    "AttributeError (traceback, exit 1, no resume message) and the interrupted params are never "
-    "re-queued")
 
-
-@pytest.mark.xfail(strict=True, reason=BUG_INTERRUPT)
 def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path):
     """KeyboardInterrupt (what Ctrl-C raises) inside the second evaluation."""
     args = ["--combo", "deepcache", "--trials", "2", *FEASIBLE]

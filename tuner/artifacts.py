@@ -138,10 +138,10 @@ def images_of(store, study_or_trial, *, storage=None, baseline: bool | None = No
               ) -> list[StoredImage]:
     """The image artifacts of a study or trial, in order; missing files are skipped."""
     metas = get_all_artifact_meta(study_or_trial, storage=storage)
-    found = []
+    found, seen = [], set()
     for meta in sorted(metas, key=lambda m: (_index(m.filename), m.filename)):
-        if not (meta.mimetype or "").startswith("image/"):
-            continue
+        if not (meta.mimetype or "").startswith("image/") or meta.filename in seen:
+            continue  # two workers may both have uploaded a study's baseline
         if baseline is not None and meta.filename.startswith(BASELINE) != baseline:
             continue
         try:
@@ -149,6 +149,7 @@ def images_of(store, study_or_trial, *, storage=None, baseline: bool | None = No
                 data = reader.read()
         except Exception:  # the store was moved or pruned
             continue
+        seen.add(meta.filename)
         found.append(StoredImage(meta.filename, meta.mimetype, data))
     return found
 

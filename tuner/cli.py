@@ -143,6 +143,7 @@ def _check_run_args(args) -> None:
         if too_large:
             raise UsageError(f"--sampler grid needs --trials at least the grid size: "
                              f"{'; '.join(too_large)} (--trials {args.trials})")
+    _check_writable("--output", Path(args.output).parent)
     if args.storage is not None:
         _check_storage(args.storage)
         results.read(args.output)
@@ -150,12 +151,19 @@ def _check_run_args(args) -> None:
     studies = Path(args.studies)
     if studies.exists() and not studies.is_dir():
         raise UsageError(f"--studies {args.studies!r} is not a folder")
-    parent = studies if studies.exists() else studies.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"--studies folder {args.studies!r} is not writable")
+    _check_writable("--studies", studies)
     results.read(args.output)  # an unreadable results file stops us before any work
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    """`folder` exists as a writable folder, or can be created as one."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{flag}: folder {str(existing)!r} is not writable")
 
 
 def _check_storage(url: str) -> None:

@@ -99,39 +99,68 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail with one line before the server starts (and prints its banner) if it cannot bind."""
+def _server(host: str, port: int, app):
+    """A threaded WSGI server bound to host:port (IPv4 or IPv6), quiet about each request."""
     import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except OSError as err:
         raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as wsgiref's server does
-        try:
-            probe.bind(address)
-        except OSError as err:
-            raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the dashboard polls every second
+            pass
+
+    try:
+        return make_server(host, port, app, server_class=Server, handler_class=Quiet)
+    except OSError as err:  # the port is taken, the address is not this host's
+        raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
 
 
 def serve(found: Studies, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
-    """Run optuna-dashboard until Ctrl-C; print its URL first."""
+    """Run optuna-dashboard until Ctrl-C (or SIGTERM); print its URL first.
+
+    optuna-dashboard's app (`optuna_dashboard.wsgi`) runs on a threaded server in a background
+    thread, so that Ctrl-C always reaches the waiting main thread: wsgiref's request handler
+    would swallow a KeyboardInterrupt that arrives while it answers a request.
+    """
+    import signal
+    import threading
+
     import optuna_dashboard
 
     storage = found.storage()  # fails here, before the URL is printed
-    _check_port(host, port)
     store = found.artifact_store()
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    httpd = _server(host, port, app)
     images = f"sample images from {found.artifacts}" if store else "no sample images"
     print(f"optuna-dashboard: {_url(host, port)}  ({found.url}; {images}; Ctrl-C stops it)",
           flush=True)
+    thread = threading.Thread(target=httpd.serve_forever, name="optuna-dashboard", daemon=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) \
+        if threading.current_thread() is threading.main_thread() else None
+    thread.start()
     try:
-        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+        while thread.is_alive():
+            thread.join(0.5)
     except KeyboardInterrupt:
         pass
-    except OSError as err:  # the port is taken, the host is not ours
-        raise StudiesError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print("optuna-dashboard stopped", file=sys.stderr, flush=True)
     return 0
 

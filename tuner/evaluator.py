@@ -139,17 +139,21 @@ class Evaluator:
         return batches
 
     def _generate(self, run: Callable[..., Any], batch: dict[str, Any]) -> torch.Tensor:
-        """One batch as uint8 images."""
+        """One batch: float images in [0, 1], as the pipeline returns them."""
         s = self.setting
         seeds = range(s.seed + batch["first"], s.seed + batch["first"] + batch["count"])
         embeds = {k: v for k, v in batch.items() if k not in ("first", "count")}
         with torch.inference_mode():
-            out = run(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
-                      height=s.height, width=s.width, output_type="pt",
-                      generator=[torch.Generator("cpu").manual_seed(i) for i in seeds])
-        if not torch.isfinite(out.images).all():
+            return run(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
+                       height=s.height, width=s.width, output_type="pt",
+                       generator=[torch.Generator("cpu").manual_seed(i) for i in seeds]).images
+
+    def _timed_images(self, run: Callable[..., Any], batch: dict[str, Any]):
+        """Generate one batch; (uint8 images, seconds of the generation alone)."""
+        out, seconds = timed(lambda: self._generate(run, batch), self.clock)
+        if not torch.isfinite(out).all():
             raise BrokenImages("produced non-finite (NaN or inf) images")
-        return metrics.to_uint8(out.images)
+        return metrics.to_uint8(out), seconds
 
     def _timed_batch(self) -> Callable[[int], int]:
         """Which batch the i-th timed run uses: full batches other than the warm-up one, in
@@ -164,7 +168,7 @@ class Evaluator:
         """Generate every batch plainly (the first run is the warm-up), time, score."""
         images, times = [], {}
         for k, batch in enumerate(self._batches):
-            out, times[k] = timed(lambda: self._generate(self.pipe, batch), self.clock)
+            out, times[k] = self._timed_images(self.pipe, batch)
             images.append(out)
         batch_of = self._timed_batch()
         samples = [times[k] for k in sorted(set(map(batch_of, range(len(self._batches))))) if k]
@@ -197,7 +201,7 @@ class Evaluator:
         def accelerated(k: int) -> float:
             begin = clock.now()
             with accelerators.apply(pipe, config, steps=s.steps, seed=s.seed) as run:
-                out, seconds = timed(lambda: self._generate(run, self._batches[k]), clock)
+                out, seconds = self._timed_images(run, self._batches[k])
             work["apply_undo"] += clock.now() - begin - seconds
             work["accelerated"] += seconds
             if images[k] is None:

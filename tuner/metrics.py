@@ -183,11 +183,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0 ** 2 / mse)
 
 
-def _gaussian_window(size: int, sigma: float, device) -> torch.Tensor:
+def _gaussian_blur(size: int, sigma: float, device):
+    """A 2-D Gaussian filter ('valid' region) applied as two 1-D passes."""
     x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     g = g / g.sum()
-    return torch.outer(g, g).view(1, 1, size, size)
+    rows, cols = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
+    return lambda images: F.conv2d(F.conv2d(images, rows), cols)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
@@ -203,16 +205,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
     _check_images(a, b)
     win = min(11, min(a.shape[-2:]))
     win -= 1 - win % 2
-    window = _gaussian_window(win, 1.5, a.device)
+    blur = _gaussian_blur(win, 1.5, a.device)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     out = []
     for i in range(0, len(a), chunk):  # bounds memory: ~15 float64 maps per image
         x = a[i:i + chunk].double().flatten(0, 1).unsqueeze(1)  # (n*3, 1, H, W)
         y = b[i:i + chunk].double().flatten(0, 1).unsqueeze(1)
-        mx, my = F.conv2d(x, window), F.conv2d(y, window)
-        vx = F.conv2d(x * x, window) - mx * mx
-        vy = F.conv2d(y * y, window) - my * my
-        vxy = F.conv2d(x * y, window) - mx * my
+        mx, my = blur(x), blur(y)
+        vx = blur(x * x) - mx * mx
+        vy = blur(y * y) - my * my
+        vxy = blur(x * y) - mx * my
         s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
         out.append(s.flatten(1).mean(1).view(-1, 3).mean(1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=a.device)

@@ -159,8 +159,8 @@ def _hover(t: FrozenTrial) -> str:
 
 def _layout(fig, title: str, x: str, y: str) -> None:
     fig.update_layout(title=dict(text=title, x=0.02), template="plotly_white",
-                      margin=dict(l=60, r=20, t=50, b=50), height=380,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"),
+                      margin=dict(l=60, r=45, t=50, b=50), height=420,
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"),
                       modebar=dict(orientation="v"), xaxis_title=x, yaxis_title=y)
 
 

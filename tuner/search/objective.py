@@ -57,7 +57,9 @@ class Objective:
             self._fail(trial, str(err))
         except KeyboardInterrupt:
             trial.set_user_attr(FAIL_REASON, INTERRUPTED)
-            requeue(trial.study, trial)  # the next run starts with it
+            frozen = next(t for t in trial.study.get_trials(deepcopy=False)
+                          if t.number == trial.number)
+            requeue(trial.study, frozen)  # the next run starts with it
             raise
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()

@@ -1,0 +1,194 @@
+"""`tuner.accelerate(pipe, results)`: the chosen settings on a user's own pipeline, undone
+exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import tuner
+from tuner import accelerators
+from tuner.accelerators import leftovers
+from tuner.cli import main
+
+TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
+        "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--metric", "ssim",
+        "--req-score-loss", "0.5", "--no-artifacts"]
+TGATE = {"tgate": {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}}
+DEEPCACHE = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("api")
+    out = folder / "search_params.json"
+    assert main(["run", *TINY, "--combo", "deepcache", "--trials", "2", "--studies",
+                 str(folder / "studies"), "--output", str(out)]) == 0
+    return out
+
+
+def generate(run, steps: int | None = 3, **extra) -> torch.Tensor:
+    kwargs = {"num_inference_steps": steps} if steps is not None else {}
+    return run("a red bus", height=64, width=64, output_type="pt", guidance_scale=7.5,
+               generator=torch.Generator().manual_seed(0), **kwargs, **extra).images
+
+
+def chosen(results: Path) -> dict:
+    (slot,) = json.loads(results.read_text())["settings"].values()
+    return slot["max_speedup"]
+
+
+def test_accelerate_changes_output_and_remove_restores_it_exactly(tiny_sd, results):
+    plain = generate(tiny_sd)
+    fast = tuner.accelerate(tiny_sd, results)
+    assert fast.params == chosen(results)["chosen"]["params"]
+    assert fast.steps == 3 and fast.combo == "deepcache" and fast.mode == "max_speedup"
+    assert fast.result["speedup"] == chosen(results)["chosen"]["speedup"]
+    try:
+        accelerated = generate(fast)
+        assert not torch.equal(accelerated, plain)
+        assert torch.equal(generate(fast, steps=None), accelerated)  # steps default: tuned 3
+    finally:
+        fast.remove()
+    assert leftovers(tiny_sd) == []
+    assert torch.equal(generate(tiny_sd), plain)
+    fast.remove()  # idempotent
+    assert leftovers(tiny_sd) == []
+    with pytest.raises(tuner.AccelerateError, match="removed"):
+        fast("a red bus")
+
+
+def test_context_manager_form(tiny_sd, results):
+    plain = generate(tiny_sd)
+    with tuner.accelerate(tiny_sd, str(results), combo="deepcache") as fast:
+        assert fast.active and leftovers(tiny_sd) != []
+        assert not torch.equal(generate(fast), plain)
+    assert not fast.active and leftovers(tiny_sd) == []
+    assert torch.equal(generate(tiny_sd), plain)
+
+
+def test_explicit_tgate_params_generate_through_tgate(tiny_sd):
+    plain = generate(tiny_sd, steps=8)
+    with accelerators.apply(tiny_sd, TGATE, steps=8) as run:
+        expected = generate(run, steps=8)
+    assert leftovers(tiny_sd) == []
+    with tuner.accelerate(tiny_sd, params=TGATE, steps=8) as fast:
+        assert fast.combo == "tgate" and fast.result is None
+        assert "tgate" in tiny_sd.__dict__  # T-GATE's own generation method is in place
+        through_handle = generate(fast, steps=8)
+    assert leftovers(tiny_sd) == []
+    assert not torch.equal(through_handle, plain)  # the handle ran T-GATE ...
+    assert torch.equal(through_handle, expected)  # ... exactly as tuner's apply does
+    assert torch.equal(generate(tiny_sd, steps=8), plain)
+
+
+def test_explicit_params_ignore_the_results_file(tiny_sd, tmp_path):
+    with tuner.accelerate(tiny_sd, tmp_path / "missing.json", params=DEEPCACHE) as fast:
+        assert fast.steps == 50  # the pipeline's own default
+    assert leftovers(tiny_sd) == []
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    assert isinstance(err.value, ValueError)
+    message = str(err.value)
+    assert message and "\n" not in message
+    return message
+
+
+def test_missing_or_unreadable_file(tiny_sd, tmp_path):
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, tmp_path / "missing.json")
+    assert "no results file" in one_line(err)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, bad)
+    assert "cannot read results file" in one_line(err)
+    assert leftovers(tiny_sd) == []
+
+
+@pytest.fixture
+def two_settings(results, tmp_path) -> tuple[Path, list[str]]:
+    """The run's setting, and a copy of it as if tuned for 8 steps too."""
+    data = json.loads(results.read_text())
+    (key,) = data["settings"]
+    other = key.replace("3 steps", "8 steps")
+    data["settings"][other] = json.loads(json.dumps(data["settings"][key]))
+    data["settings"][other]["setting"]["steps"] = 8
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(data))
+    return path, [key, other]
+
+
+def test_several_settings_need_a_choice(tiny_sd, two_settings):
+    path, keys = two_settings
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, path)
+    message = one_line(err)
+    assert "2 settings" in message and all(k in message for k in keys)
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, path, setting="tiny-sd")  # matches both
+    assert "matches 2 settings" in one_line(err)
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, path, setting="SDXL")
+    assert "no setting" in one_line(err)
+    with tuner.accelerate(tiny_sd, path, setting="8 steps") as fast:  # a unique part of a key
+        assert fast.setting == keys[1] and fast.steps == 8
+    with tuner.accelerate(tiny_sd, path, setting=keys[0]) as fast:
+        assert fast.steps == 3
+    assert leftovers(tiny_sd) == []
+
+
+def test_unknown_combo_mode_and_no_feasible_result(tiny_sd, results, tmp_path):
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, results, combo="deepcache+tome")
+    assert "unknown combo 'deepcache+tome'" in one_line(err) and "deepcache" in str(err.value)
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, results, mode="req_speedup")
+    assert "no req_speedup results" in one_line(err)
+    data = json.loads(results.read_text())
+    (slot,) = data["settings"].values()
+    slot["max_speedup"]["chosen"] = None
+    slot["max_speedup"]["per_combo"]["deepcache"] = None
+    infeasible = tmp_path / "none.json"
+    infeasible.write_text(json.dumps(data))
+    for combo in (None, "deepcache"):
+        with pytest.raises(tuner.AccelerateError) as err:
+            tuner.accelerate(tiny_sd, infeasible, combo=combo)
+        assert "no feasible configuration" in one_line(err)
+    assert leftovers(tiny_sd) == []
+
+
+def test_bad_params_and_double_patching_are_one_line_errors(tiny_sd):
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, params={"deepcache": {"cache_interval": 99,
+                                                        "cache_branch_id": 0}})
+    assert "outside" in one_line(err)
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, params={"nope": {}})
+    assert "unknown accelerator" in one_line(err)
+    with tuner.accelerate(tiny_sd, params=DEEPCACHE):
+        with pytest.raises(tuner.AccelerateError) as err:
+            tuner.accelerate(tiny_sd, params=DEEPCACHE)
+        assert "already patched" in one_line(err)
+    assert leftovers(tiny_sd) == []
+
+
+def test_show_still_prints_the_chosen_settings(results, capsys):
+    assert main(["show", "--output", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "max_speedup" in out and "deepcache:" in out
+
+
+def test_import_tuner_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, tuner; assert 'torch' not in sys.modules; print(tuner.accelerate)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "function accelerate" in done.stdout
