@@ -6,7 +6,8 @@ Full-size SD1.5 and SDXL architectures are built from their configs with seeded 
 measured by the tuner's own protocol: accelerated runs interleaved with plain ones, each compared
 with the plain runs just before and after it, median of the ratios.
 
-    python benchmarks/gpu_bench.py speedups --out OUT     # tables 1 and 2
+    python benchmarks/gpu_bench.py sd15 --out OUT         # SD1.5 speedups + stability
+    python benchmarks/gpu_bench.py sdxl --out OUT         # SDXL speedups
     python benchmarks/gpu_bench.py e2e --out OUT          # table 3 (+ overhead)
     python benchmarks/gpu_bench.py workers --out OUT      # trials per hour, 1 vs 2 workers
 """
@@ -52,7 +53,6 @@ SDXL_CONFIGS = {
     "DeepCache N=5 b0": {"deepcache": {"cache_interval": 5, "cache_branch_id": 0}},
     "ToMe r=0.5 md=2": {"tome": {"ratio": 0.5, "max_downsample": 2}},
     "T-GATE 10/5/1/2": {"tgate": TGATE},
-    "DC N=3 + ToMe 0.5 md2": {**DC, "tome": {"ratio": 0.5, "max_downsample": 2}},
     "DC N=3 + T-GATE": {**DC, "tgate": TGATE},
 }
 
@@ -87,7 +87,7 @@ def row(name: str, ev) -> dict:
             "accelerated_runs": list(t.accelerated.samples), "seconds": ev.work}
 
 
-def speedups(out: Path, args) -> dict:
+def speedups_sd15(out: Path, args) -> dict:
     report = {"device": device_name(torch.device(args.device)), "versions": versions(),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "steps": args.steps, "pairs": args.pairs}
@@ -124,9 +124,14 @@ def speedups(out: Path, args) -> dict:
         log(f"stability with {k:2d} pairs: {' '.join('%.3f' % v for v in entry['speedups'])} "
             f"span {entry['span']:.2%}")
     log(f"naive single pair: {' '.join('%.3f' % v for v in naive)} span {span(naive):.2%}")
-    del ev
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    (out / "speedups_sd15.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def speedups_sdxl(out: Path, args) -> dict:
+    report = {"device": device_name(torch.device(args.device)), "versions": versions(),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "steps": args.steps, "pairs": args.pairs}
     # SDXL 1024x1024 batch 1.
     ev = evaluator_for(args.sdxl, 1, 2, args)
     base = ev.measure_baseline()
@@ -137,7 +142,7 @@ def speedups(out: Path, args) -> dict:
         rows.append(row(name, e))
         log(f"  {name}: {e.speedup:.3f}x spread {e.speedup_spread:.1%}")
     report["sdxl"] = {"baseline": base.latency.as_dict(), "rows": rows}
-    (out / "speedups.json").write_text(json.dumps(report, indent=1))
+    (out / "speedups_sdxl.json").write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -234,7 +239,7 @@ def workers(out: Path, args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["speedups", "e2e", "workers"])
+    parser.add_argument("part", choices=["sd15", "sdxl", "e2e", "workers"])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--pairs", type=int, default=6)
@@ -248,7 +253,8 @@ def main():
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    {"speedups": speedups, "e2e": e2e, "workers": workers}[args.part](out, args)
+    {"sd15": speedups_sd15, "sdxl": speedups_sdxl, "e2e": e2e,
+     "workers": workers}[args.part](out, args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from PIL import Image
 
 from tuner import artifacts, report
 from tuner.cli import main
+from tuner.presets import RANDOM_WEIGHTS_NOTE
 from tuner.search.objective import DUPLICATE_OF
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
@@ -147,7 +148,7 @@ def test_report_is_one_self_contained_page(studies, page, capsys):
     # the header: model, scheduler, steps, resolution, device, and the random-weights note
     for expected in ("tiny-sd", "DDIM", "3 steps", "128x128", "CPU (", "resolution", "device"):
         assert expected in text, expected
-    assert report.RANDOM_WEIGHTS_NOTE in text
+    assert RANDOM_WEIGHTS_NOTE in text
     # plotly inlined once; no network: no external scripts, stylesheets or images
     from plotly.offline import get_plotlyjs
 

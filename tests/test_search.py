@@ -150,7 +150,8 @@ def test_study_directions_metric_names_and_user_attrs(grid):
     assert attrs["combo"] == "deepcache"
     assert attrs["setting"] == {"pipe": "tiny-sd", "scheduler": "DDIM", "steps": 3,
                                 "height": 128, "width": 128, "batch_size": 1, "num_samples": 2,
-                                "seed": 42, "guidance_scale": 7.5}
+                                "seed": 42, "guidance_scale": 7.5,
+                                "device": attrs["device"]}
     assert attrs["goal"] == {"loss_budget": 0.5, "metric": "ssim", "req_speedup": None,
                              "req_time": None}
     assert attrs["device"].startswith("CPU")
@@ -177,7 +178,7 @@ def test_results_file_has_the_documented_layout(grid):
     data = grid.results
     assert data["format"] == 1
     (key, slot), = data["settings"].items()
-    assert key == f"tiny-sd|DDIM|3 steps|128x128|batch 1 | {grid.study.user_attrs['device']}"
+    assert key == f"tiny-sd|DDIM|3 steps|128x128|batch 1|{grid.study.user_attrs['device']}"
     assert slot["setting"] == grid.study.user_attrs["setting"]
     assert slot["device"] == grid.study.user_attrs["device"]
     assert set(slot) == {"setting", "device", "max_speedup"}

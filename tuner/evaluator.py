@@ -34,12 +34,14 @@ class Setting:
     num_samples: int = 32
     seed: int = 42
     guidance_scale: float = 7.5
+    device: str = ""  # the GPU's name: speedups differ from one GPU to another
 
     @property
     def key(self) -> str:
-        """A readable identifier, e.g. `SD1.5|DDIM|50 steps|512x512|batch 4`."""
-        return (f"{self.pipe}|{self.scheduler}|{self.steps} steps|{self.height}x{self.width}"
-                f"|batch {self.batch_size}")
+        """A readable identifier, e.g. `SD1.5|DDIM|50 steps|512x512|batch 4|NVIDIA H100`."""
+        return "|".join(filter(None, [
+            self.pipe, self.scheduler, f"{self.steps} steps", f"{self.height}x{self.width}",
+            f"batch {self.batch_size}", self.device]))
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -131,6 +131,15 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+def has_random_weights(pipe: str) -> bool:
+    """Presets are built with random weights: their quality numbers mean nothing."""
+    return pipe in ARCHITECTURES
+
+
+RANDOM_WEIGHTS_NOTE = ("This model has random weights: its quality numbers (losses, CLIP scores, "
+                       "images) mean nothing; timings at full size are real.")
+
+
 def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32):
     """Build a preset pipeline with seeded random weights (deterministic for a given seed)."""

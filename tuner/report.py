@@ -22,17 +22,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .dashboard import Studies, StudiesError, locate
+from .presets import RANDOM_WEIGHTS_NOTE, has_random_weights
 
-RANDOM_WEIGHTS_NOTE = ("This model has random weights: its quality numbers (losses, CLIP scores, "
-                       "images) mean nothing; timings at full size are real.")
 MIN_IMPORTANCE_TRIALS = 4  # completed, distinct trials needed for parameter importances
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 COLORS = {"feasible": "#1f77b4", "infeasible": "#b0b0b0", "front": "#ff7f0e",
           "chosen": "#d62728", "budget": "#2ca02c", "required": "#9467bd"}
-
-
-def is_random_preset(pipe: str) -> bool:
-    return pipe.startswith("tiny-") or pipe.endswith("-random")
 
 
 # -- reading the studies -----------------------------------------------------------------------
@@ -422,7 +417,7 @@ def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
             ("versions", ", ".join(f"{k} {v}" for k, v in group.versions.items()) or "–")]
     page.add("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td>"
                                  f"</tr>" for k, v in rows) + "</table>")
-    if is_random_preset(str(s.get("pipe", ""))):
+    if has_random_weights(str(s.get("pipe", ""))):
         page.add(f'<p class="warning random-weights"><b>Random weights.</b> '
                  f'{html.escape(RANDOM_WEIGHTS_NOTE)}</p>')
 
@@ -517,5 +512,5 @@ def write_report(found: Studies, out: str | Path | None = None) -> Written:
     return Written(out, len(groups), sum(len(g.combos) for s in groups for g in s.goals), figures)
 
 
-__all__ = ["RANDOM_WEIGHTS_NOTE", "Written", "gather", "is_random_preset", "locate", "render",
+__all__ = ["Written", "gather", "locate", "render",
            "write_report"]

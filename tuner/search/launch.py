@@ -19,11 +19,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..evaluator import Setting
+from ..presets import RANDOM_WEIGHTS_NOTE, has_random_weights
 from . import runner
-from .studies import Goal, finished_count, open_storage, storage_url, study_name
+from .studies import Goal, device_name, finished_count, open_storage, storage_url, study_name
 
-RANDOM_WEIGHTS_NOTE = ("note: this model has random weights: its quality numbers mean nothing; "
-                       "timings at full size are real.")
 
 
 @dataclass
@@ -65,9 +64,10 @@ class RunConfig:
                                  self.stop_when_met, self.progress and self.worker is None,
                                  worker_index=self.worker or 0)
 
-    def setting(self, native: tuple[int, int]) -> Setting:
+    def setting(self, native: tuple[int, int], device: str) -> Setting:
         return Setting(self.pipe, self.sched, self.steps, self.height or native[0],
-                       self.width or native[1], self.batch_size, self.num_samples, self.seed)
+                       self.width or native[1], self.batch_size, self.num_samples, self.seed,
+                       device=device)
 
     @property
     def artifact_dir(self) -> Path | None:
@@ -103,7 +103,7 @@ def run(config: RunConfig) -> int:
     _say(config, f"loading {config.pipe} on {device} ...")
     pipe = pipelines.load_pipeline(config.pipe, device=device)
     pipelines.set_scheduler(pipe, config.sched)
-    setting = config.setting(pipelines.native_size(pipe))
+    setting = config.setting(pipelines.native_size(pipe), device_name(device))
     clip_name = metrics.default_clip_model(config.pipe) if config.clip_model == "auto" \
         else config.clip_model
     scorer = metrics.load_clip_scorer(clip_name, device=device,
@@ -144,13 +144,12 @@ def _uploader(config: RunConfig, base):
 
 
 def _answer(config: RunConfig, storage, setting: Setting, required: float | None) -> int:
-    outcome = runner.summarize(storage, setting, config.goal, config.combos, required)
-    device = outcome.combos[0].study.user_attrs.get("device", "?") if outcome.combos else "?"
+    outcome = runner.summarize(storage, setting, config.goal, required)
     print(runner.table(outcome))
-    runner.save(outcome, setting, device, config.output)
+    runner.save(outcome, setting, config.output)
     print(f"\nwrote {config.output}; studies in {config.storage_url}")
-    if config.pipe.endswith("random") or config.pipe.startswith("tiny"):
-        print(RANDOM_WEIGHTS_NOTE)
+    if has_random_weights(config.pipe):
+        print(f"note: {RANDOM_WEIGHTS_NOTE}")
     return 0
 
 
@@ -181,10 +180,11 @@ def worker_devices(config: RunConfig) -> list[str | None]:
 
 def run_workers(config: RunConfig) -> int:
     """Start one worker per GPU on the shared studies; wait; answer."""
-    from ..pipelines import native_size_of
+    from ..pipelines import native_size_of, resolve_device
 
     devices = worker_devices(config)
-    setting = config.setting(native_size_of(config.pipe))
+    setting = config.setting(native_size_of(config.pipe),
+                             device_name(resolve_device(config.device)))
     storage = _storage(config)  # created here once, so workers don't race to create tables
     threads = str(max(1, (os.cpu_count() or 1) // config.workers))
     procs = []

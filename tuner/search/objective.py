@@ -52,6 +52,10 @@ class Objective:
             return self._repeat(trial, earlier)
         try:
             evaluation = self.evaluator.evaluate(config)
+            self.evaluations += 1
+            self._record(trial, evaluation)
+            if self.on_evaluation is not None:
+                self.on_evaluation(trial, evaluation)
         except AcceleratorError as err:
             trial.set_user_attr(INVALID, True)
             self._fail(trial, str(err))
@@ -63,12 +67,9 @@ class Objective:
             raise
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
-            self._fail(trial, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
-                       if str(err).strip() else type(err).__name__)
-        self.evaluations += 1
-        self._record(trial, evaluation)
-        if self.on_evaluation is not None:
-            self.on_evaluation(trial, evaluation)
+            message = str(err).strip()
+            self._fail(trial, f"{type(err).__name__}: {message.splitlines()[0]}" if message
+                       else type(err).__name__)
         return self._values(evaluation.speedup, evaluation.loss)
 
     @staticmethod

@@ -4,7 +4,7 @@ Layout::
 
     {"format": 1,
      "settings": {
-       "<setting key> | <device>": {
+       "<pipe>|<scheduler>|<steps> steps|<H>x<W>|batch <B>|<device>": {
          "setting": {...}, "device": "NVIDIA H100 80GB HBM3",
          "max_speedup" | "req_speedup": {
            "goal": {...}, "required_speedup": 2.5 | null, "met": true | false | null,

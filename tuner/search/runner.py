@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..accelerators import grid_size
+from ..accelerators import COMBOS, grid_size
 from ..evaluator import Evaluator, Setting
 from . import results
 from .objective import (CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, INVALID, WORKER, Objective,
@@ -141,12 +141,16 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
     return required
 
 
-def summarize(storage, setting: Setting, goal: Goal, combos: Sequence[str],
-              required: float | None) -> RunOutcome:
-    """The answer per combo and overall, read back from the studies."""
+def summarize(storage, setting: Setting, goal: Goal, required: float | None) -> RunOutcome:
+    """The answer per combo and overall, read back from every combo's study of this setting
+    and goal (also those of earlier runs with other --combo choices)."""
     outcome = RunOutcome(goal, required)
-    for combo in combos:
-        study = optuna.load_study(study_name=study_name(setting, combo, goal), storage=storage)
+    names = set(optuna.get_all_study_names(storage))
+    for combo in COMBOS:
+        name = study_name(setting, combo, goal)
+        if name not in names:
+            continue
+        study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         evaluated = sum(1 for t in trials if CANONICAL in t.user_attrs
                         and DUPLICATE_OF not in t.user_attrs
@@ -165,7 +169,7 @@ def _space_size(study: optuna.Study, combo: str) -> int:
     return study.user_attrs.get("distinct_points", grid_size(combo))
 
 
-def save(outcome: RunOutcome, setting: Setting, device: str, path) -> None:
+def save(outcome: RunOutcome, setting: Setting, path) -> None:
     """Merge this run's answers into the results file."""
 
     def as_result(c: ComboOutcome | None):
@@ -179,8 +183,8 @@ def save(outcome: RunOutcome, setting: Setting, device: str, path) -> None:
         "met": outcome.met, "chosen": as_result(outcome.chosen),
         "per_combo": {c.combo: as_result(c) for c in outcome.combos},
     }
-    results.merge(path, f"{setting.key} | {device}",
-                  {"setting": setting.as_dict(), "device": device}, outcome.goal.mode, mode_entry)
+    results.merge(path, setting.key, {"setting": setting.as_dict(), "device": setting.device},
+                  outcome.goal.mode, mode_entry)
 
 
 def table(outcome: RunOutcome) -> str:

@@ -62,12 +62,12 @@ class Goal:
 def study_name(setting: Setting, combo: str, goal: Goal) -> str:
     """Readable in optuna-dashboard; every part that changes the measurements is in it."""
     objective = "speedup x loss" if goal.multi_objective else "speedup"
-    return " | ".join([
+    return " | ".join(filter(None, [
         setting.pipe, setting.scheduler, f"{setting.steps} steps",
         f"{setting.height}x{setting.width}", f"batch {setting.batch_size}",
-        f"{setting.num_samples} samples", f"seed {setting.seed}",
+        f"{setting.num_samples} samples", f"seed {setting.seed}", setting.device,
         f"{goal.metric} loss <= {goal.loss_budget:g}", combo, objective,
-    ])
+    ]))
 
 
 def storage_url(studies: str | Path) -> str:
