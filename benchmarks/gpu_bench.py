@@ -149,7 +149,9 @@ def speedups_sdxl(out: Path, args) -> dict:
 def _tuner(args_list, env=None) -> tuple[float, subprocess.CompletedProcess]:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "tuner", "run", *args_list],
-                          cwd=ROOT, env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT, env={**os.environ, **(env or {}),
+                               "PYTHONPATH": os.pathsep.join(filter(None, [
+                                   str(ROOT), os.environ.get("PYTHONPATH")]))},
                           capture_output=True, text=True)
     return time.monotonic() - start, proc
 

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "prompt per line (default: the built-in list)")
     run.add_argument("--height", type=_positive_int)
     run.add_argument("--width", type=_positive_int)
-    run.add_argument("--timing-pairs", type=_positive_int, default=6,
+    run.add_argument("--timing-pairs", type=_positive_int, default=4,
                      help="interleaved plain/accelerated timed runs per trial")
     run.add_argument("--heartbeat", type=_positive_int, default=10, help="seconds; a trial "
                      "whose worker is silent for 3 beats is re-run")

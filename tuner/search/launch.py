@@ -45,7 +45,7 @@ class RunConfig:
     prompts: str | None = None
     height: int | None = None
     width: int | None = None
-    timing_pairs: int = 6
+    timing_pairs: int = 4
     heartbeat: int = 10
     stop_when_met: bool = False
     progress: bool = True
