@@ -87,14 +87,23 @@ def row(name: str, ev) -> dict:
             "accelerated_runs": list(t.accelerated.samples), "seconds": ev.work}
 
 
-def speedups_sd15(out: Path, args) -> dict:
-    report = {"device": device_name(torch.device(args.device)), "versions": versions(),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "steps": args.steps, "pairs": args.pairs}
-    # SD1.5 512x512 batch 4: the fixed config is measured 5 times, spread over the run.
-    ev = evaluator_for(args.sd, 4, 8, args)
+def header(args) -> dict:
+    return {"device": device_name(torch.device(args.device)), "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "steps": args.steps, "pairs": args.pairs}
+
+
+def measured_baseline(preset: str, batch: int, samples: int, args, label: str):
+    ev = evaluator_for(preset, batch, samples, args)
     base = ev.measure_baseline()
-    log(f"SD1.5 baseline {base.latency.median:.3f}s spread {base.latency.spread:.1%}")
+    log(f"{label} baseline {base.latency.median:.3f}s spread {base.latency.spread:.1%}")
+    return ev, base
+
+
+def speedups_sd15(out: Path, args) -> dict:
+    report = header(args)
+    # SD1.5 512x512 batch 4: the fixed config is measured 5 times, spread over the run.
+    ev, base = measured_baseline(args.sd, 4, 8, args, "SD1.5")
     rows, fixed = [], []
     names = list(SD15_CONFIGS)
     slots = {0, 2, 4, 6, len(names)}  # measure the fixed config before these positions
@@ -129,13 +138,9 @@ def speedups_sd15(out: Path, args) -> dict:
 
 
 def speedups_sdxl(out: Path, args) -> dict:
-    report = {"device": device_name(torch.device(args.device)), "versions": versions(),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "steps": args.steps, "pairs": args.pairs}
+    report = header(args)
     # SDXL 1024x1024 batch 1.
-    ev = evaluator_for(args.sdxl, 1, 2, args)
-    base = ev.measure_baseline()
-    log(f"SDXL baseline {base.latency.median:.3f}s spread {base.latency.spread:.1%}")
+    ev, base = measured_baseline(args.sdxl, 1, 2, args, "SDXL")
     rows = []
     for name, config in SDXL_CONFIGS.items():
         e = ev.evaluate(config)

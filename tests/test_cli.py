@@ -23,6 +23,19 @@ COCO_NO_ANNOTATIONS = json.dumps({"images": [{"id": 1}]})
 COCO_BAD_ANNOTATION = json.dumps({"annotations": [{"image_id": 1, "id": 1}]})
 
 # (id, extra arguments, input files to write {name: text or None for a folder}, marks)
+def _sqlite_without_studies() -> bytes:
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.db"
+        connection = sqlite3.connect(path)
+        connection.execute("CREATE TABLE notes (text)")
+        connection.commit()
+        connection.close()
+        return path.read_bytes()
+
+
 BAD_INPUT = [
     ("unknown-combo", ["--combo", "nope"], {}),
     ("unknown-sampler", ["--sampler", "random"], {}),
@@ -61,6 +74,11 @@ BAD_INPUT = [
     ("num-samples-over-prompt-count", ["--prompts", "two.txt", "--num-samples", "3"],
      {"two.txt": "a red bus\na cat\n"}),
     ("num-samples-over-builtin-count", ["--num-samples", "100"], {}),
+    ("num-samples-under-batch-size", ["--num-samples", "1", "--batch-size", "2"], {}),
+    ("studies-db-corrupt", ["--studies", "st"], {"st": None, "st/tuner.db": "not a database"}),
+    ("studies-db-not-optuna", ["--studies", "st"],
+     {"st": None, "st/tuner.db": _sqlite_without_studies()}),
+    ("storage-not-a-url", ["--storage", "not a url"], {}),
 ]
 
 
@@ -73,6 +91,8 @@ def write_inputs(folder: Path, files: dict) -> None:
     for name, text in files.items():
         if text is None:
             (folder / name).mkdir()
+        elif isinstance(text, bytes):
+            (folder / name).write_bytes(text)
         else:
             (folder / name).write_text(text)
 

@@ -123,6 +123,7 @@ def _check_run_args(args) -> None:
     from .accelerators import COMBOS, grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
+    from .search.studies import DB_NAME, check_storage_url
 
     if args.req_speedup is not None and args.req_speedup <= 1:
         raise UsageError(f"--req-speedup must be greater than 1, got {args.req_speedup:g}")
@@ -145,14 +146,38 @@ def _check_run_args(args) -> None:
                              f"{'; '.join(too_large)} (--trials {args.trials})")
     _check_writable("--output", Path(args.output).parent)
     if args.storage is not None:
-        _check_storage(args.storage)
+        try:
+            check_storage_url(args.storage)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         results.read(args.output)
         return
     studies = Path(args.studies)
     if studies.exists() and not studies.is_dir():
         raise UsageError(f"--studies {args.studies!r} is not a folder")
     _check_writable("--studies", studies)
+    _check_database(studies / DB_NAME)
     results.read(args.output)  # an unreadable results file stops us before any work
+
+
+def _check_database(path: Path) -> None:
+    """An existing studies database must be readable: found now, not after the baseline."""
+    if not path.exists():
+        return
+    import contextlib
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as err:
+        raise UsageError(f"studies database {str(path)!r} is unreadable or corrupt "
+                         f"({err}); move it away or pass another --studies") from None
+    if tables and "studies" not in tables:
+        raise UsageError(f"{str(path)!r} is an SQLite database but not an Optuna study "
+                         f"database; move it away or pass another --studies")
 
 
 def _check_writable(flag: str, folder: Path) -> None:
@@ -164,17 +189,6 @@ def _check_writable(flag: str, folder: Path) -> None:
         raise UsageError(f"{flag}: {str(existing)!r} is a file, not a folder")
     if not os.access(existing, os.W_OK):
         raise UsageError(f"{flag}: folder {str(existing)!r} is not writable")
-
-
-def _check_storage(url: str) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        make_url(url)
-    except ArgumentError:
-        raise UsageError(f"--storage {url!r} is not a database URL "
-                         f"(e.g. postgresql://user@host/db or sqlite:///path.db)") from None
 
 
 def _quiet_libraries() -> None:
@@ -223,14 +237,13 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .dashboard import locate
-
-    found = locate(None if args.storage else args.studies, args.storage, args.artifacts)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from .dashboard import locate
     from .report import write_report
 
+    found = locate(None if args.storage else args.studies, args.storage, args.artifacts)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     written = write_report(found, args.out)
     print(f"wrote {written.path} ({written.settings} setting(s), {written.studies} studies, "
           f"{written.figures} plots)")
@@ -270,8 +283,8 @@ def main(argv=None) -> int:
     from .accelerators import AcceleratorError
     from .pipelines import PipelineError
     from .prompts import PromptsError
-    from .search.results import ResultsError
     from .dashboard import StudiesError
+    from .search.results import ResultsError
 
     try:
         args = build_parser().parse_args(argv)
@@ -287,6 +300,9 @@ def main(argv=None) -> int:
             StudiesError) as err:
         print(f"tuner: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ntuner: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -63,17 +63,13 @@ def locate(studies: str | None = None, storage: str | None = None,
     Raises `StudiesError` when there is no database to read: reading never creates one.
     """
     from .artifacts import artifact_dir
-    from .search.studies import DB_NAME, storage_url
+    from .search.studies import DB_NAME, check_storage_url, storage_url
 
     if storage is not None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
         try:
-            make_url(storage)
-        except ArgumentError:
-            raise StudiesError(f"--storage {storage!r} is not a database URL "
-                               f"(e.g. postgresql://user@host/db or sqlite:///path.db)") from None
+            check_storage_url(storage)
+        except ValueError as err:
+            raise StudiesError(str(err)) from None
         path = _sqlite_path(storage)
         if path is not None and not path.is_file():
             raise StudiesError(f"no studies database at {str(path)!r} (--storage {storage})")

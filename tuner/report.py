@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .dashboard import Studies, StudiesError, locate
 from .presets import RANDOM_WEIGHTS_NOTE, has_random_weights
+from .search.studies import Goal, latest_baseline_latency
 
 MIN_IMPORTANCE_TRIALS = 4  # completed, distinct trials needed for parameter importances
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -56,8 +57,7 @@ class GoalGroup:
 
     @property
     def mode(self) -> str:
-        return "req_speedup" if self.goal.get("req_speedup") is not None or \
-            self.goal.get("req_time") is not None else "max_speedup"
+        return Goal(**self.goal).mode
 
 
 @dataclass
@@ -79,15 +79,8 @@ def _key(value) -> str:
 
 
 def _required(goal: dict, studies: list[optuna.Study]) -> float | None:
-    if goal.get("req_speedup") is not None:
-        return float(goal["req_speedup"])
-    if goal.get("req_time") is None:
-        return None
-    history = [h for s in studies for h in s.user_attrs.get("baseline_latency_history", [])]
-    if not history:
-        return None
-    latest = max(history, key=lambda h: h.get("at", ""))
-    return latest["latency"] / goal["req_time"]
+    """The required speedup; for --req-time, against the latest measured baseline."""
+    return Goal(**goal).required_speedup(latest_baseline_latency(studies))
 
 
 def gather(storage) -> tuple[list[SettingGroup], int]:

@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 from tqdm.auto import tqdm
 
 from ..evaluator import Setting
 from ..presets import RANDOM_WEIGHTS_NOTE, has_random_weights
 from . import runner
-from .studies import Goal, device_name, finished_count, open_storage, storage_url, study_name
+from .studies import (Goal, device_name, finished_count, latest_baseline_latency, open_storage,
+                      storage_url, study_name)
 
 
 
@@ -211,15 +213,14 @@ def run_workers(config: RunConfig) -> int:
         print(f"tuner: error: {len(failed)} of {len(procs)} workers failed "
               f"(exit codes {failed}); rerun to resume", file=sys.stderr)
         return 1
-    latest = _latest_baseline(storage, setting, config)
-    required = config.goal.required_speedup(latest) if latest else None
+    studies = [optuna.load_study(study_name=study_name(setting, combo, config.goal),
+                                 storage=storage) for combo in config.combos]
+    required = config.goal.required_speedup(latest_baseline_latency(studies))
     return _answer(config, storage, setting, required)
 
 
 def _follow(config: RunConfig, storage, setting: Setting, procs) -> None:
     """A progress bar over all combos' finished trials, read from the storage."""
-    import optuna
-
     total = config.trials * len(config.combos)
     with tqdm(total=total, unit="trial", file=sys.stderr, disable=not config.progress,
               dynamic_ncols=True) as bar:
@@ -235,15 +236,6 @@ def _follow(config: RunConfig, storage, setting: Setting, procs) -> None:
             bar.n = done
             bar.refresh()
             time.sleep(1.0)
-
-
-def _latest_baseline(storage, setting: Setting, config: RunConfig) -> float | None:
-    import optuna
-
-    study = optuna.load_study(study_name=study_name(setting, config.combos[0], config.goal),
-                              storage=storage)
-    history = study.user_attrs.get("baseline_latency_history", [])
-    return history[-1]["latency"] if history else None
 
 
 def launch(config: RunConfig) -> int:

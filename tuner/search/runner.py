@@ -78,10 +78,12 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     stop_when_met) the requirement met. Several processes may do this at once."""
     setting = evaluator.setting
     name = study_name(setting, combo, goal)
-    existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
-    # A resumed study must not replay the sampler's earlier random draws.
-    sampler = make_sampler(plan.sampler, combo,
-                           seed=plan.seed + existing.get(name, 0) + 7919 * plan.worker_index)
+    seed = plan.seed
+    if plan.sampler != "grid":  # the grid's order comes from the seed: it must stay the same
+        # A resumed study, or another worker, must not replay the same random draws.
+        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+        seed += existing.get(name, 0) + 7919 * plan.worker_index
+    sampler = make_sampler(plan.sampler, combo, seed=seed)
     study = open_study(storage, setting, combo, goal, sampler)
     _record_context(study, evaluator)
     points = distinct_points(evaluator.pipe, combo)

@@ -48,10 +48,10 @@ class Goal:
     def loss_name(self) -> str:
         return f"{self.metric}_loss"
 
-    def required_speedup(self, baseline_latency: float) -> float | None:
+    def required_speedup(self, baseline_latency: float | None) -> float | None:
         if self.req_speedup is not None:
             return self.req_speedup
-        if self.req_time is not None:
+        if self.req_time is not None and baseline_latency:
             return baseline_latency / self.req_time
         return None
 
@@ -68,6 +68,18 @@ def study_name(setting: Setting, combo: str, goal: Goal) -> str:
         f"{setting.num_samples} samples", f"seed {setting.seed}", setting.device,
         f"{goal.metric} loss <= {goal.loss_budget:g}", combo, objective,
     ]))
+
+
+def check_storage_url(url: str) -> None:
+    """Raise ValueError (one line) unless `url` is a database URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ValueError(f"--storage {url!r} is not a database URL "
+                         f"(e.g. postgresql://user@host/db or sqlite:///path.db)") from None
 
 
 def storage_url(studies: str | Path) -> str:
@@ -120,6 +132,12 @@ def open_study(storage, setting: Setting, combo: str, goal: Goal, sampler) -> op
         study.set_user_attr("combo", combo)
         study.set_user_attr("goal", goal.as_dict())
     return study
+
+
+def latest_baseline_latency(studies) -> float | None:
+    """The most recent baseline latency any worker recorded on these studies."""
+    history = [h for s in studies for h in s.user_attrs.get("baseline_latency_history", [])]
+    return max(history, key=lambda h: h["at"])["latency"] if history else None
 
 
 # -- counting trials ---------------------------------------------------------------------------
@@ -185,5 +203,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+        # The sampler's own marks (GridSampler's grid_id) go along, as in Optuna's retries.
+        system_attrs={**trial.system_attrs,
+                      "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                       "retry_history": history}))

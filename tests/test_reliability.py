@@ -1,0 +1,208 @@
+"""Failing trials and several workers on one study.
+
+A trial that raises inside an accelerator, runs out of memory or produces NaN/black images fails
+with its reason on the trial; the pipeline is plain again and the study goes on. Two worker
+processes share one study and complete exactly the requested trials, never evaluating a
+configuration twice, and the SQLite database stays intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tuner import pipelines
+from tuner.accelerators import leftovers
+from tuner.accelerators.deepcache import DeepCache
+from tuner.cli import main
+
+TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
+        "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--no-artifacts",
+        "--metric", "ssim", "--req-score-loss", "0.5"]
+TUNER = str(Path(sys.executable).with_name("tuner"))
+
+
+def study_of(studies: Path) -> optuna.Study:
+    url = f"sqlite:///{studies / 'tuner.db'}"
+    (name,) = optuna.get_all_study_names(url)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.fixture
+def loaded(monkeypatch):
+    """The pipelines `tuner run` loads in this process."""
+    pipes = []
+    original = pipelines.load_pipeline
+
+    def load(*args, **kwargs):
+        pipes.append(original(*args, **kwargs))
+        return pipes[-1]
+
+    monkeypatch.setattr(pipelines, "load_pipeline", load)
+    return pipes
+
+
+def break_deepcache(monkeypatch, generate_instead):
+    """DeepCache patches the pipeline for real, then generates through `generate_instead`."""
+    original = DeepCache.patch
+
+    @contextlib.contextmanager
+    def patch(self, pipe, params, generate, *, absorbed):
+        with original(self, pipe, params, generate, absorbed=absorbed) as run:
+            yield lambda **kwargs: generate_instead(run, **kwargs)
+
+    monkeypatch.setattr(DeepCache, "patch", patch)
+
+
+def _raise(error):
+    def generate(run, **kwargs):
+        raise error
+    return generate
+
+
+def _images(fill):
+    def generate(run, **kwargs):
+        out = run(**kwargs)
+        out.images = torch.full_like(out.images, fill)
+        return out
+    return generate
+
+
+@pytest.mark.parametrize("generate, reason", [
+    (_raise(RuntimeError("boom inside the accelerator")),
+     "RuntimeError: boom inside the accelerator"),
+    (_raise(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")),
+     "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"),
+    (_images(float("nan")), "produced non-finite (NaN or inf) images"),
+    (_images(0.0), "produced black images"),
+], ids=["raises", "out-of-memory", "nan-images", "black-images"])
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(generate, reason, tmp_path,
+                                                           monkeypatch, loaded, capsys):
+    break_deepcache(monkeypatch, generate)
+    rc = main(["run", *TINY, "--combo", "deepcache", "--trials", "3",
+               "--studies", str(tmp_path / "studies"), "--output", str(tmp_path / "out.json")])
+    assert rc == 0
+    trials = study_of(tmp_path / "studies").trials
+    assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+    assert {t.user_attrs["fail_reason"] for t in trials} == {reason}
+    (pipe,) = loaded
+    assert leftovers(pipe) == []  # each failure left the pipeline plain
+    assert "no feasible trial" in capsys.readouterr().out
+    result = json.loads((tmp_path / "out.json").read_text())
+    (slot,) = result["settings"].values()
+    assert slot["max_speedup"]["chosen"] is None
+
+
+def test_the_study_goes_on_after_a_crash(tmp_path, monkeypatch, loaded):
+    calls = {"n": 0}
+
+    def first_call_fails(run, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("only once")
+        return run(**kwargs)
+
+    break_deepcache(monkeypatch, first_call_fails)
+    rc = main(["run", *TINY, "--combo", "deepcache", "--sampler", "grid", "--trials", "16", "--studies", str(tmp_path / "studies"),
+               "--output", str(tmp_path / "out.json")])
+    assert rc == 0
+    trials = study_of(tmp_path / "studies").trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["fail_reason"] == "RuntimeError: only once"
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 15
+    (pipe,) = loaded
+    assert leftovers(pipe) == []
+
+
+def _workers(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, optuna.Study]:
+    studies = tmp_path / "studies"
+    proc = subprocess.run(
+        [TUNER, "run", *TINY, "--combo", "deepcache", "--workers", "2", "--studies",
+         str(studies), "--output", str(tmp_path / "out.json"), *extra],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, study_of(studies)
+
+
+def _evaluated(study: optuna.Study) -> list:
+    return [t for t in study.trials
+            if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+
+
+def _integrity(studies: Path) -> str:
+    with contextlib.closing(sqlite3.connect(studies / "tuner.db")) as connection:
+        return connection.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def test_two_workers_complete_exactly_the_trials_without_repeating_a_configuration(tmp_path):
+    proc, study = _workers(tmp_path, "--trials", "8")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 8
+    assert all(t.user_attrs.get("fail_reason") == "surplus"
+               for t in study.trials if t.state != TrialState.COMPLETE)
+    params = [json.dumps(t.params, sort_keys=True) for t in _evaluated(study)]
+    assert len(params) == len(set(params))  # no configuration evaluated twice
+    pids = {t.user_attrs["worker"]["pid"] for t in complete}
+    assert len(pids) == 2  # both workers did trials
+    assert len(study.user_attrs["baseline_latency_history"]) == 2  # one baseline per worker
+    assert _integrity(tmp_path / "studies") == "ok"
+    assert "deepcache" in proc.stdout  # the launching process printed the answer table
+    assert (tmp_path / "out.json").is_file()
+
+
+def test_two_workers_walk_the_grid_once(tmp_path):
+    _, study = _workers(tmp_path, "--sampler", "grid", "--trials", "16")
+    evaluated = _evaluated(study)
+    params = [json.dumps(t.params, sort_keys=True) for t in evaluated]
+    assert len(params) == 16 and len(set(params)) == 16
+    assert _integrity(tmp_path / "studies") == "ok"
+
+
+def test_more_workers_than_gpus_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    rc = main(["run", "--pipe", "tiny-sd", "--device", "cuda", "--workers", "2",
+               "--studies", str(tmp_path / "studies")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--workers 2 needs as many GPUs; 1 visible" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "studies").exists()
+
+
+def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the 6th evaluation; the rerun finishes the grid: every point exactly once."""
+    import tuner.evaluator
+
+    evaluate = tuner.evaluator.Evaluator.evaluate
+    calls = []
+
+    def interrupted_sixth_time(self, config):
+        calls.append(config)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return evaluate(self, config)
+
+    args = ["run", *TINY, "--combo", "deepcache", "--sampler", "grid", "--trials", "16",
+            "--studies", str(tmp_path / "studies"), "--output", str(tmp_path / "out.json")]
+    with monkeypatch.context() as mp:
+        mp.setattr(tuner.evaluator.Evaluator, "evaluate", interrupted_sixth_time)
+        assert main(args) == 130
+    assert "Resume with:" in capsys.readouterr().err
+    assert main(args) == 0
+    study = study_of(tmp_path / "studies")
+    evaluated = [json.dumps(t.params, sort_keys=True) for t in _evaluated(study)]
+    assert len(evaluated) == 16 and len(set(evaluated)) == 16
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
