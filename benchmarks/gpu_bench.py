@@ -190,7 +190,8 @@ def overhead_of(trials) -> dict:
 
 def e2e(out: Path, args) -> dict:
     studies = out / "e2e"
-    cmd = ["--pipe", args.sd, "--device", args.device, "--combo", "all", "--trials", str(args.trials),
+    cmd = ["--pipe", args.sd, "--device", args.device, "--combo", "all",
+           "--trials", str(args.trials),
            "--num-samples", "8", "--batch-size", "4", "--steps", str(args.steps),
            "--studies", str(studies), "--output", str(studies / "search_params.json"),
            "--no-progress"]

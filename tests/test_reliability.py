@@ -113,7 +113,8 @@ def test_the_study_goes_on_after_a_crash(tmp_path, monkeypatch, loaded):
         return run(**kwargs)
 
     break_deepcache(monkeypatch, first_call_fails)
-    rc = main(["run", *TINY, "--combo", "deepcache", "--sampler", "grid", "--trials", "16", "--studies", str(tmp_path / "studies"),
+    rc = main(["run", *TINY, "--combo", "deepcache", "--sampler", "grid", "--trials", "16",
+               "--studies", str(tmp_path / "studies"),
                "--output", str(tmp_path / "out.json")])
     assert rc == 0
     trials = study_of(tmp_path / "studies").trials

@@ -19,16 +19,13 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from .messages import first_line
+
 MODES = ("max_speedup", "req_speedup")
 
 
 class AccelerateError(ValueError):
     """The settings cannot be chosen or applied; the message is one line."""
-
-
-def _one_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _listing(names) -> str:
@@ -80,7 +77,7 @@ def choose(results: str | Path = "search_params.json", *, mode: str | None = Non
     try:
         data = results_file.read(path)
     except results_file.ResultsError as err:
-        raise AccelerateError(_one_line(err)) from None
+        raise AccelerateError(first_line(err)) from None
     settings = data["settings"]
     if not settings:
         raise AccelerateError(f"no results in {path!r}; run `tuner run` first")
@@ -136,7 +133,7 @@ class Accelerated:
             self._context = accelerators.apply(pipe, self.params, steps=steps, seed=seed)
             self._run = self._context.__enter__()
         except accelerators.AcceleratorError as err:
-            raise AccelerateError(_one_line(err)) from None
+            raise AccelerateError(first_line(err)) from None
         self.active = True
 
     def __call__(self, *args, **kwargs):

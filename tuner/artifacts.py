@@ -22,6 +22,8 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
+from .messages import described
+
 ARTIFACTS_DIR = "artifacts"  # under the studies folder
 MAX_SIDE = 256  # pixels, longest side
 COUNT = 4  # images per trial
@@ -113,9 +115,8 @@ class SampleUploader:
                                             count=self.count)
         except Exception as err:  # a full disk or an unwritable folder must not stop a search
             self._broken = True
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             print(f"tuner: warning: cannot store sample images as artifacts "
-                  f"({type(err).__name__}: {first}); the search goes on without them",
+                  f"({described(err)}); the search goes on without them",
                   file=sys.stderr)
 
 

@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .messages import described
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -35,9 +37,8 @@ class Studies:
             try:
                 return optuna.storages.RDBStorage(self.url, skip_table_creation=True)
             except Exception as err:  # a broken file, a database server that does not answer
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 raise StudiesError(f"cannot open the studies at {self.url}: "
-                                   f"{type(err).__name__}: {first}") from None
+                                   f"{described(err)}") from None
 
     def artifact_store(self):
         if self.artifacts is None:

@@ -16,7 +16,7 @@ import torch
 
 from . import accelerators, metrics
 from .accelerators import Config
-from .timing import Clock, DeviceClock, Speedup, Stats, interleave, timed
+from .timing import Clock, DeviceClock, Speedup, Stats, Timer, interleave, timed
 
 LOSS_METRICS = ("clip", "ssim")
 
@@ -52,7 +52,7 @@ class TimingPlan:
     """How many bracketed pairs of timed runs each configuration gets."""
 
     pairs: int = 4  # see BENCHMARKS.md: 4 pairs kept 5 measurements within 1.8 %
-    baseline_repeats: int = 6  # timed plain runs (after a warm-up) for the baseline latency
+    baseline_repeats: int = 6  # timed plain runs for the baseline latency
 
 
 @dataclass
@@ -167,20 +167,13 @@ class Evaluator:
     # -- baseline ---------------------------------------------------------------------------
 
     def measure_baseline(self) -> Baseline:
-        """Generate every batch plainly (the first run is the warm-up), time, score."""
-        images, times = [], {}
-        for k, batch in enumerate(self._batches):
-            out, times[k] = self._timed_images(self.pipe, batch)
-            images.append(out)
-        batch_of = self._timed_batch()
-        samples = [times[k] for k in sorted(set(map(batch_of, range(len(self._batches))))) if k]
-        while len(samples) < self.plan.baseline_repeats:
-            batch = self._batches[batch_of(len(samples))]
-            samples.append(timed(lambda: self._generate(self.pipe, batch), self.clock)[1])
-        all_images = torch.cat(images)
-        scores = self.scorer.score(all_images, self.prompts)
-        self.baseline = Baseline(Stats.of(samples), float(scores.mean()),
-                                 [float(x) for x in scores], all_images)
+        """Generate and score the quality set plainly (which also warms up), then time."""
+        images = torch.cat([self._timed_images(self.pipe, batch)[0] for batch in self._batches])
+        batch = self._batches[self._timed_batch()(0)]
+        latency = Timer(self.clock, warmup=0, repeats=self.plan.baseline_repeats).measure(
+            lambda: self._generate(self.pipe, batch))
+        scores = self.scorer.score(images, self.prompts)
+        self.baseline = Baseline(latency, float(scores.mean()), [float(x) for x in scores], images)
         return self.baseline
 
     # -- one configuration ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from . import presets
+from .messages import first_line
 
 MODELS = {
     "SD1.5": "runwayml/stable-diffusion-v1-5",
@@ -83,8 +84,7 @@ def load_pipeline(name: str, *, device: torch.device, dtype: torch.dtype | None 
                 if "safety_checker" in config else {}
             pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, **extra).to(device)
         except (OSError, ValueError) as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PipelineError(f"cannot load model {name!r}: {first_line}") from err
+            raise PipelineError(f"cannot load model {name!r}: {first_line(err)}") from err
     if not hasattr(pipe, "unet"):
         raise PipelineError(f"model {name!r} has no UNet; tuner supports SD1.x/2.x/XL pipelines")
     pipe.set_progress_bar_config(disable=True)
@@ -120,6 +120,6 @@ def native_size_of(name: str) -> tuple[int, int]:
                              ["block_out_channels"])
         except (OSError, ValueError) as err:
             raise PipelineError(f"cannot read the configs of {name!r}: "
-                                f"{str(err).strip().splitlines()[0]}") from err
+                                f"{first_line(err)}") from err
     side = sample * 2 ** (vae_blocks - 1)
     return side, side

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -92,8 +92,9 @@ class Accelerator(ABC):
                 f"{self.name} takes {sorted(self.space)}; got {sorted(params)}")
         for key, knob in self.space.items():
             value = params[key]
-            if isinstance(value, bool) or (isinstance(knob, IntKnob) and not isinstance(value, int)) \
-                    or value not in knob.values():
+            wrong_type = isinstance(value, bool) or (isinstance(knob, IntKnob)
+                                                     and not isinstance(value, int))
+            if wrong_type or value not in knob.values():
                 raise AcceleratorError(f"{self.name}.{key}={value!r} is outside {knob.values()}")
 
 
@@ -174,7 +175,3 @@ def unet_levels(unet) -> Iterator[tuple[int, torch.nn.Module]]:
         yield factor, block
         if getattr(block, "upsamplers", None):
             factor //= 2
-
-
-def patched_names(specs: Sequence[tuple[str, Params]]) -> str:
-    return "+".join(name for name, _ in specs)

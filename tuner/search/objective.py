@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import accelerators
 from ..accelerators import AcceleratorError
 from ..evaluator import Evaluation, Evaluator
+from ..messages import described
 from .space import config_key, suggest
 from .studies import (INTERRUPTED, SURPLUS, Goal, counts_toward_budget, recover_orphans,
                       requeue, this_worker)
@@ -67,9 +68,7 @@ class Objective:
             raise
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
-            message = str(err).strip()
-            self._fail(trial, f"{type(err).__name__}: {message.splitlines()[0]}" if message
-                       else type(err).__name__)
+            self._fail(trial, described(err))
         return self._values(evaluation.speedup, evaluation.loss)
 
     @staticmethod

@@ -62,7 +62,8 @@ def write(path: str | Path, data: dict) -> None:
         raise
 
 
-def result(trial: FrozenTrial | None, *, combo: str, study: str, baseline_clip: float) -> dict | None:
+def result(trial: FrozenTrial | None, *, combo: str, study: str,
+           baseline_clip: float) -> dict | None:
     if trial is None:
         return None
     a = trial.user_attrs
