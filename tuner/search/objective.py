@@ -38,7 +38,6 @@ class Objective:
         self.evaluator, self.combo, self.goal, self.budget = evaluator, combo, goal, budget
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
         self.poll = poll
-        self.evaluations = 0  # pipeline evaluations run by this process
 
     def __call__(self, trial: optuna.Trial):
         config = suggest(trial, self.combo)
@@ -53,7 +52,6 @@ class Objective:
             return self._repeat(trial, earlier)
         try:
             evaluation = self.evaluator.evaluate(config)
-            self.evaluations += 1
             self._record(trial, evaluation)
             if self.on_evaluation is not None:
                 self.on_evaluation(trial, evaluation)
