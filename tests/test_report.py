@@ -21,7 +21,7 @@ from PIL import Image
 from tuner import artifacts, report
 from tuner.cli import main
 from tuner.presets import RANDOM_WEIGHTS_NOTE
-from tuner.search.objective import DUPLICATE_OF
+from tuner.search.studies import DUPLICATE_OF
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
         "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--metric", "ssim",

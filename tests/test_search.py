@@ -29,6 +29,7 @@ import tuner.evaluator
 from tuner import accelerators
 from tuner.cli import main
 from tuner.search.selection import choose, meeting_requirement
+from tuner.search.studies import baseline_latencies
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
         "--num-samples", "2", "--timing-pairs", "1", "--no-progress"]
@@ -157,7 +158,7 @@ def test_study_directions_metric_names_and_user_attrs(grid):
     assert attrs["device"].startswith("CPU")
     assert {"torch", "optuna", "diffusers"} <= set(attrs["versions"])
     assert attrs["baseline"]["latency"] > 0 and "clip_score" in attrs["baseline"]
-    history = attrs["baseline_latency_history"]
+    history = baseline_latencies(grid.study)
     assert len(history) == 1 and history[0]["latency"] == attrs["baseline"]["latency"]
     # Readable name with every part that changes the measurements.
     for part in ("tiny-sd", "DDIM", "3 steps", "128x128", "batch 1", "2 samples", "seed 42",
@@ -329,7 +330,7 @@ def test_requirement_answer_and_stop_when_met(req):
 
 def test_req_time_turns_into_required_speedup_against_the_baseline(req):
     study = _req_study(req)
-    latency = study.user_attrs["baseline_latency_history"][-1]["latency"]
+    latency = baseline_latencies(study)[-1]["latency"]
     entry = next(iter(req.after_time["settings"].values()))["req_speedup"]
     assert entry["goal"]["req_time"] == REQ_TIME and entry["goal"]["req_speedup"] is None
     assert entry["required_speedup"] == pytest.approx(latency / REQ_TIME, rel=1e-9)
@@ -412,7 +413,7 @@ def test_rerun_resumes_the_same_study(tmp_path):
     study = only_study(tmp_path / "studies")
     assert len(study.get_trials()) == 5
     assert spy.evaluations == []
-    assert len(study.user_attrs["baseline_latency_history"]) == 3
+    assert len(baseline_latencies(study)) == 3
 
 
 def test_invalid_configurations_count_and_are_not_retried(tmp_path):

@@ -11,13 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .messages import described
+from .search.studies import StudiesError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-
-class StudiesError(ValueError):
-    """The studies cannot be found or opened; one line."""
 
 
 @dataclass(frozen=True)

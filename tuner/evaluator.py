@@ -193,14 +193,17 @@ class Evaluator:
         images: list[torch.Tensor | None] = [None] * len(self._batches)
         batch_of = self._timed_batch()
 
-        def accelerated(k: int) -> float:
-            begin = clock.now()
+        def accelerated(*batches: int) -> float:
+            """Run `batches` under one application; the seconds of the last one."""
+            begin, spent = clock.now(), 0.0
             with accelerators.apply(pipe, config, steps=s.steps, seed=s.seed) as run:
-                out, seconds = self._timed_images(run, self._batches[k])
-            work["apply_undo"] += clock.now() - begin - seconds
-            work["accelerated"] += seconds
-            if images[k] is None:
-                images[k] = out
+                for k in batches:
+                    out, seconds = self._timed_images(run, self._batches[k])
+                    spent += seconds
+                    if images[k] is None:
+                        images[k] = out
+            work["apply_undo"] += clock.now() - begin - spent
+            work["accelerated"] += spent
             return seconds
 
         def plain(k: int) -> float:
@@ -208,11 +211,11 @@ class Evaluator:
             work["plain"] += seconds
             return seconds
 
-        accelerated(0)  # the warm-up run; its images count
+        timed_batches = {batch_of(i) for i in range(self.plan.pairs)}
+        untimed = [k for k in range(1, len(self._batches)) if k not in timed_batches]
+        accelerated(0, *untimed)  # the warm-up run first; all images count
         speed = interleave(lambda i: plain(batch_of(i)), lambda i: accelerated(batch_of(i)),
                            self.plan.pairs)
-        for k in [k for k, img in enumerate(images) if img is None]:
-            accelerated(k)
         begin = clock.now()
         evaluation = self._score(config, torch.cat(images), speed)
         work["scoring"] = clock.now() - begin

@@ -155,9 +155,9 @@ class CLIPScorer:
 
 def default_clip_model(pipe_name: str) -> str:
     """The real CLIP for real models; a random-weight one of matching scale for presets."""
-    from .presets import ARCHITECTURES
+    from .presets import is_preset
 
-    if pipe_name in ARCHITECTURES:
+    if is_preset(pipe_name):
         return "tiny-clip" if pipe_name.startswith("tiny") else "clip-l-random"
     return DEFAULT_CLIP_MODEL
 
@@ -169,7 +169,13 @@ def load_clip_scorer(name: str, device: str | torch.device = "cpu",
 
     if name in CLIP_ARCHITECTURES:
         return CLIPScorer.from_preset(name, device, dtype=dtype)
-    return CLIPScorer.from_pretrained(name, device, dtype)
+    try:
+        return CLIPScorer.from_pretrained(name, device, dtype)
+    except (OSError, ValueError) as err:
+        from .messages import first_line
+        from .pipelines import PipelineError
+
+        raise PipelineError(f"cannot load CLIP model {name!r}: {first_line(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------

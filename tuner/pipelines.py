@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from . import presets
+from .presets import is_preset
 from .messages import first_line
 
 MODELS = {
@@ -49,10 +50,6 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def is_preset(name: str) -> bool:
-    return name in presets.ARCHITECTURES
 
 
 def check_pipe_name(name: str) -> None:

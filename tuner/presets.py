@@ -131,7 +131,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def has_random_weights(pipe: str) -> bool:
+def is_preset(pipe: str) -> bool:
     """Presets are built with random weights: their quality numbers mean nothing."""
     return pipe in ARCHITECTURES
 

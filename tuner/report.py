@@ -21,9 +21,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .dashboard import Studies, StudiesError, locate
-from .presets import RANDOM_WEIGHTS_NOTE, has_random_weights
-from .search.studies import Goal, latest_baseline_latency
+from .dashboard import Studies, locate
+from .presets import RANDOM_WEIGHTS_NOTE, is_preset
+from .messages import first_line
+from .search.results import write_atomically
+from .search.runner import config_text
+from .search.selection import choose, overall
+from .search.studies import (Goal, StudiesError, counts_toward_budget, finished_count,
+                             latest_baseline_latency)
 
 MIN_IMPORTANCE_TRIALS = 4  # completed, distinct trials needed for parameter importances
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -86,7 +91,6 @@ def _required(goal: dict, studies: list[optuna.Study]) -> float | None:
 def gather(storage) -> tuple[list[SettingGroup], int]:
     """The tuner's studies grouped by setting and goal; and how many other studies were skipped."""
     from .accelerators import COMBOS
-    from .search.selection import choose
 
     order = {name: i for i, name in enumerate(COMBOS)}
     groups: dict[str, dict[str, list]] = {}
@@ -120,10 +124,9 @@ def gather(storage) -> tuple[list[SettingGroup], int]:
                 if device and device not in group.devices:
                     group.devices.append(device)
                 group.versions = group.versions or study.user_attrs.get("versions", {})
-            best = choose([c.choice.trial for c in combos if c.choice.trial], required)
-            overall = next((c for c in combos if c.choice.trial is best.trial), None) \
-                if best.trial else None
-            group.goals.append(GoalGroup(goal, required, combos, overall, best.met))
+            index, best = overall([c.choice for c in combos], required)
+            group.goals.append(GoalGroup(goal, required, combos,
+                                         combos[index] if index is not None else None, best.met))
         group.goals.sort(key=lambda g: (g.mode, g.goal.get("metric", ""),
                                         g.goal.get("loss_budget", 0)))
         result.append(group)
@@ -134,14 +137,9 @@ def gather(storage) -> tuple[list[SettingGroup], int]:
 # -- figures -----------------------------------------------------------------------------------
 
 
-def _params(config: dict) -> str:
-    return " ".join(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
-                    for name, params in config.items())
-
-
 def _hover(t: FrozenTrial) -> str:
     a = t.user_attrs
-    return (f"trial {t.number}<br>{html.escape(_params(a.get('config', {})))}<br>"
+    return (f"trial {t.number}<br>{html.escape(config_text(a.get('config', {})))}<br>"
             f"speedup {a['speedup']:.2f}x · loss {a['loss']:.2%}")
 
 
@@ -254,8 +252,7 @@ def importances(c: ComboStudy):
                     for t in done])
                 found[target] = optuna.importance.get_param_importances(copy)
     except Exception as err:  # e.g. every trial has the same parameters
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"Parameter importances could not be computed: {first}"
+        return f"Parameter importances could not be computed: {first_line(err)}"
     finally:
         optuna.logging.set_verbosity(verbosity)
     values = [v for imp in found.values() for v in imp.values()]
@@ -364,13 +361,11 @@ def _goal_title(g: GoalGroup) -> str:
 
 
 def _choice_table(page: _Page, g: GoalGroup) -> None:
-    from .search.studies import counts_toward_budget
-
     rows = []
 
     def row(label: str, c: ComboStudy | None, css: str = "") -> str:
         t = c.choice.trial if c else None
-        finished = sum(counts_toward_budget(x) for x in c.trials) if c else 0
+        finished = finished_count(c.trials) if c else 0
         if t is None:
             return (f'<tr class="{css}"><td>{html.escape(label)}</td>'
                     f'<td class="num">{finished if c else "–"}</td>'
@@ -382,7 +377,7 @@ def _choice_table(page: _Page, g: GoalGroup) -> None:
                 f'<td class="num">{_fmt(a.get("loss"), ".2%")}</td>'
                 f'<td class="num">{_fmt(a.get("latency"), ".3f", " s")}</td>'
                 f'<td class="num">{_fmt(a.get("baseline_latency"), ".3f", " s")}</td>'
-                f'<td><code>{html.escape(_params(a.get("config", {})))}</code></td></tr>')
+                f'<td><code>{html.escape(config_text(a.get("config", {})))}</code></td></tr>')
 
     for c in g.combos:
         rows.append(row(c.combo, c))
@@ -410,15 +405,13 @@ def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
             ("versions", ", ".join(f"{k} {v}" for k, v in group.versions.items()) or "–")]
     page.add("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td>"
                                  f"</tr>" for k, v in rows) + "</table>")
-    if has_random_weights(str(s.get("pipe", ""))):
+    if is_preset(str(s.get("pipe", ""))):
         page.add(f'<p class="warning random-weights"><b>Random weights.</b> '
                  f'{html.escape(RANDOM_WEIGHTS_NOTE)}</p>')
 
 
 def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
-    from .search.studies import counts_toward_budget
-
-    finished = sum(counts_toward_budget(t) for t in c.trials)
+    finished = finished_count(c.trials)
     failed = sum(1 for t in c.trials if t.state == TrialState.FAIL and counts_toward_budget(t))
     page.add(f"<h4>{html.escape(c.combo)}</h4>")
     page.add(f'<p class="meta">Study <code>{html.escape(c.study.study_name)}</code>: '
@@ -497,10 +490,7 @@ def write_report(found: Studies, out: str | Path | None = None) -> Written:
     out = Path(out)
     page_html = render(groups, storage=storage, store=found.artifact_store(), source=found.url,
                        skipped=skipped)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page_html, encoding="utf-8")
-    tmp.replace(out)
+    write_atomically(out, page_html)
     figures = page_html.count('class="plotly-graph-div"')
     return Written(out, len(groups), sum(len(g.combos) for s in groups for g in s.goals), figures)
 

@@ -59,7 +59,11 @@ def _absorbed(accelerator: Accelerator, config: Config) -> dict[str, Params]:
 
 def check(pipe, config: Config, *, steps: int, seed: int = 0) -> None:
     """Raise `NoEffect`/`Unsupported`/`AcceleratorError` if `config` cannot be evaluated."""
-    for accelerator, params in instances(config, seed=seed):
+    _check(pipe, instances(config, seed=seed), config, steps)
+
+
+def _check(pipe, members, config: Config, steps: int) -> None:
+    for accelerator, params in members:
         accelerator.check(pipe, params, steps=steps, absorbed=_absorbed(accelerator, config))
 
 
@@ -74,11 +78,12 @@ def apply(pipe, config: Config, *, steps: int, seed: int = 0) -> Iterator[Genera
     found = leftovers(pipe)
     if found:
         raise AcceleratorError(f"pipeline is already patched ({', '.join(found[:3])})")
-    check(pipe, config, steps=steps, seed=seed)
-    absorbed_names = {n for a, _ in instances(config, seed=seed) for n in a.absorbs if n in config}
+    members = instances(config, seed=seed)
+    _check(pipe, members, config, steps)
+    absorbed_names = {n for a, _ in members for n in a.absorbs if n in config}
     generate: Generate = pipe.__call__
     with contextlib.ExitStack() as stack:
-        for accelerator, params in instances(config, seed=seed):
+        for accelerator, params in members:
             if accelerator.name in absorbed_names:
                 continue
             generate = stack.enter_context(accelerator.patch(

@@ -7,6 +7,7 @@ progress it reads from the storage, and writes the answer once they are done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -20,7 +21,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..evaluator import Setting
-from ..presets import RANDOM_WEIGHTS_NOTE, has_random_weights
+from ..presets import RANDOM_WEIGHTS_NOTE, is_preset
 from . import runner
 from .studies import (Goal, device_name, finished_count, latest_baseline_latency, open_storage,
                       storage_url, study_name)
@@ -98,6 +99,8 @@ def run(config: RunConfig) -> int:
     from .. import metrics, pipelines, prompts
     from ..evaluator import Evaluator, TimingPlan
 
+    # A shared database is reached first: if it cannot be, say so before minutes of work.
+    storage = _storage(config) if config.storage else None
     pool = prompts.load_prompts(config.prompts) if config.prompts \
         else list(prompts.BUILTIN_PROMPTS)
     chosen = prompts.choose_prompts(pool, config.num_samples, config.seed)
@@ -116,7 +119,7 @@ def run(config: RunConfig) -> int:
     base = evaluator.measure_baseline()
     _say(config, f"baseline: {base.latency.median:.3f}s per batch "
                  f"(spread {base.latency.spread:.0%}), CLIP score {base.clip_score:.2f}")
-    storage = _storage(config)
+    storage = storage or _storage(config)
     try:
         required = runner.run_search(evaluator, storage, config.goal, config.plan(),
                                      on_evaluation=_uploader(config, base))
@@ -150,7 +153,7 @@ def _answer(config: RunConfig, storage, setting: Setting, required: float | None
     print(runner.table(outcome))
     runner.save(outcome, setting, config.output)
     print(f"\nwrote {config.output}; studies in {config.storage_url}")
-    if has_random_weights(config.pipe):
+    if is_preset(config.pipe):
         print(f"note: {RANDOM_WEIGHTS_NOTE}")
     return 0
 
@@ -195,19 +198,23 @@ def run_workers(config: RunConfig) -> int:
         env.setdefault("OMP_NUM_THREADS", threads)
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
+        # Their own session: a Ctrl-C reaches them once, forwarded by this process.
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tuner", *config.argv, "--worker", str(index)], env=env))
+            [sys.executable, "-m", "tuner", *config.argv, "--worker", str(index)], env=env,
+            start_new_session=True))
     _say(config, f"started {len(procs)} workers on {config.storage_url}")
     try:
         _follow(config, storage, setting, procs)
-    except KeyboardInterrupt:
+    except BaseException as err:  # Ctrl-C, or anything else: the workers stop cleanly too
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for proc in procs:
             proc.wait()
-        _print_resume(config)
-        return 130
+        if isinstance(err, KeyboardInterrupt):
+            _print_resume(config)
+            return 130
+        raise
     failed = [p.returncode for p in procs if p.returncode != 0]
     if failed:
         print(f"tuner: error: {len(failed)} of {len(procs)} workers failed "
@@ -222,18 +229,17 @@ def run_workers(config: RunConfig) -> int:
 def _follow(config: RunConfig, storage, setting: Setting, procs) -> None:
     """A progress bar over all combos' finished trials, read from the storage."""
     total = config.trials * len(config.combos)
+    studies: dict[str, optuna.Study] = {}
     with tqdm(total=total, unit="trial", file=sys.stderr, disable=not config.progress,
               dynamic_ncols=True) as bar:
         while any(p.poll() is None for p in procs):
-            done = 0
             for combo in config.combos:
-                try:
-                    study = optuna.load_study(study_name=study_name(setting, combo, config.goal),
-                                              storage=storage)
-                except KeyError:
-                    continue
-                done += min(finished_count(study), config.trials)
-            bar.n = done
+                if combo not in studies:
+                    name = study_name(setting, combo, config.goal)
+                    with contextlib.suppress(KeyError):  # the workers have not made it yet
+                        studies[combo] = optuna.load_study(study_name=name, storage=storage)
+            bar.n = sum(min(finished_count(s.get_trials(deepcopy=False)), config.trials)
+                        for s in studies.values())
             bar.refresh()
             time.sleep(1.0)
 

@@ -1,9 +1,9 @@
 """One trial: sample a configuration, evaluate it (or answer it from an earlier trial), record.
 
 Several workers may share a study. Trial numbers are handed out by the storage in order, which
-makes two rules race-free: a trial whose configuration an earlier trial is running waits for
-that one and answers from it, and a trial that finds the budget already taken by earlier
-trials ends as surplus without running.
+makes two rules race-free: a trial waits for every earlier trial that is running the same
+configuration (or has not said yet which one it runs) and answers from it, and a trial that
+finds the budget already taken by earlier trials ends as surplus without running.
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from ..accelerators import AcceleratorError
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
 from .space import config_key, suggest
-from .studies import (INTERRUPTED, SURPLUS, Goal, counts_toward_budget, recover_orphans,
+from .studies import (CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, INVALID,
+                      SURPLUS, WORKER, Goal, answered, counts_toward_budget, recover_orphans,
                       requeue, this_worker)
-
-# Attribute names on trials.
-CONFIG, CANONICAL, FAIL_REASON, DUPLICATE_OF, INVALID, WORKER = (
-    "config", "canonical", "fail_reason", "duplicate_of", "invalid", "worker")
 
 
 class TrialFailed(Exception):
@@ -40,13 +37,21 @@ class Objective:
         self.poll = poll
 
     def __call__(self, trial: optuna.Trial):
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON, INTERRUPTED)
+            frozen = next(t for t in trial.study.get_trials(deepcopy=False)
+                          if t.number == trial.number)
+            requeue(trial.study, frozen)  # the next run starts with it
+            raise
+
+    def _run(self, trial: optuna.Trial):
         config = suggest(trial, self.combo)
         key = config_key(accelerators.canonical(self.evaluator.pipe, config))
         trial.set_user_attr(CONFIG, config)
         trial.set_user_attr(CANONICAL, key)
         trial.set_user_attr(WORKER, this_worker())
-        if self._budget_taken(trial):
-            self._fail(trial, SURPLUS)
         earlier = self._earlier(trial, key)
         if earlier is not None:
             return self._repeat(trial, earlier)
@@ -58,12 +63,6 @@ class Objective:
         except AcceleratorError as err:
             trial.set_user_attr(INVALID, True)
             self._fail(trial, str(err))
-        except KeyboardInterrupt:
-            trial.set_user_attr(FAIL_REASON, INTERRUPTED)
-            frozen = next(t for t in trial.study.get_trials(deepcopy=False)
-                          if t.number == trial.number)
-            requeue(trial.study, frozen)  # the next run starts with it
-            raise
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
             self._fail(trial, described(err))
@@ -82,29 +81,26 @@ class Objective:
             trial.set_user_attr(name, value)
         trial.set_constraint("loss_budget", ev.loss - self.goal.loss_budget)
 
-    def _budget_taken(self, trial: optuna.Trial) -> bool:
-        """Whether earlier trials (finished, running or queued) already fill the budget."""
-        ahead = [t for t in trial.study.get_trials(deepcopy=False)
-                 if t.number < trial.number and (counts_toward_budget(t) or t.state in (
-                     TrialState.RUNNING, TrialState.WAITING))]
-        return len(ahead) >= self.budget
-
     def _earlier(self, trial: optuna.Trial, key: str) -> FrozenTrial | None:
-        """The first trial of this study that ran (or is running) the same computation."""
+        """The trial that already answered this configuration, if any; fails the trial as
+        surplus when earlier trials (finished, running or queued) fill the budget."""
         while True:
-            running = False
-            for other in trial.study.get_trials(deepcopy=False):
-                if other.number == trial.number or other.user_attrs.get(CANONICAL) != key \
-                        or DUPLICATE_OF in other.user_attrs:
-                    continue
-                if other.state == TrialState.COMPLETE or (
-                        other.state == TrialState.FAIL and other.user_attrs.get(INVALID)):
-                    return other
-                running |= other.state == TrialState.RUNNING and other.number < trial.number
-            if not running:
+            trials = trial.study.get_trials(deepcopy=False)
+            ahead = [t for t in trials if t.number < trial.number]
+            if sum(counts_toward_budget(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+                   for t in ahead) >= self.budget:
+                self._fail(trial, SURPLUS)
+            same = [t for t in trials if t.number != trial.number
+                    and t.user_attrs.get(CANONICAL) == key and DUPLICATE_OF not in t.user_attrs]
+            done = [t for t in same if answered(t)]
+            if done:
+                return done[0]
+            # Another worker may be running it, or not have said yet what it runs.
+            if not any(t.state == TrialState.RUNNING and t.user_attrs.get(CANONICAL) in (key, None)
+                       for t in ahead):
                 return None
             time.sleep(self.poll)
-            recover_orphans(trial.study)  # another worker is evaluating it: wait for its answer
+            recover_orphans(trial.study)
 
     def _repeat(self, trial: optuna.Trial, earlier: FrozenTrial):
         """Answer a repeated configuration from its earlier trial, without running anything."""

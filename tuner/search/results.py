@@ -47,19 +47,25 @@ def read(path: str | Path) -> dict:
     return data
 
 
-def write(path: str | Path, data: dict) -> None:
+def write_atomically(path: str | Path, text: str) -> None:
     """Replace `path` in one step: readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file (mkstemp's is private)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write(path: str | Path, data: dict) -> None:
+    write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def result(trial: FrozenTrial | None, *, combo: str, study: str,

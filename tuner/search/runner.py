@@ -8,18 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, grid_size
 from ..evaluator import Evaluator, Setting
 from . import results
-from .objective import (CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, INVALID, WORKER, Objective,
-                        TrialFailed)
-from .selection import Choice, choose, fastest_feasible
+from .objective import Objective, TrialFailed
+from .selection import Choice, choose, fastest_feasible, overall
 from .space import distinct_points, make_sampler
-from .studies import (SURPLUS, Goal, device_name, finished_count, open_study, recover_orphans,
-                      study_name, this_worker, versions)
+from .studies import (BASELINE_LATENCY, CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, SURPLUS,
+                      WORKER, Goal, answered, device_name, finished_count, open_study,
+                      recover_orphans, study_name, this_worker, versions)
 
 
 @dataclass
@@ -52,24 +52,33 @@ class RunOutcome:
     met: bool | None = None
 
 
-def _answered(study: optuna.Study) -> set[str]:
+def _answered(trials) -> set[str]:
     """Canonical configurations already answered (scored, or found invalid)."""
-    return {t.user_attrs[CANONICAL] for t in study.get_trials(deepcopy=False)
-            if CANONICAL in t.user_attrs
-            and (t.state == TrialState.COMPLETE or t.user_attrs.get(INVALID))}
+    return {t.user_attrs[CANONICAL] for t in trials if answered(t)}
 
 
-def _best_label(study: optuna.Study) -> str:
-    best = fastest_feasible(study.get_trials(deepcopy=False))
+def _best_label(trials) -> str:
+    best = fastest_feasible(trials)
     if best is None:
         return "no feasible trial yet"
     return f"best {best.user_attrs['speedup']:.2f}x (loss {best.user_attrs['loss']:.2%})"
 
 
-def _others_running(study: optuna.Study) -> int:
+def _others_running(trials) -> int:
     me = this_worker()
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if t.user_attrs.get(WORKER) != me)
+    return sum(1 for t in trials
+               if t.state == TrialState.RUNNING and t.user_attrs.get(WORKER) != me)
+
+
+def _sampler_seed(storage, name: str, plan: SearchPlan) -> int:
+    if plan.sampler == "grid":  # the grid's order comes from the seed: it must stay the same
+        return plan.seed
+    # A resumed study, or another worker, must not replay the same random draws.
+    try:
+        done = storage.get_n_trials(storage.get_study_id_from_name(name))
+    except KeyError:
+        done = 0
+    return plan.seed + done + 7919 * plan.worker_index
 
 
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
@@ -78,58 +87,56 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     stop_when_met) the requirement met. Several processes may do this at once."""
     setting = evaluator.setting
     name = study_name(setting, combo, goal)
-    seed = plan.seed
-    if plan.sampler != "grid":  # the grid's order comes from the seed: it must stay the same
-        # A resumed study, or another worker, must not replay the same random draws.
-        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
-        seed += existing.get(name, 0) + 7919 * plan.worker_index
-    sampler = make_sampler(plan.sampler, combo, seed=seed)
+    sampler = make_sampler(plan.sampler, combo, seed=_sampler_seed(storage, name, plan))
     study = open_study(storage, setting, combo, goal, sampler)
     _record_context(study, evaluator)
     points = distinct_points(evaluator.pipe, combo)
     study.set_user_attr("distinct_points", points)
 
     objective = Objective(evaluator, combo, goal, budget=plan.trials, on_evaluation=on_evaluation)
-    bar = tqdm(total=plan.trials, initial=min(finished_count(study), plan.trials), desc=combo,
-               unit="trial", file=sys.stderr, disable=not plan.progress, dynamic_ncols=True)
+    bar = tqdm(total=plan.trials, desc=combo, unit="trial", file=sys.stderr,
+               disable=not plan.progress, dynamic_ncols=True)
+
+    def report_failure(_, trial: FrozenTrial) -> None:
+        reason = trial.user_attrs.get(FAIL_REASON)
+        if trial.state == TrialState.FAIL and reason != SURPLUS and not bar.disable:
+            bar.write(f"  {combo} trial {trial.number} "
+                      f"{config_text(trial.user_attrs.get(CONFIG, {}))}: {reason or 'failed'}",
+                      file=sys.stderr)
+
     with bar:
         while True:
             recover_orphans(study)
-            done = finished_count(study)
+            trials = study.get_trials(deepcopy=False)
+            done = finished_count(trials)
             bar.n = min(done, plan.trials)
-            bar.set_postfix_str(_best_label(study))
-            if done + _others_running(study) >= plan.trials:
+            if not bar.disable:
+                bar.set_postfix_str(_best_label(trials))
+            if done + _others_running(trials) >= plan.trials:
                 break
-            if len(_answered(study)) >= points:
+            if len(_answered(trials)) >= points:
                 break
-            if plan.stop_when_met and required is not None and \
-                    choose(study.get_trials(deepcopy=False), required).met:
+            if plan.stop_when_met and required is not None and choose(trials, required).met:
                 break
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
-            last = study.get_trials(deepcopy=False)[-1]
-            reason = last.user_attrs.get(FAIL_REASON)
-            if last.state == TrialState.FAIL and reason != SURPLUS:
-                bar.write(f"  {combo} trial {last.number} {_params(last.user_attrs[CONFIG])}: "
-                          f"{reason or 'failed'}")
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
+                           callbacks=[report_failure])
     return study
 
 
 def _record_context(study: optuna.Study, evaluator: Evaluator) -> None:
     """Device, versions and baselines on the study; reuse the study's quality baseline."""
     base = evaluator.baseline
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    worker = this_worker()
     study.set_user_attr("device", device_name(evaluator.pipe.device))
     study.set_user_attr("versions", versions())
-    stored = study.user_attrs.get("baseline")
-    if stored is None:
+    if "baseline" not in study.user_attrs:
         study.set_user_attr("baseline", {**base.summary(), "measured_at": now})
-    else:
-        base.clip_score = stored["clip_score"]  # one quality reference for the whole study
-    history = study.user_attrs.get("baseline_latency_history", [])
-    study.set_user_attr("baseline_latency_history",
-                        [*history, {"latency": base.latency.median,
-                                    "spread": base.latency.spread, "at": now,
-                                    "worker": this_worker()}])
+    # One quality reference for the whole study: the first stored (by any worker) wins.
+    base.clip_score = study.user_attrs["baseline"]["clip_score"]
+    study.set_user_attr(f"{BASELINE_LATENCY}{worker['host']}:{worker['pid']}:{now}",
+                        {"latency": base.latency.median, "spread": base.latency.spread,
+                         "at": now, "worker": worker})
 
 
 def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
@@ -154,15 +161,12 @@ def summarize(storage, setting: Setting, goal: Goal, required: float | None) -> 
             continue
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        evaluated = sum(1 for t in trials if CANONICAL in t.user_attrs
-                        and DUPLICATE_OF not in t.user_attrs
-                        and (t.state == TrialState.COMPLETE or t.user_attrs.get(INVALID)))
+        evaluated = sum(1 for t in trials if answered(t) and DUPLICATE_OF not in t.user_attrs)
         outcome.combos.append(ComboOutcome(
-            combo, study, choose(trials, required), finished_count(study), evaluated,
-            len(_answered(study)) >= _space_size(study, combo)))
-    best = choose([c.choice.trial for c in outcome.combos if c.choice.trial], required)
-    outcome.chosen = next((c for c in outcome.combos if c.choice.trial is best.trial), None) \
-        if best.trial else None
+            combo, study, choose(trials, required), finished_count(trials), evaluated,
+            len(_answered(trials)) >= _space_size(study, combo)))
+    index, best = overall([c.choice for c in outcome.combos], required)
+    outcome.chosen = outcome.combos[index] if index is not None else None
     outcome.met = best.met
     return outcome
 
@@ -201,14 +205,14 @@ def table(outcome: RunOutcome) -> str:
             continue
         a = t.user_attrs
         lines.append(f"{c.combo:<22} {c.finished:>6} {c.evaluations:>5} {a['speedup']:>7.2f}x "
-                     f"{a['loss']:>7.2%}  {_params(a['config'])}{note}")
+                     f"{a['loss']:>7.2%}  {config_text(a['config'])}{note}")
     lines.append("")
     budget = f"{outcome.goal.metric} loss <= {outcome.goal.loss_budget:.1%}"
     if outcome.chosen is None:
         lines.append(f"No configuration keeps {budget}.")
     else:
         a = outcome.chosen.choice.trial.user_attrs
-        answer = (f"{outcome.chosen.combo} {_params(a['config'])}: {a['speedup']:.2f}x, "
+        answer = (f"{outcome.chosen.combo} {config_text(a['config'])}: {a['speedup']:.2f}x, "
                   f"{a['loss']:.2%} {outcome.goal.metric} loss "
                   f"({a['baseline_latency']:.3f}s -> {a['latency']:.3f}s per batch)")
         if outcome.required_speedup is None:
@@ -222,10 +226,11 @@ def table(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
-def _params(config: dict) -> str:
+def config_text(config: dict) -> str:
+    """`deepcache(cache_interval=3, cache_branch_id=0) tome(...)`"""
     return " ".join(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
                     for name, params in config.items())
 
 
-__all__ = ["ComboOutcome", "RunOutcome", "SearchPlan", "run_combo", "run_search", "save",
-           "summarize", "table"]
+__all__ = ["ComboOutcome", "RunOutcome", "SearchPlan", "config_text", "run_combo", "run_search",
+           "save", "summarize", "table"]

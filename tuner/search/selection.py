@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-from .objective import DUPLICATE_OF
+from .studies import DUPLICATE_OF
 
 
 def feasible(trial: FrozenTrial) -> bool:
@@ -54,6 +54,14 @@ def choose(trials: Iterable[FrozenTrial], required: float | None) -> Choice:
     if required is None:
         return Choice(fastest_feasible(trials), None)
     return meeting_requirement(trials, required)
+
+
+def overall(choices: Sequence[Choice], required: float | None) -> tuple[int | None, Choice]:
+    """The answer across combos: (index of the winning combo's choice, or None; the choice)."""
+    best = choose([c.trial for c in choices if c.trial is not None], required)
+    if best.trial is None:
+        return None, best
+    return next(i for i, c in enumerate(choices) if c.trial is best.trial), best
 
 
 def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:

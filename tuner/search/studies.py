@@ -15,8 +15,18 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from ..evaluator import Setting
+from ..messages import described
 
 DB_NAME = "tuner.db"
+
+# Attribute names on trials.
+CONFIG, CANONICAL, FAIL_REASON, DUPLICATE_OF, INVALID, WORKER = (
+    "config", "canonical", "fail_reason", "duplicate_of", "invalid", "worker")
+BASELINE_LATENCY = "baseline_latency@"  # study attribute prefix; one key per worker
+
+
+class StudiesError(ValueError):
+    """The studies cannot be found or opened; one line."""
 PACKAGES = ("tuner", "torch", "diffusers", "transformers", "DeepCache", "tomesd", "tgate", "optuna")
 
 
@@ -92,15 +102,18 @@ def open_storage(url: str, *, heartbeat: int = 10) -> RDBStorage:
     import warnings
 
     sqlite = url.startswith("sqlite")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
-            heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
-    if sqlite:  # readers (the dashboard, other workers) no longer block the writer
-        with storage.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
+                heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+        if sqlite:  # readers (the dashboard, other workers) no longer block the writer
+            with storage.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    except Exception as err:  # no driver, a server that does not answer, a broken file
+        raise StudiesError(f"cannot open the studies at {url}: {described(err)}") from None
     return storage
 
 
@@ -134,10 +147,16 @@ def open_study(storage, setting: Setting, combo: str, goal: Goal, sampler) -> op
     return study
 
 
+def baseline_latencies(study: optuna.Study) -> list[dict]:
+    """Every baseline latency measured for this study, one entry per worker (and run)."""
+    return sorted((v for k, v in study.user_attrs.items() if k.startswith(BASELINE_LATENCY)),
+                  key=lambda entry: entry["at"])
+
+
 def latest_baseline_latency(studies) -> float | None:
     """The most recent baseline latency any worker recorded on these studies."""
-    history = [h for s in studies for h in s.user_attrs.get("baseline_latency_history", [])]
-    return max(history, key=lambda h: h["at"])["latency"] if history else None
+    history = sorted((h for s in studies for h in baseline_latencies(s)), key=lambda h: h["at"])
+    return history[-1]["latency"] if history else None
 
 
 # -- counting trials ---------------------------------------------------------------------------
@@ -151,12 +170,19 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     """Finished trials count; those killed, interrupted or surplus do not."""
     if trial.state == TrialState.COMPLETE:
         return True
-    return (trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
-            and trial.user_attrs["fail_reason"] not in NOT_COUNTED)
+    return (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs
+            and trial.user_attrs[FAIL_REASON] not in NOT_COUNTED)
 
 
-def finished_count(study: optuna.Study) -> int:
-    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+def finished_count(trials) -> int:
+    return sum(counts_toward_budget(t) for t in trials)
+
+
+def answered(trial: FrozenTrial) -> bool:
+    """Scored, or found invalid: its configuration needs no second evaluation."""
+    return CANONICAL in trial.user_attrs and (
+        trial.state == TrialState.COMPLETE
+        or (trial.state == TrialState.FAIL and bool(trial.user_attrs.get(INVALID))))
 
 
 def this_worker() -> dict:
@@ -182,13 +208,13 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     optuna.storages.fail_stale_trials(study)
     me, recovered = this_worker(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
+        worker = trial.user_attrs.get(WORKER)
         if not worker or worker["host"] != me["host"] or worker["pid"] == me["pid"] \
                 or _alive(worker["pid"]):
             continue
         storage = study._storage  # noqa: SLF001 - the public API has no way to fail a trial
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", ORPHANED)  # noqa: SLF001
+            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, ORPHANED)  # noqa: SLF001
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
