@@ -231,6 +231,17 @@ def test_results_file_is_replaced_atomically(grid):
     assert leftovers == []
 
 
+def test_atomic_writes_get_an_ordinary_new_files_permissions(tmp_path):
+    from tuner.search.results import write_atomically
+
+    umask = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "out.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
+
+
 def test_second_setting_keeps_the_first_settings_entry(grid, tmp_path):
     output = tmp_path / "search_params.json"
     shutil.copy(grid.output, output)

@@ -283,8 +283,8 @@ def main(argv=None) -> int:
     from .accelerators import AcceleratorError
     from .pipelines import PipelineError
     from .prompts import PromptsError
-    from .dashboard import StudiesError
     from .search.results import ResultsError
+    from .search.studies import StudiesError
 
     try:
         args = build_parser().parse_args(argv)

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from . import presets
-from .presets import is_preset
 from .messages import first_line
+from .presets import is_preset
 
 MODELS = {
     "SD1.5": "runwayml/stable-diffusion-v1-5",

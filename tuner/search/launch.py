@@ -27,7 +27,6 @@ from .studies import (Goal, device_name, finished_count, latest_baseline_latency
                       storage_url, study_name)
 
 
-
 @dataclass
 class RunConfig:
     pipe: str = "SD1.5"
