@@ -1,15 +1,16 @@
-"""GPU benchmark of tuner: accelerator speedups, the stability of the tuner's speedup, the
-tuner's overhead per trial, an end-to-end run, and 1 vs 2 workers.
+"""GPU benchmark of tuner: accelerator speedups with the tuner's own adaptive measurement, the
+tuner's answer on the DeepCache grid, and GPU-seconds per answer against the fixed-pair
+protocol of tuner 0.1 (commit 419cd41).
 
 Full-size SD1.5 and SDXL architectures are built from their configs with seeded random weights
-(no downloads): timings are real, quality numbers are meaningless. Every speedup printed here is
-measured by the tuner's own protocol: accelerated runs interleaved with plain ones, each compared
-with the plain runs just before and after it, median of the ratios.
+(no downloads): timings are real, quality numbers are meaningless (the runs score SSIM to the
+plain images so that "within budget" is at least defined). Every speedup is the tuner's own
+estimate: bracketed pairs, added until the 95 % interval is within +-2 % (or a cap).
 
-    python benchmarks/gpu_bench.py sd15 --out OUT         # SD1.5 speedups + stability
-    python benchmarks/gpu_bench.py sdxl --out OUT         # SDXL speedups
-    python benchmarks/gpu_bench.py e2e --out OUT          # table 3 (+ overhead)
-    python benchmarks/gpu_bench.py workers --out OUT      # trials per hour, 1 vs 2 workers
+    python benchmarks/gpu_bench.py speedups --out OUT     # per-configuration speedups, pairs spent
+    python benchmarks/gpu_bench.py grid --out OUT         # tuner run on the DeepCache grid
+    python benchmarks/gpu_bench.py cost --out OUT         # GPU-seconds per answer, defaults
+    python benchmarks/gpu_bench.py cost --old OLD --trials 3 --out OUT  # tuner 0.1, per trial
 """
 
 from __future__ import annotations
@@ -17,42 +18,32 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner import metrics, pipelines, prompts  # noqa: E402
-from tuner.evaluator import Evaluator, Setting, TimingPlan  # noqa: E402
-from tuner.search.studies import device_name, versions  # noqa: E402
-
 DC = {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}
 TGATE = {"gate_step": 10, "sp_interval": 5, "fi_interval": 1, "warmup": 2}
+TOME = {"ratio": 0.5, "max_downsample": 1}
 SD15_CONFIGS = {
     "DeepCache N=2 b0": {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}},
+    "DeepCache N=3 b0": DC,
     "DeepCache N=5 b0": {"deepcache": {"cache_interval": 5, "cache_branch_id": 0}},
     "DeepCache N=3 b2": {"deepcache": {"cache_interval": 3, "cache_branch_id": 2}},
-    "ToMe r=0.5 md=1": {"tome": {"ratio": 0.5, "max_downsample": 1}},
-    "ToMe r=0.5 md=2": {"tome": {"ratio": 0.5, "max_downsample": 2}},
+    "ToMe 0.5 md1": {"tome": TOME},
     "T-GATE 10/5/1/2": {"tgate": TGATE},
-    "DC N=3 + ToMe 0.5 md1": {**DC, "tome": {"ratio": 0.5, "max_downsample": 1}},
+    "DC N=3 + ToMe 0.5 md1": {**DC, "tome": TOME},
     "DC N=3 + T-GATE": {**DC, "tgate": TGATE},
-    "DC N=3 + ToMe + T-GATE": {**DC, "tome": {"ratio": 0.5, "max_downsample": 1},
-                               "tgate": TGATE},
+    "DC N=3 + ToMe + T-GATE": {**DC, "tome": TOME, "tgate": TGATE},
 }
-FIXED = ("DeepCache N=3 b0", DC)  # measured 5 times across the SD1.5 run: stability
 SDXL_CONFIGS = {
     "DeepCache N=3 b0": DC,
     "DeepCache N=5 b0": {"deepcache": {"cache_interval": 5, "cache_branch_id": 0}},
-    "ToMe r=0.5 md=2": {"tome": {"ratio": 0.5, "max_downsample": 2}},
-    "T-GATE 10/5/1/2": {"tgate": TGATE},
     "DC N=3 + T-GATE": {**DC, "tgate": TGATE},
 }
 
@@ -61,208 +52,182 @@ def log(*parts):
     print(*parts, flush=True)
 
 
-def evaluator_for(preset: str, batch: int, samples: int, args) -> Evaluator:
-    device = torch.device(args.device)
-    pipe = pipelines.load_pipeline(preset, device=device)
-    pipelines.set_scheduler(pipe, "DDIM")
-    h, w = pipelines.native_size(pipe)
-    setting = Setting(preset, "DDIM", args.steps, h, w, batch, samples, 42)
-    scorer = metrics.load_clip_scorer(args.clip, device=device,
-                                      dtype=pipelines.default_dtype(device))
-    chosen = prompts.choose_prompts(prompts.BUILTIN_PROMPTS, samples, 42)
-    return Evaluator(pipe, setting, chosen, scorer, timing=TimingPlan(pairs=args.pairs))
+DEVICE = "cuda"
 
 
-def span(values) -> float:
-    return (max(values) - min(values)) / statistics.median(values)
+def header() -> dict:
+    import torch
+
+    from tuner.pipelines import device_name
+    from tuner.search.studies import versions
+
+    return {"device": device_name(torch.device(DEVICE)), "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def row(name: str, ev) -> dict:
-    t = ev.timing
-    naive = t.baseline.samples[0] / t.accelerated.samples[0]  # one plain / one accelerated run
-    return {"config": name, "speedup": ev.speedup, "ratio_spread": ev.speedup_spread,
-            "naive_single_pair": naive, "latency": ev.latency,
-            "baseline_latency": ev.baseline_latency, "ratios": list(t.ratios.samples),
-            "baseline_runs": list(t.baseline.samples),
-            "accelerated_runs": list(t.accelerated.samples), "seconds": ev.work}
+def speedups(out: Path, args) -> None:
+    from tuner.app import build
+    from tuner.options import RunOptions
+
+    report = header()
+    for name, preset, batch, configs in (("sd15", args.sd, 4, SD15_CONFIGS),
+                                         ("sdxl", args.sdxl, 1, SDXL_CONFIGS)):
+        options = RunOptions(pipe=preset, steps=args.steps, batch_size=batch,
+                             num_samples=2 * batch, metric="ssim", clip_model=args.clip,
+                             device=DEVICE, progress=False)
+        session = build(options)
+        base = session.evaluator.measure_baseline()
+        log(f"{name} plain {base.latency.median:.3f}s (spread {base.latency.spread:.1%})")
+        rows = []
+        for label, config in configs.items():
+            started = time.perf_counter()
+            e = session.evaluator.evaluate(config)
+            s = e.speed
+            rows.append({"config": label, "params": config, "speed": s.as_dict(),
+                         "latency": s.latency, "seconds": e.seconds,
+                         "wall": time.perf_counter() - started})
+            log(f"  {label}: {s.value:.3f}x [{s.speedup.low:.3f}, {s.speedup.high:.3f}] "
+                f"pairs {s.pairs} set aside {s.rejected}; {s.baseline_latency:.3f}s -> "
+                f"{s.latency:.3f}s")
+        report[name] = {"baseline": base.latency.as_dict(), "rows": rows}
+        del session
+        import torch
+
+        torch.cuda.empty_cache()
+    (out / "speedups.json").write_text(json.dumps(report, indent=1))
 
 
-def header(args) -> dict:
-    return {"device": device_name(torch.device(args.device)), "versions": versions(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "steps": args.steps, "pairs": args.pairs}
+def lookup(out: Path, args) -> None:
+    """DeepCache's step lookup: its own `list(timesteps).index(t)` (O(steps) host syncs per
+    step on CUDA) against the dict tuner builds once per generation; alternated A B A B."""
+    import tuner.accelerators.deepcache as deepcache
+    from tuner.app import build
+    from tuner.options import RunOptions
 
-
-def measured_baseline(preset: str, batch: int, samples: int, args, label: str):
-    ev = evaluator_for(preset, batch, samples, args)
-    base = ev.measure_baseline()
-    log(f"{label} baseline {base.latency.median:.3f}s spread {base.latency.spread:.1%}")
-    return ev, base
-
-
-def speedups_sd15(out: Path, args) -> dict:
-    report = header(args)
-    # SD1.5 512x512 batch 4: the fixed config is measured 5 times, spread over the run.
-    ev, base = measured_baseline(args.sd, 4, 8, args, "SD1.5")
-    rows, fixed = [], []
-    names = list(SD15_CONFIGS)
-    slots = {0, 2, 4, 6, len(names)}  # measure the fixed config before these positions
-    table_plan = ev.plan
-    for i in range(len(names) + 1):
-        if i in slots:
-            ev.plan = TimingPlan(pairs=args.fixed_pairs)
-            e = ev.evaluate(FIXED[1])
-            ev.plan = table_plan
-            fixed.append(row(FIXED[0], e))
-            log(f"  [fixed] {FIXED[0]}: {e.speedup:.3f}x "
-                f"(naive {fixed[-1]['naive_single_pair']:.3f}x)")
-        if i < len(names):
-            e = ev.evaluate(SD15_CONFIGS[names[i]])
-            rows.append(row(names[i], e))
-            log(f"  {names[i]}: {e.speedup:.3f}x spread {e.speedup_spread:.1%}")
-    # The first k pairs of a measurement are exactly what a k-pair measurement gives.
-    stability = {}
-    for k in range(1, args.fixed_pairs + 1):
-        values = [statistics.median(r["ratios"][:k]) for r in fixed]
-        stability[k] = {"speedups": values, "span": span(values)}
-    naive = [r["naive_single_pair"] for r in fixed]
-    report["sd15"] = {"baseline": base.latency.as_dict(), "rows": rows, "fixed": fixed,
-                      "stability_by_pairs": stability, "naive_single_pair": naive,
-                      "naive_span": span(naive)}
-    for k, entry in stability.items():
-        log(f"stability with {k:2d} pairs: {' '.join('%.3f' % v for v in entry['speedups'])} "
-            f"span {entry['span']:.2%}")
-    log(f"naive single pair: {' '.join('%.3f' % v for v in naive)} span {span(naive):.2%}")
-    (out / "speedups_sd15.json").write_text(json.dumps(report, indent=1))
-    return report
-
-
-def speedups_sdxl(out: Path, args) -> dict:
-    report = header(args)
-    # SDXL 1024x1024 batch 1.
-    ev, base = measured_baseline(args.sdxl, 1, 2, args, "SDXL")
+    original = deepcache._find_steps_once
+    session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4, num_samples=8,
+                               metric="ssim", clip_model=args.clip, device=DEVICE,
+                               progress=False))
+    ev = session.evaluator
+    ev.timing = ev.plain_runs.policy = type(ev.timing)(screening=0.02)
+    ev.measure_baseline()
     rows = []
-    for name, config in SDXL_CONFIGS.items():
-        e = ev.evaluate(config)
-        rows.append(row(name, e))
-        log(f"  {name}: {e.speedup:.3f}x spread {e.speedup_spread:.1%}")
-    report["sdxl"] = {"baseline": base.latency.as_dict(), "rows": rows}
-    (out / "speedups_sdxl.json").write_text(json.dumps(report, indent=1))
-    return report
+    for interval in (3, 5):
+        config = {"deepcache": {"cache_interval": interval, "cache_branch_id": 0}}
+        for round_ in range(2):
+            for label, finder in (("deepcache's own", lambda pipe, helper: None),
+                                  ("dict", original)):
+                deepcache._find_steps_once = finder
+                s = ev.evaluate(config).speed
+                rows.append({"interval": interval, "lookup": label, "round": round_,
+                             "speed": s.as_dict()})
+                log(f"N={interval} {label:16s} {s.value:.3f}x [{s.speedup.low:.3f}, "
+                    f"{s.speedup.high:.3f}] pairs {s.pairs}")
+    deepcache._find_steps_once = original
+    (out / "lookup.json").write_text(json.dumps({**header(), "rows": rows}, indent=1))
 
 
-def _tuner(args_list, env=None) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "tuner", "run", *args_list],
-                          cwd=ROOT, env={**os.environ, **(env or {}),
-                               "PYTHONPATH": os.pathsep.join(filter(None, [
-                                   str(ROOT), os.environ.get("PYTHONPATH")]))},
-                          capture_output=True, text=True)
-    return time.monotonic() - start, proc
+def _tuner(argv: list[str], *, pythonpath: Path = ROOT, limit: float | None = None
+           ) -> tuple[float, str]:
+    """Run `tuner run`; stopped with SIGINT (it resumes later) after `limit` seconds."""
+    import signal
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        text, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate()
+    wall = time.monotonic() - started
+    log(f"tuner run exited {proc.returncode} after {wall:.1f}s")
+    return wall, text
 
 
-def _trials(storage: str):
+def _common(args) -> list[str]:
+    return ["--pipe", args.sd, "--device", DEVICE, "--steps", str(args.steps),
+            "--batch-size", "4", "--num-samples", "8", "--metric", "ssim", "--req-score-loss",
+            "0.05", "--no-progress", "--no-artifacts"]
+
+
+def grid(out: Path, args) -> None:
+    """The DeepCache grid, every point fully evaluated: pairs per trial, the answer's interval."""
+    from tuner.record import StudyRecord, trial_records
+    from tuner.search.studies import locate
+
+    studies = out / "grid"
+    wall, text = _tuner([*_common(args), "--combo", "deepcache", "--sampler", "grid",
+                         "--trials", "16", "--full-front", "--studies", str(studies),
+                         "--output", str(studies / "search_params.json")])
+    log(text[-4000:])
+    storage = locate(str(studies)).storage()
     import optuna
 
-    found = []
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    rows = [{"trial": r.number, "config": r.config, "speed": r.speed.as_dict(),
+             "seconds": r.seconds} for r in trial_records(study) if r.speed and r.original]
+    confirmation = StudyRecord.of(study).confirmation
+    report = {**header(), "wall_s": wall, "trials": rows,
+              "confirmation": confirmation.as_dict() if confirmation else None}
+    (out / "grid.json").write_text(json.dumps(report, indent=1))
+    (out / "grid.log").write_text(text)
+
+
+def cost(out: Path, args) -> None:
+    """`tuner run --combo all` on the SD1.5 architecture, timed from start to answer, with this
+    tuner (its defaults: repeats free, pruning, patience) or with tuner 0.1 (`--old DIR`: 4
+    fixed pairs, no pruning, repeats counted, `--trials` per combo). Reruns resume, so a run
+    longer than one command's limit is finished by running it again (wall times add up)."""
+    old = args.old is not None
+    label = "old" if old else "new"
+    studies = out / f"cost-{label}"
+    argv = [*_common(args), "--combo", "all", "--studies", str(studies), "--output",
+            str(studies / "search_params.json")]
+    if args.trials:
+        argv += ["--trials", str(args.trials)]
+    wall, text = _tuner(argv, pythonpath=Path(args.old) if old else ROOT, limit=args.limit)
+    log(f"== {label}: {wall:.1f}s\n{text[-3000:]}")
+    with (out / f"cost-{label}.log").open("a") as f:
+        f.write(f"\n# wall {wall:.1f}s\n{text}")
+    from tuner.search.studies import locate
+    import optuna
+
+    storage = locate(str(studies)).storage()
+    trials = []
     for name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage)
-        found += [(name, t) for t in study.trials]
-    return found
-
-
-def overhead_of(trials) -> dict:
-    """Trial wall time against the pipeline work inside it (accelerated + plain runs)."""
-    rows = []
-    for _, t in trials:
-        sec = t.user_attrs.get("seconds")
-        if not sec or t.datetime_complete is None or "duplicate_of" in t.user_attrs:
-            continue
-        wall = (t.datetime_complete - t.datetime_start).total_seconds()
-        work = sec["accelerated"] + sec["plain"]
-        rows.append({"wall": wall, "pipeline": work, "plain_timing": sec["plain"],
-                     "accelerated": sec["accelerated"], "apply_undo": sec["apply_undo"],
-                     "scoring": sec["scoring"], "ratio": wall / work})
-    ratios = [r["ratio"] for r in rows]
-    return {"trials": rows, "median_ratio": statistics.median(ratios) if ratios else None,
-            "max_ratio": max(ratios) if ratios else None}
-
-
-def e2e(out: Path, args) -> dict:
-    studies = out / "e2e"
-    cmd = ["--pipe", args.sd, "--device", args.device, "--combo", "all",
-           "--trials", str(args.trials),
-           "--num-samples", "8", "--batch-size", "4", "--steps", str(args.steps),
-           "--studies", str(studies), "--output", str(studies / "search_params.json"),
-           "--no-progress"]
-    started = datetime.now(timezone.utc)
-    wall, proc = _tuner(cmd)
-    (out / "e2e.log").write_text(proc.stdout + proc.stderr)
-    log(proc.stdout[-3000:], proc.stderr[-2000:])
-    trials = _trials(f"sqlite:///{studies / 'tuner.db'}")
-    done = [t for _, t in trials if t.datetime_complete]
-    first = min((t.datetime_complete for t in done), default=None)
-    report = {"command": "tuner run " + " ".join(cmd), "returncode": proc.returncode,
-              "wall_s": wall, "trials": len(done),
-              "evaluated": sum(1 for t in done if "duplicate_of" not in t.user_attrs),
-              "trials_per_hour": 3600 * len(done) / wall,
-              "first_result_s": (first.replace(tzinfo=timezone.utc) - started).total_seconds()
-              if first else None,
-              "overhead": overhead_of(trials)}
-    (out / "e2e.json").write_text(json.dumps(report, indent=1, default=str))
-    log(json.dumps({k: v for k, v in report.items() if k != "overhead"}, default=str))
-    log("overhead median", report["overhead"]["median_ratio"], "max",
-        report["overhead"]["max_ratio"])
-    return report
-
-
-def workers(out: Path, args) -> dict:
-    report = {"device_count": torch.cuda.device_count(),
-              "device": device_name(torch.device(args.device))}
-    for count in (1, 2):
-        studies = out / f"workers{count}"
-        cmd = ["--pipe", args.sd, "--device", args.device, "--combo", "deepcache+tome", "--trials",
-               str(args.trials * count), "--num-samples", "8", "--batch-size", "4",
-               "--steps", str(args.steps), "--studies", str(studies), "--output",
-               str(studies / "search_params.json"), "--no-progress", "--workers", str(count)]
-        wall, proc = _tuner(cmd)
-        (out / f"workers{count}.log").write_text(proc.stdout + proc.stderr)
-        trials = [t for _, t in _trials(f"sqlite:///{studies / 'tuner.db'}")]
-        done = [t for t in trials if t.datetime_complete and t.state.name == "COMPLETE"]
-        evaluated = [t for t in done if "duplicate_of" not in t.user_attrs]
-        # Throughput over the search itself: first trial start to last trial end.
-        span = (max(t.datetime_complete for t in done)
-                - min(t.datetime_start for t in done)).total_seconds()
-        params = [json.dumps(t.params, sort_keys=True) for t in evaluated]
-        report[count] = {"returncode": proc.returncode, "wall_s": wall, "trials": len(done),
-                         "evaluated": len(evaluated), "search_s": span,
-                         "evaluated_per_hour": 3600 * len(evaluated) / span,
-                         "duplicate_evaluations": len(params) - len(set(params))}
-        log(count, "workers:", report[count])
-    report["scaling"] = report[2]["evaluated_per_hour"] / report[1]["evaluated_per_hour"]
-    log(f"scaling with 2 workers: {report['scaling']:.2f}x")
-    (out / "workers.json").write_text(json.dumps(report, indent=1))
-    return report
+        for t in optuna.load_study(study_name=name, storage=storage).trials:
+            if t.datetime_complete and t.datetime_start:
+                trials.append({"study": name, "number": t.number, "state": t.state.name,
+                               "seconds": (t.datetime_complete - t.datetime_start)
+                               .total_seconds(), "params": t.params})
+    results = studies / "search_params.json"
+    (out / f"cost-{label}.json").write_text(json.dumps(
+        {**header(), "argv": argv, "wall_s": wall, "trials": trials,
+         "answer": json.loads(results.read_text()) if results.is_file() else None}, indent=1))
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["sd15", "sdxl", "e2e", "workers"])
+    parser.add_argument("part", choices=["speedups", "grid", "cost", "lookup"])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--fixed-pairs", type=int, default=10,
-                        help="pairs of the 5 measurements of the fixed configuration")
-    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--trials", type=int, help="for cost: --trials (default: tuner's)")
+    parser.add_argument("--old", help="for cost: a checkout of tuner 0.1 to run instead")
+    parser.add_argument("--limit", type=float, help="for cost: stop the run after this long")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sd", default="sd1.5-random", help="SD1.5-topology preset")
-    parser.add_argument("--sdxl", default="sdxl-random", help="SDXL-topology preset")
+    parser.add_argument("--sd", default="sd1.5-random")
+    parser.add_argument("--sdxl", default="sdxl-random")
     parser.add_argument("--clip", default="clip-l-random")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    {"sd15": speedups_sd15, "sdxl": speedups_sdxl, "e2e": e2e,
-     "workers": workers}[args.part](out, args)
+    {"speedups": speedups, "grid": grid, "cost": cost, "lookup": lookup}[args.part](out, args)
 
 
 if __name__ == "__main__":

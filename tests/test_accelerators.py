@@ -175,6 +175,58 @@ def test_many_apply_undo_cycles_stay_exact(tiny_sd):
 
 
 # ---------------------------------------------------------------------------------------------
+# Every generation under one application starts from a clean state
+
+
+def sampled_configs(pipe, combo: str, count: int, *, steps: int, seed: int) -> list[dict]:
+    """`count` settings of `combo` that `pipe` accepts, drawn from its declared space (T-GATE's
+    gate inside `steps`)."""
+    import random
+
+    rng = random.Random(seed)
+    found = []
+    while len(found) < count:
+        config = {name: {knob: rng.choice(spec.values())
+                         for knob, spec in accelerators.ACCELERATORS[name].space.items()}
+                  for name in COMBOS[combo]}
+        if "tgate" in config:
+            config["tgate"]["gate_step"] = rng.randrange(5, steps)
+        try:
+            check(pipe, config, steps=steps)
+        except AcceleratorError:
+            continue
+        found.append(config)
+    return found
+
+
+REPEAT_STEPS = 8
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("pipe_name", PIPES)
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_a_later_generation_equals_a_fresh_application(request, combo, pipe_name, batch):
+    """The second call under one application (after a call at another batch size, with other
+    prompts) gives exactly what the first call of a fresh application gives. T-GATE's attention
+    caches used to leak from one call into the next under DeepCache."""
+    pipe = request.getfixturevalue(pipe_name)
+    prompts, seeds = PROMPTS[:batch], SEEDS[:batch]
+    other = ("a green lamp on a desk", "a boat on a lake")[:3 - batch]
+    issue_case = {"deepcache": {"cache_interval": 3, "cache_branch_id": 0},
+                  "tome": {"ratio": 0.5, "max_downsample": 2},
+                  "tgate": {"gate_step": 5, "sp_interval": 2, "fi_interval": 2, "warmup": 1}}
+    configs = sampled_configs(pipe, combo, 2, steps=REPEAT_STEPS, seed=len(combo) + batch)
+    configs.append({name: issue_case[name] for name in COMBOS[combo]})
+    for config in configs:
+        with apply(pipe, config, steps=REPEAT_STEPS) as run:
+            generate(run, steps=REPEAT_STEPS, prompts=other, seeds=(3, 5))
+            later = generate(run, steps=REPEAT_STEPS, prompts=prompts, seeds=seeds)
+        with apply(pipe, config, steps=REPEAT_STEPS) as run:
+            fresh = generate(run, steps=REPEAT_STEPS, prompts=prompts, seeds=seeds)
+        assert torch.equal(later, fresh), f"{config}: max |diff| {(later - fresh).abs().max()}"
+
+
+# ---------------------------------------------------------------------------------------------
 # Identity settings (outside the search space, so patched directly) give the plain output
 
 
@@ -278,17 +330,69 @@ def test_deepcache_rejects_schedulers_that_repeat_timesteps(tiny_sd):
 # canonical
 
 
+NATIVE = {"height": 128, "width": 128}
+
+
 def test_canonical_tome_max_downsample(tiny_sd):
     def form(md):
         return canonical(tiny_sd, {"deepcache": DEEPCACHE,
-                                   "tome": {"ratio": 0.3, "max_downsample": md}})
+                                   "tome": {"ratio": 0.3, "max_downsample": md}},
+                         steps=STEPS, **NATIVE)
 
     assert form(3) == form(2)
     assert form(4) != form(2)
     assert form(1) != form(2)
     assert form(2)["deepcache"] == DEEPCACHE
-    assert canonical(tiny_sd, {"tome": {"ratio": 0.3, "max_downsample": 3}}) != \
-        canonical(tiny_sd, {"tome": {"ratio": 0.4, "max_downsample": 3}})
+    assert canonical(tiny_sd, {"tome": {"ratio": 0.3, "max_downsample": 3}},
+                     steps=STEPS, **NATIVE) != \
+        canonical(tiny_sd, {"tome": {"ratio": 0.4, "max_downsample": 3}}, steps=STEPS, **NATIVE)
+
+
+def test_canonical_deepcache_interval_at_or_beyond_the_step_count():
+    def form(interval, steps):
+        return DeepCache().canonical(None, {"cache_interval": interval, "cache_branch_id": 1},
+                                     steps=steps, **NATIVE)
+
+    assert form(4, 4) == form(5, 4) == form(5, 5 - 1)
+    assert form(3, 4) != form(4, 4)
+    assert form(4, 5) != form(5, 5)
+
+
+@pytest.mark.parametrize("pipe_name,size", [("tiny_sd", 128), ("tiny_sd", 72),
+                                            ("tiny_sdxl", 128), ("tiny_sdxl", 72)])
+def test_canonical_tome_forms_match_what_tomesd_computes(request, pipe_name, size):
+    """Both directions, on real outputs: ToMe settings with equal canonical forms give
+    bit-identical images, and settings with different forms give different images. At 72 px
+    tomesd counts the 1/4-size blocks as downsampled 3x (max_downsample 2 and 3 differ), and
+    at 128 px ratios 0.8 and 0.9 merge the same tokens (tomesd caps merging at 3/4 of a block's
+    tokens)."""
+    pipe = request.getfixturevalue(pipe_name)
+    prompts, steps = PROMPTS[:1], 3
+    groups: dict[str, torch.Tensor] = {}
+    for ratio in ToMe.space["ratio"].values():
+        for md in ToMe.space["max_downsample"].values():
+            config = {"tome": {"ratio": ratio, "max_downsample": md}}
+            try:
+                check(pipe, config, steps=steps)
+            except NoEffect:
+                continue
+            key = str(canonical(pipe, config, steps=steps, height=size, width=size))
+            with apply(pipe, config, steps=steps) as run:
+                out = generate(run, steps=steps, prompts=prompts, height=size, width=size)
+            if key in groups:
+                assert torch.equal(out, groups[key]), f"{config} differs from its twin {key}"
+            else:
+                assert not any(torch.equal(out, o) for o in groups.values()), \
+                    f"{config} computes what another canonical form computes"
+                groups[key] = out
+    tome = ToMe()
+    forms = {md: tome.canonical(pipe, {"ratio": 0.3, "max_downsample": md}, steps=steps,
+                                height=size, width=size) for md in (2, 3)}
+    if pipe_name == "tiny_sd":
+        assert (forms[2] == forms[3]) == (size == 128)
+    high = [tome.canonical(pipe, {"ratio": r, "max_downsample": 4}, steps=steps, height=size,
+                           width=size) for r in (0.8, 0.9)]
+    assert (high[0] == high[1]) == (size == 128)  # at 72 px a 5x5 block merges 20 or 21
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +493,7 @@ def test_invalid_configs_raise_one_line_errors(tiny_sd, config, words):
 
 def test_canonical_validates_too(tiny_sd):
     with pytest.raises(AcceleratorError):
-        canonical(tiny_sd, {"tome": {"ratio": 0.5}})
+        canonical(tiny_sd, {"tome": {"ratio": 0.5}}, steps=STEPS, **NATIVE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,3 +574,32 @@ def test_restoring_puts_back_exactly_what_was_there():
     assert list(inner._forward_hooks) == [kept_hook.id]
     assert not inner._forward_pre_hooks and not linear._forward_hooks
     assert pipe.deepcache == "theirs" and not hasattr(pipe, "tgate")
+
+
+def test_distinct_points_count_what_tomesd_and_deepcache_compute(tiny_sd):
+    from tuner.search.space import distinct_points
+
+    # ToMe at 128 px: 9 ratios x 3 block sets (md 3 = md 2), less 0.9 = 0.8 at each: 24 forms.
+    assert distinct_points(tiny_sd, "deepcache+tome", steps=50, **NATIVE) == 16 * 24
+    # At 3 steps DeepCache intervals 3, 4 and 5 all run one full step.
+    assert distinct_points(tiny_sd, "deepcache", steps=3, **NATIVE) == 2 * 4
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_deepcache_step_lookup_runs_the_same_steps_as_deepcaches_own(tiny_sd, ddim_after,
+                                                                     scheduler):
+    """Our dict lookup of the current step (one host sync per step on CUDA instead of one per
+    timestep compared) gives exactly the images DeepCache's own list lookup gives."""
+    import tuner.accelerators.deepcache as module
+
+    ddim_after(tiny_sd, scheduler)
+    for params in ({"cache_interval": 3, "cache_branch_id": 0},
+                   {"cache_interval": 2, "cache_branch_id": 3}):
+        with apply(tiny_sd, {"deepcache": params}, steps=COMBO_STEPS) as run:
+            assert "_find_steps_once" in tiny_sd.unet.forward.__qualname__
+            ours = generate(run, steps=COMBO_STEPS)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module, "_find_steps_once", lambda pipe, helper: None)
+            with apply(tiny_sd, {"deepcache": params}, steps=COMBO_STEPS) as run:
+                theirs = generate(run, steps=COMBO_STEPS)
+        assert torch.equal(ours, theirs)

@@ -15,7 +15,8 @@ from tuner.accelerators import leftovers
 from tuner.cli import main
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
-        "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--metric", "ssim",
+        "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1", "--threads",
+        "1", "--height", "64", "--width", "64", "--no-progress", "--metric", "ssim",
         "--req-score-loss", "0.5", "--no-artifacts"]
 TGATE = {"tgate": {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}}
 DEEPCACHE = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}}
@@ -32,21 +33,23 @@ def results(tmp_path_factory) -> Path:
 
 def generate(run, steps: int | None = 3, **extra) -> torch.Tensor:
     kwargs = {"num_inference_steps": steps} if steps is not None else {}
-    return run("a red bus", height=64, width=64, output_type="pt", guidance_scale=7.5,
-               generator=torch.Generator().manual_seed(0), **kwargs, **extra).images
+    kwargs = {"height": 64, "width": 64, **kwargs, **extra}
+    return run("a red bus", output_type="pt", guidance_scale=7.5,
+               generator=torch.Generator().manual_seed(0), **kwargs).images
 
 
 def chosen(results: Path) -> dict:
     (slot,) = json.loads(results.read_text())["settings"].values()
-    return slot["max_speedup"]
+    (answer,) = slot["answers"].values()
+    return answer
 
 
 def test_accelerate_changes_output_and_remove_restores_it_exactly(tiny_sd, results):
     plain = generate(tiny_sd)
     fast = tuner.accelerate(tiny_sd, results)
     assert fast.params == chosen(results)["chosen"]["params"]
-    assert fast.steps == 3 and fast.combo == "deepcache" and fast.mode == "max_speedup"
-    assert fast.result["speedup"] == chosen(results)["chosen"]["speedup"]
+    assert fast.steps == 3 and fast.combo == "deepcache"
+    assert fast.choice.speedup == chosen(results)["chosen"]["speedup"]
     try:
         accelerated = generate(fast)
         assert not torch.equal(accelerated, plain)
@@ -76,7 +79,7 @@ def test_explicit_tgate_params_generate_through_tgate(tiny_sd):
         expected = generate(run, steps=8)
     assert leftovers(tiny_sd) == []
     with tuner.accelerate(tiny_sd, params=TGATE, steps=8) as fast:
-        assert fast.combo == "tgate" and fast.result is None
+        assert fast.combo == "tgate" and fast.choice is None and fast.setting is None
         assert "tgate" in tiny_sd.__dict__  # T-GATE's own generation method is in place
         through_handle = generate(fast, steps=8)
     assert leftovers(tiny_sd) == []
@@ -136,7 +139,7 @@ def test_several_settings_need_a_choice(tiny_sd, two_settings):
         tuner.accelerate(tiny_sd, path, setting="SDXL")
     assert "no setting" in one_line(err)
     with tuner.accelerate(tiny_sd, path, setting="8 steps") as fast:  # a unique part of a key
-        assert fast.setting == keys[1] and fast.steps == 8
+        assert fast.setting.steps == 8 and fast.steps == 8
     with tuner.accelerate(tiny_sd, path, setting=keys[0]) as fast:
         assert fast.steps == 3
     assert leftovers(tiny_sd) == []
@@ -149,10 +152,14 @@ def test_unknown_combo_mode_and_no_feasible_result(tiny_sd, results, tmp_path):
     with pytest.raises(tuner.AccelerateError) as err:
         tuner.accelerate(tiny_sd, results, mode="req_speedup")
     assert "no req_speedup results" in one_line(err)
+    with pytest.raises(tuner.AccelerateError) as err:
+        tuner.accelerate(tiny_sd, results, goal="latency")
+    assert "no goal matching 'latency'" in one_line(err)
     data = json.loads(results.read_text())
     (slot,) = data["settings"].values()
-    slot["max_speedup"]["chosen"] = None
-    slot["max_speedup"]["per_combo"]["deepcache"] = None
+    (answer,) = slot["answers"].values()
+    answer["chosen"] = None
+    answer["per_combo"]["deepcache"]["chosen"] = None
     infeasible = tmp_path / "none.json"
     infeasible.write_text(json.dumps(data))
     for combo in (None, "deepcache"):
@@ -180,7 +187,54 @@ def test_bad_params_and_double_patching_are_one_line_errors(tiny_sd):
 def test_show_still_prints_the_chosen_settings(results, capsys):
     assert main(["show", "--output", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "max_speedup" in out and "deepcache:" in out
+    assert "Fastest within ssim loss <= 0.5: deepcache" in out
+
+
+def test_several_goals_need_a_choice(tiny_sd, tmp_path):
+    from sample_results import write_results
+
+    path = write_results(tmp_path / "r.json")
+    with tuner.accelerate(tiny_sd, path, setting="SD1.5") as fast:  # the fastest-within-budget
+        assert fast.combo == "deepcache"
+    with tuner.accelerate(tiny_sd, path, setting="SD1.5", mode="req_speedup") as fast:
+        assert fast.combo == "deepcache+tome"
+    with tuner.accelerate(tiny_sd, path, setting="SD1.5", goal="speedup >= 1.5x") as fast:
+        assert fast.combo == "deepcache+tome"
+
+
+def test_a_setting_tuned_elsewhere_is_warned_about_once_or_refused(tiny_sd, tiny_sdxl, results):
+    from tuner.api import TunedElsewhere
+    from tuner.pipelines import set_scheduler
+
+    with pytest.warns(TunedElsewhere, match="another UNet architecture"):
+        tuner.accelerate(tiny_sdxl, results).remove()
+    with pytest.raises(tuner.AccelerateError, match="strict=True"):
+        tuner.accelerate(tiny_sdxl, results, strict=True)
+    original = tiny_sd.scheduler
+    set_scheduler(tiny_sd, "DPM-Solver++")
+    try:
+        with pytest.warns(TunedElsewhere, match="tuned with DDIM are applied with "
+                                                "DPMSolverMultistepScheduler"):
+            tuner.accelerate(tiny_sd, results).remove()
+    finally:
+        tiny_sd.scheduler = original
+    import warnings
+
+    with tuner.accelerate(tiny_sd, results) as fast:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            generate(fast)  # as tuned: 3 steps at 64 px, nothing to say
+        with pytest.warns(TunedElsewhere) as seen:
+            generate(fast, steps=20)
+            generate(fast, steps=20)  # once per kind of difference
+            generate(fast, height=128, width=128)
+        messages = [str(w.message) for w in seen]
+        assert messages == ["settings tuned for 3 steps are used at 20 steps",
+                            "settings tuned at 64x64 are used at 128x128"]
+    with tuner.accelerate(tiny_sd, results, strict=True) as fast:
+        with pytest.raises(tuner.AccelerateError, match="20 steps"):
+            generate(fast, steps=20)
+    assert leftovers(tiny_sd) == [] and leftovers(tiny_sdxl) == []
 
 
 def test_import_tuner_stays_light():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sample_results import SD15, SD21, write_results
 from tuner.cli import build_parser, main
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
@@ -38,7 +39,17 @@ def _sqlite_without_studies() -> bytes:
 
 BAD_INPUT = [
     ("unknown-combo", ["--combo", "nope"], {}),
-    ("unknown-sampler", ["--sampler", "random"], {}),
+    ("unknown-sampler", ["--sampler", "nope"], {}),
+    ("height-not-divisible-by-8", ["--height", "100"], {}),
+    ("width-not-divisible-by-8", ["--width", "130"], {}),
+    ("timing-precision-0", ["--timing-precision", "0"], {}),
+    ("workers-on-cpu", ["--workers", "2"], {}),
+    ("results-setting-not-an-object", ["--output", "out.json"],
+     {"out.json": '{"format": 2, "settings": {"k": []}}'}),
+    ("results-answer-malformed", ["--output", "out.json"],
+     {"out.json": '{"format": 2, "settings": {"k": {"setting": {}, "answers": {"g": []}}}}'}),
+    ("results-older-format", ["--output", "out.json"],
+     {"out.json": '{"format": 1, "settings": {}}'}),
     ("unknown-sched", ["--sched", "Heun"], {}),
     ("req-speedup-1", ["--req-speedup", "1"], {}),
     ("req-speedup-0.5", ["--req-speedup", "0.5"], {}),
@@ -135,9 +146,23 @@ def test_bad_input_end_to_end_through_the_console_script(args, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_no_command_is_one_line_exit_2(capsys):
+def test_no_command_lists_the_commands_exit_2(capsys):
     assert main([]) == 2
-    assert_one_line_error(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    for command in ("run", "show", "report", "dashboard"):
+        assert command in err
+
+
+def test_version_and_help_with_defaults(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("tuner ")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: SD1.5)", "(default: 50)", "(default: 0.02)", "(default: tpe)",
+                  "(default: search_params.json)"):
+        assert shown in text
 
 
 # -- spellings ---------------------------------------------------------------------------------
@@ -146,13 +171,16 @@ def test_underscore_spellings_are_accepted():
     parser = build_parser()
     args = parser.parse_args(["run", "--batch_size", "3", "--num_samples", "5",
                               "--req_score_loss", "0.1", "--req_speedup", "2.5"])
-    assert (args.batch_size, args.num_samples, args.req_score_loss, args.req_speedup) == \
+    assert (args.batch_size, args.num_samples, args.loss_budget, args.req_speedup) == \
         (3, 5, 0.1, 2.5)
-    args = parser.parse_args(["run", "--req_time", "0.75"])
+    args = parser.parse_args(["run", "--req_time", "0.75", "--stop_when_met", "--timing_pairs",
+                              "5", "--clip_model", "tiny-clip", "--full_front"])
     assert args.req_time == 0.75 and args.req_speedup is None
+    assert (args.stop_when_met, args.timing_pairs, args.clip_model, args.full_front) == \
+        (True, 5, "tiny-clip", True)
     dashed = parser.parse_args(["run", "--batch-size", "3", "--num-samples", "5",
                                 "--req-score-loss", "0.1", "--req-time", "0.75"])
-    assert (dashed.batch_size, dashed.num_samples, dashed.req_score_loss, dashed.req_time) == \
+    assert (dashed.batch_size, dashed.num_samples, dashed.loss_budget, dashed.req_time) == \
         (3, 5, 0.1, 0.75)
 
 
@@ -182,68 +210,35 @@ def test_mutually_exclusive_in_either_spelling(tmp_path, monkeypatch, capsys):
 
 # -- tuner show --------------------------------------------------------------------------------
 
-def _result(combo, params, speedup, loss, trial):
-    return {"combo": combo, "params": params, "speedup": speedup, "loss": loss,
-            "clip_loss": loss, "latency": 0.5 / speedup, "baseline_latency": 0.5,
-            "clip_score": 30.0, "baseline_clip_score": 30.5, "psnr": 30.0, "ssim": 0.95,
-            "study": f"study of {combo}", "trial": trial}
-
-
-def results_file(path: Path) -> Path:
-    dc = _result("deepcache", {"deepcache": {"cache_interval": 3, "cache_branch_id": 1}},
-                 2.25, 0.011, 7)
-    tome = _result("deepcache+tome", {"deepcache": {"cache_interval": 2, "cache_branch_id": 0},
-                                      "tome": {"ratio": 0.4, "max_downsample": 1}},
-                   1.9, 0.004, 3)
-    goal = {"loss_budget": 0.02, "metric": "clip", "req_speedup": None, "req_time": None}
-    data = {"format": 1, "settings": {
-        "SD1.5|DDIM|50 steps|512x512|batch 4 | NVIDIA H100": {
-            "setting": {"pipe": "SD1.5", "scheduler": "DDIM", "steps": 50, "height": 512,
-                        "width": 512, "batch_size": 4, "num_samples": 32, "seed": 42,
-                        "guidance_scale": 7.5},
-            "device": "NVIDIA H100",
-            "max_speedup": {"goal": goal, "required_speedup": None, "met": None, "chosen": dc,
-                            "per_combo": {"deepcache": dc, "deepcache+tome": tome}},
-            "req_speedup": {"goal": {**goal, "req_speedup": 1.5}, "required_speedup": 1.5,
-                            "met": True, "chosen": tome,
-                            "per_combo": {"deepcache": dc, "deepcache+tome": tome}},
-        },
-        "SD2.1|DDIM|50 steps|768x768|batch 4 | NVIDIA H100": {
-            "setting": {}, "device": "NVIDIA H100",
-            "max_speedup": {"goal": {**goal, "loss_budget": 0.001}, "required_speedup": None,
-                            "met": None, "chosen": None, "per_combo": {"deepcache": None}},
-        },
-    }}
-    path.write_text(json.dumps(data, indent=2))
-    return path
-
-
-def test_show_prints_the_chosen_combo_and_params(tmp_path, capsys):
-    path = results_file(tmp_path / "search_params.json")
+def test_show_prints_every_answer_with_its_intervals(tmp_path, capsys):
+    path = write_results(tmp_path / "search_params.json")
     before = path.read_bytes()
     assert main(["show", "--output", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert "SD1.5|DDIM|50 steps|512x512|batch 4 | NVIDIA H100" in out
-    assert "deepcache: 2.25x" in out
-    assert "cache_interval': 3" in out and "cache_branch_id': 1" in out
-    assert "deepcache+tome: 1.90x" in out and "'ratio': 0.4" in out
-    assert "required 1.50x, met" in out
-    assert "no feasible configuration" in out  # SD2.1 has no answer
+    assert SD15.key in out and SD21.key in out
+    assert "fastest | clip loss <= 0.02" in out and "speedup >= 1.5x | clip loss <= 0.02" in out
+    assert "2.25x [2.23, 2.27]" in out and "1.10% [0.80%, 1.40%]" in out
+    assert "deepcache(cache_interval=3, cache_branch_id=1)" in out
+    assert "tome(ratio=0.4, max_downsample=1)" in out
+    assert "Meets 1.50x within clip loss <= 0.02 with the lowest loss" in out
+    assert "(0.500s -> 0.222s per batch), confirmed" in out
+    assert "No configuration keeps clip loss <= 0.001." in out  # SD2.1 has no answer
     assert path.read_bytes() == before
 
 
 def test_show_reads_the_default_file_in_the_current_folder(tmp_path, monkeypatch, capsys):
-    results_file(tmp_path / "search_params.json")
+    write_results(tmp_path / "search_params.json")
     monkeypatch.chdir(tmp_path)
     assert main(["show"]) == 0
-    assert "deepcache: 2.25x" in capsys.readouterr().out
+    assert "2.25x [2.23, 2.27]" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content", [None, "{not json", '{"format": 1}',
-                                     '{"format": 1, "settings": {}}'],
+@pytest.mark.parametrize("content", [None, "{not json", '{"format": 2}',
+                                     '{"format": 2, "settings": {}}'],
                          ids=["missing", "not-json", "no-settings", "empty"])
-def test_show_without_results_is_one_line_exit_2(content, tmp_path, capsys):
+def test_show_without_results_is_one_line_exit_2(content, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no studies here either
     path = tmp_path / "search_params.json"
     if content is not None:
         path.write_text(content)

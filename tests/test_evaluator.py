@@ -9,13 +9,17 @@ import torch
 
 from tuner import metrics
 from tuner.accelerators import NoEffect, apply, leftovers
-from tuner.evaluator import Evaluator, Setting, TimingPlan
+from tuner.evaluator import Evaluator
 from tuner.metrics import CLIPScorer, to_uint8
 from tuner.pipelines import native_size
 from tuner.prompts import BUILTIN_PROMPTS, choose_prompts
+from tuner.record import PRUNED_LOSS, PRUNED_SLOW
+from tuner.setting import Setting
+from tuner.stats import relative_loss_interval
+from tuner.timing import TimingPolicy
 
 STEPS = 4
-PLAN = TimingPlan(pairs=2, baseline_repeats=2)
+PLAN = TimingPolicy(min_pairs=2, max_pairs=2)
 DEEPCACHE = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}}
 
 
@@ -46,7 +50,7 @@ def prompts(setting):
 
 @pytest.fixture(scope="module")
 def evaluator(tiny_sd, setting, prompts, scorer):
-    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN)
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN, baseline_repeats=2)
     ev.measure_baseline()
     return ev
 
@@ -83,7 +87,7 @@ def test_baseline_images(tiny_sd, evaluator, setting, prompts):
     assert base.images.dtype == torch.uint8
     assert base.images.shape == (setting.num_samples, 3, setting.height, setting.width)
     assert torch.equal(base.images, direct_images(tiny_sd, setting, prompts))
-    assert len(base.latency.samples) == PLAN.baseline_repeats
+    assert len(base.latency.samples) == 2
     assert all(math.isfinite(x) and x > 0 for x in base.latency.samples)
     assert leftovers(tiny_sd) == []
 
@@ -96,7 +100,7 @@ def test_baseline_clip_score_is_bounded_and_deterministic(tiny_sd, evaluator, se
     assert base.clip_score == pytest.approx(sum(base.clip_scores) / len(base.clip_scores))
     assert base.clip_score > 0
     other = Evaluator(tiny_sd, setting, prompts, CLIPScorer.from_preset("tiny-clip"),
-                      timing=TimingPlan(pairs=1, baseline_repeats=1))
+                      timing=PLAN, baseline_repeats=1)
     again = other.measure_baseline()
     assert torch.equal(again.images, base.images)
     assert again.clip_score == base.clip_score
@@ -109,23 +113,27 @@ def test_baseline_clip_score_is_bounded_and_deterministic(tiny_sd, evaluator, se
 
 def test_deepcache_evaluation_numbers(evaluator, deepcache_eval, setting):
     e = deepcache_eval
-    assert e.config == DEEPCACHE
-    assert e.speedup > 0 and math.isfinite(e.speedup)
-    assert math.isfinite(e.latency) and e.latency > 0
-    assert math.isfinite(e.baseline_latency) and e.baseline_latency > 0
-    assert len(e.timing.ratios.samples) == PLAN.pairs
-    assert len(e.timing.baseline.samples) == PLAN.pairs + 1
-    assert e.images == setting.num_samples
-    assert math.isfinite(e.psnr)
-    assert 0.0 < e.ssim <= 1.0
-    assert 0.0 <= e.clip_score <= 100.0
-    base = evaluator.baseline.clip_score
-    assert base > 0
-    assert e.clip_loss == pytest.approx((base - e.clip_score) / base, rel=1e-12, abs=1e-15)
-    assert e.loss == e.clip_loss  # metric="clip"
+    assert e.config == DEEPCACHE and e.pruned is None
+    speed, quality = e.speed, e.quality
+    assert speed.value > 0 and math.isfinite(speed.value)
+    assert speed.speedup.low <= speed.value <= speed.speedup.high
+    assert speed.pairs + speed.rejected == len(speed.ratios) >= PLAN.min_pairs
+    assert speed.baseline_latency > 0
+    assert speed.baseline_latency / speed.latency == pytest.approx(speed.value)
+    assert quality.images == setting.num_samples
+    assert math.isfinite(quality.psnr)
+    assert 0.0 < quality.ssim <= 1.0
+    assert 0.0 <= quality.clip_score <= 100.0
+    assert evaluator.baseline.clip_score > 0
+    # The loss comes from paired per-image scores.
+    scores = evaluator.scorer.score(e.sample_images, evaluator.prompts)
+    expected = relative_loss_interval(evaluator.baseline.clip_scores, [float(x) for x in scores])
+    got = quality.clip_loss
+    assert (got.value, got.low, got.high) == pytest.approx(
+        (expected.value, expected.low, expected.high), rel=1e-4)  # scored batch by batch
+    assert quality.loss == quality.clip_loss  # metric="clip"
     assert e.sample_images.dtype == torch.uint8
-    summary = e.summary()
-    assert summary["speedup"] == e.speedup and len(summary["speedup_ratios"]) == PLAN.pairs
+    assert set(e.seconds) >= {"accelerated", "plain", "apply_undo", "scoring", "total"}
 
 
 def test_evaluated_images_equal_a_direct_generation_under_apply(tiny_sd, evaluator,
@@ -138,7 +146,7 @@ def test_evaluated_images_equal_a_direct_generation_under_apply(tiny_sd, evaluat
     assert not torch.equal(expected, evaluator.baseline.images)
     # Quality numbers are those of these images against the baseline.
     ssim = float(metrics.ssim(expected, evaluator.baseline.images).mean())
-    assert deepcache_eval.ssim == pytest.approx(ssim, rel=1e-12)
+    assert deepcache_eval.quality.ssim == pytest.approx(ssim, rel=1e-12)
 
 
 def test_tome_evaluation_matches_direct_generation(tiny_sd, evaluator, setting, prompts):
@@ -160,8 +168,8 @@ def test_ssim_metric_loss(tiny_sd, evaluator, setting, prompts, scorer):
     ev = Evaluator(tiny_sd, setting, prompts, scorer, metric="ssim", timing=PLAN)
     ev.baseline = evaluator.baseline  # the same baseline; no need to measure it again
     e = ev.evaluate(DEEPCACHE)
-    assert e.loss == 1.0 - e.ssim
-    assert e.loss != e.clip_loss
+    assert e.quality.loss.value == pytest.approx(1.0 - e.quality.ssim)
+    assert e.quality.loss != e.quality.clip_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +179,7 @@ def test_ssim_metric_loss(tiny_sd, evaluator, setting, prompts, scorer):
 def test_evaluate_that_raises_no_effect_leaves_sdxl_plain(tiny_sdxl, scorer):
     setting = setting_for(tiny_sdxl, "tiny-sdxl", batch_size=1, num_samples=1)
     ev = Evaluator(tiny_sdxl, setting, ["a red car"], scorer,
-                   timing=TimingPlan(pairs=1, baseline_repeats=1))
+                   timing=TimingPolicy(min_pairs=1, max_pairs=1), baseline_repeats=1)
     # SDXL's embeddings (pooled ones included), encoded once, give what the prompt gives.
     assert torch.equal(ev.measure_baseline().images,
                        direct_images(tiny_sdxl, setting, ["a red car"]))
@@ -216,7 +224,7 @@ def test_num_samples_not_divisible_by_batch_size(tiny_sd, scorer):
     assert base.images.shape[0] == 3
     assert [b["count"] for b in ev._batches] == [2, 1]
     e = ev.evaluate(DEEPCACHE)
-    assert e.images == 3
+    assert e.quality.images == 3
     assert e.sample_images.shape[0] == 3
     with apply(tiny_sd, DEEPCACHE, steps=setting.steps, seed=setting.seed) as run:
         expected = direct_images(tiny_sd, setting, prompts, run)
@@ -241,8 +249,8 @@ def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypa
     setting = setting_for(tiny_sd, "tiny-sd", num_samples=5, steps=2)  # batches 2, 2, 1
     prompts = choose_prompts(BUILTIN_PROMPTS, 5, seed=5)
     clock = BatchClock()
-    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock,
-                   timing=TimingPlan(pairs=2, baseline_repeats=1))
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
+                   baseline_repeats=1)
     original = ev._generate
 
     def generate(run, batch):
@@ -253,8 +261,8 @@ def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypa
     monkeypatch.setattr(ev, "_generate", generate)
     e = ev.evaluate(DEEPCACHE)
     # Every accelerated batch is exactly twice as fast as the same batch run plainly.
-    assert e.timing.ratios.samples == (2.0,) * 2
-    assert e.speedup == 2.0
+    assert e.speed.ratios == (2.0,) * 2
+    assert e.speed.value == pytest.approx(2.0)
 
 
 def test_argument_errors(tiny_sd, setting, prompts, scorer):
@@ -265,3 +273,75 @@ def test_argument_errors(tiny_sd, setting, prompts, scorer):
     with pytest.raises(ValueError, match="metric"):
         Evaluator(tiny_sd, setting, prompts, scorer, metric="lpips")
     assert leftovers(tiny_sd) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed first, quality only where it can matter
+
+
+class CountingClock(BatchClock):
+    """BatchClock that also counts generations by kind."""
+
+    def __init__(self, speedup: float):
+        super().__init__()
+        self.speedup, self.runs = speedup, {"plain": 0, "accelerated": 0}
+
+
+def counted(ev, tiny_sd, clock, monkeypatch):
+    original = ev._generate
+
+    def generate(run, batch):
+        images = original(run, batch)
+        kind = "plain" if run is tiny_sd else "accelerated"
+        clock.runs[kind] += 1
+        clock.t += batch["count"] * (1.0 if kind == "plain" else 1.0 / clock.speedup)
+        return images
+
+    monkeypatch.setattr(ev, "_generate", generate)
+
+
+def test_a_configuration_that_cannot_be_the_answer_stops_before_its_quality(
+        tiny_sd, scorer, monkeypatch):
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=8, batch_size=1, steps=2)
+    prompts = choose_prompts(BUILTIN_PROMPTS, 8, seed=5)
+    clock = CountingClock(speedup=1.5)
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock,
+                   timing=TimingPolicy(min_pairs=3, max_pairs=6), baseline_repeats=1)
+    counted(ev, tiny_sd, clock, monkeypatch)
+    ev.measure_baseline()
+    clock.runs["plain"] = 0
+    e = ev.evaluate(DEEPCACHE, slower_than=2.0)
+    assert e.pruned == PRUNED_SLOW
+    assert e.speed.value == pytest.approx(1.5) and e.speed.speedup.high < 2.0
+    # the warm-up and 3 timed runs: the other 4 quality batches were never generated
+    assert clock.runs["accelerated"] == 4
+    assert e.quality.images == 4
+    clock.runs = {"plain": 0, "accelerated": 0}
+    full = ev.evaluate(DEEPCACHE, slower_than=1.2)
+    assert full.pruned is None and full.quality.images == 8
+    assert clock.runs["accelerated"] == 8
+    assert leftovers(tiny_sd) == []
+
+
+def test_a_loss_confidently_over_budget_stops_the_evaluation(tiny_sd, scorer, monkeypatch):
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=12, batch_size=1, steps=3)
+    prompts = choose_prompts(BUILTIN_PROMPTS, 12, seed=5)
+    clock = CountingClock(speedup=2.0)
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, metric="ssim", clock=clock,
+                   timing=TimingPolicy(min_pairs=2, max_pairs=2), baseline_repeats=1)
+    counted(ev, tiny_sd, clock, monkeypatch)
+    ev.measure_baseline()
+    clock.runs["plain"] = 0
+    config = {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}
+    everything = ev.evaluate(config)
+    assert everything.quality.images == 12 and everything.pruned is None
+    assert everything.quality.loss.low > 0.001  # clearly over a 0.1 % budget
+    clock.runs = {"plain": 0, "accelerated": 0}
+    stopped = ev.evaluate(config, loss_budget=0.001)
+    assert stopped.pruned == PRUNED_LOSS
+    assert stopped.quality.images < 12
+    assert clock.runs["accelerated"] < 12
+    assert stopped.quality.loss.value > 0.001
+    clock.runs = {"plain": 0, "accelerated": 0}
+    kept = ev.evaluate(config, loss_budget=0.5)  # far within a loose budget: nothing stops
+    assert kept.pruned is None and kept.quality.images == 12

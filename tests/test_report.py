@@ -4,6 +4,7 @@ sample-image artifacts `tuner run` stores for it and for optuna-dashboard."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -15,17 +16,18 @@ import optuna
 import pytest
 import torch
 from optuna.artifacts import get_all_artifact_meta
-from optuna.trial import TrialState
 from PIL import Image
 
 from tuner import artifacts, report
 from tuner.cli import main
+from tuner.options import RunOptions
 from tuner.presets import RANDOM_WEIGHTS_NOTE
-from tuner.search.studies import DUPLICATE_OF
+from tuner.answer import speed_text
+from tuner.record import SpeedEstimate, StudyRecord, TrialRecord
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
-        "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--metric", "ssim",
-        "--req-score-loss", "0.5"]
+        "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1", "--threads",
+        "1", "--no-progress", "--metric", "ssim", "--req-score-loss", "0.5"]
 COMBOS = ("deepcache", "deepcache+tome", "deepcache+tgate", "deepcache+tome+tgate")
 
 
@@ -78,8 +80,7 @@ def test_run_uploads_sample_images_per_trial_and_baseline_per_study(studies):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         baseline = sorted(m.filename for m in get_all_artifact_meta(study))
         assert baseline == ["baseline_image0.jpg", "baseline_image1.jpg"]
-        evaluated = [t for t in study.trials if t.state == TrialState.COMPLETE
-                     and DUPLICATE_OF not in t.user_attrs]
+        evaluated = [t for t in study.trials if TrialRecord.from_trial(t).evaluated]
         assert evaluated
         for trial in evaluated:
             metas = get_all_artifact_meta(trial, storage=storage)
@@ -100,17 +101,15 @@ def test_no_artifacts_uploads_none(bare_studies):
 
 
 def test_artifact_folder_rules(tmp_path):
-    from tuner.search.launch import RunConfig
-
     assert artifacts.artifact_dir(studies="s", storage=None) == Path("s/artifacts")
     assert artifacts.artifact_dir(studies="s", storage="postgresql://h/db") is None
     assert artifacts.artifact_dir(studies="s", storage="postgresql://h/db",
                                   explicit="a") == Path("a")
     assert artifacts.artifact_dir(studies="s", storage=None, explicit="a", enabled=False) is None
-    assert RunConfig(studies="x").artifact_dir == Path("x/artifacts")
-    assert RunConfig(storage="sqlite:///x.db").artifact_dir is None
-    assert RunConfig(storage="sqlite:///x.db", artifacts_dir="y").artifact_dir == Path("y")
-    assert RunConfig(artifacts=False).artifact_dir is None
+    assert RunOptions(studies="x").artifact_dir == Path("x/artifacts")
+    assert RunOptions(storage="sqlite:///x.db").artifact_dir is None
+    assert RunOptions(storage="sqlite:///x.db", artifacts_dir="y").artifact_dir == Path("y")
+    assert RunOptions(artifacts=False).artifact_dir is None
 
 
 def test_encode_downscales_to_256():
@@ -165,18 +164,23 @@ def test_report_is_one_self_contained_page(studies, page, capsys):
     assert "best feasible so far" in text
     assert text.count(": parameter importances (") + text.count('<p class="note wide">') \
         == len(COMBOS)
-    # the chosen configuration per combo and overall
+    # the chosen configuration per combo and overall: the numbers of the results file
     assert re.search(r"<td>overall: deepcache[^<]*</td>", text)
     chosen = json.loads((studies / "search_params.json").read_text())
     (slot,) = chosen["settings"].values()
-    overall = slot["max_speedup"]["chosen"]
+    overall = next(iter(slot["answers"].values()))["chosen"]
     assert f"overall: {overall['combo']}" in text
-    assert f"{overall['speedup']:.2f}x" in text
-    # baseline and chosen images, inlined, and decodable
+    assert html.escape(speed_text(SpeedEstimate.from_dict(overall["speed"]))) in text
+    assert f"{overall['baseline_latency']:.3f} s &rarr; {overall['latency']:.3f} s" in text
+    # baseline and chosen images, inlined, and decodable, each with its prompt
     images = re.findall(r'<img [^>]*src="data:image/jpeg;base64,([^"]+)"', text)
     assert len(images) >= 2 * 2 * (len(COMBOS) + 1)  # 2 images each side, per combo + overall
     assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (128, 128)
     assert "baseline #0" in text and f"chosen: {overall['combo']} #0" in text
+    storage = storage_of(studies)
+    prompts = StudyRecord.of(optuna.load_study(
+        study_name=optuna.get_all_study_names(storage)[0], storage=storage)).prompts
+    assert all(f'<p class="prompt">{html.escape(p)}</p>' in text for p in prompts)
 
 
 def test_report_prints_where_it_wrote(studies, tmp_path, capsys):
@@ -185,6 +189,10 @@ def test_report_prints_where_it_wrote(studies, tmp_path, capsys):
     assert out.is_file()
     printed = capsys.readouterr().out
     assert printed.startswith(f"wrote {out} (1 setting(s), 4 studies, ")
+    # A folder: report.html in it.
+    assert main(["report", "--studies", str(studies), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").is_file()
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'report.html'} ")
 
 
 def test_report_without_artifacts_says_so(bare_studies):
@@ -220,39 +228,55 @@ def test_report_of_empty_database_is_one_line_exit_2(tmp_path, capsys):
 # -- figures on made-up trials: the requirement line, the importances note ----------------------
 
 
-def _combo_study(values: list[tuple[float, float]], budget: float = 0.1) -> report.ComboStudy:
-    from tuner.search.selection import choose
+def _goal_group(values: list[tuple[float, float]], goal) -> report.GoalGroup:
+    """A study of made-up trials, as the tuner records them, with its answer."""
+    from tuner.answer import answer
+    from tuner.record import QualityEstimate, SpeedEstimate
+    from tuner.setting import Setting
+    from tuner.stats import Interval
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     dist = {"deepcache.cache_interval": optuna.distributions.IntDistribution(2, 5)}
-    for i, (speedup, loss) in enumerate(values):
-        study.add_trial(optuna.trial.create_trial(
-            params={"deepcache.cache_interval": 2 + i % 4}, distributions=dist,
-            values=[speedup, loss],
-            user_attrs={"speedup": speedup, "loss": loss,
-                        "config": {"deepcache": {"cache_interval": 2 + i % 4}}},
-            system_attrs={"constraints:loss_budget": loss - budget}))
-    trials = study.get_trials()
-    return report.ComboStudy("deepcache", study, trials, choose(trials, None))
+    for speedup, loss in values:
+        trial = study.ask(dist)
+        config = {"deepcache": {"cache_interval": trial.params["deepcache.cache_interval"]}}
+        TrialRecord.write_claim(trial, config=config, canonical=str(trial.number),
+                                worker={}, sampler_seed=None)
+        interval = Interval(loss, loss, loss, 8)
+        TrialRecord.write_result(
+            trial, speed=SpeedEstimate(Interval(speedup, speedup, speedup, 4), 1.0, 4),
+            quality=QualityEstimate("clip", interval, 30, interval, 30, 0.9, 8), pruned=None,
+            seconds={}, goal=goal)
+        study.tell(trial, [speedup, loss])
+    setting = Setting("tiny-sd", "DDIM", 3, 128, 128)
+    record = StudyRecord("s", setting, goal, "deepcache")
+    trials = [TrialRecord.from_trial(t) for t in study.trials]
+    combo = report.ComboStudy(study, record, trials, {t.number: t for t in study.trials})
+    return report.GoalGroup(answer(setting, goal, [(record, trials)]), [combo])
 
 
 def test_scatter_marks_budget_required_front_and_choice():
-    c = _combo_study([(1.5, 0.01), (2.0, 0.05), (1.2, 0.2), (1.8, 0.08), (1.1, 0.09)])
-    fig = report.scatter(c, {"loss_budget": 0.1, "metric": "clip"}, required=1.9)
+    from tuner.setting import Goal
+
+    g = _goal_group([(1.5, 0.01), (2.0, 0.05), (1.2, 0.2), (1.8, 0.08), (1.1, 0.09)],
+                    Goal(loss_budget=0.1, req_speedup=1.9))
+    fig = report.scatter(g.combos[0], g)
     shapes = {(s.type, s.x0, s.x1, s.y0, s.y1) for s in fig.layout.shapes}
     assert ("line", 0.1, 0.1, 0, 1) in shapes  # vertical: the loss budget
     assert ("line", 0, 1, 1.9, 1.9) in shapes  # horizontal: the required speedup
     traces = {t.name: t for t in fig.data}
-    assert list(traces["infeasible"].y) == [1.2]
+    assert list(traces["infeasible or stopped for its loss"].y) == [1.2]
     assert sorted(traces["Pareto front (feasible)"].y) == [1.5, 2.0]
     assert list(traces["chosen"].y) == [2.0]
-    history = report.history(c, required=1.9)
+    history = report.history(g.combos[0], g)
     best = next(t for t in history.data if t.name == "best feasible so far")
     assert list(best.y) == [1.5, 2.0, 2.0, 2.0, 2.0]
 
 
 def test_importances_need_enough_trials():
-    note = report.importances(_combo_study([(1.5, 0.01), (2.0, 0.05)]))
+    from tuner.setting import Goal
+
+    note = report.importances(_goal_group([(1.5, 0.01), (2.0, 0.05)], Goal()).combos[0])
     assert isinstance(note, str) and note.startswith("Too few completed trials")
 
 

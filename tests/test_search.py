@@ -1,5 +1,5 @@
 """`tuner run` end to end on the tiny random-weight pipeline: studies, dedup, grid, resume,
-requirement mode, the results file, and recovery from a worker killed mid-trial.
+requirement mode, pruning, the results file, and recovery from a worker killed mid-trial.
 
 Runs are in-process (`tuner.cli.main`) where possible; the kill -9 test needs a subprocess.
 """
@@ -27,18 +27,19 @@ from optuna.trial import TrialState
 
 import tuner.evaluator
 from tuner import accelerators
+from tuner.answer import Answer, choose
 from tuner.cli import main
-from tuner.search.selection import choose, meeting_requirement
-from tuner.search.studies import baseline_latencies
+from tuner.record import StudyRecord, TrialRecord, trial_records
+from tuner.setting import Goal, Setting
 
-TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
-        "--num-samples", "2", "--timing-pairs", "1", "--no-progress"]
+# One timed pair: these tests are about the search; timing is tested on a simulated clock.
+TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "5", "--batch-size", "1",
+        "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1",
+        "--threads", "1", "--no-progress"]
 # SSIM loss with a loose budget: CLIP scores of random-weight models mean nothing.
 FEASIBLE = ["--metric", "ssim", "--req-score-loss", "0.5"]
 DEEPCACHE_GRID = [{"deepcache.cache_interval": i, "deepcache.cache_branch_id": b}
                   for i, b in itertools.product(range(2, 6), range(4))]
-RESULT_KEYS = {"combo", "params", "speedup", "loss", "clip_loss", "latency", "baseline_latency",
-               "clip_score", "baseline_clip_score", "psnr", "ssim", "study", "trial"}
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                   "PYTHONUNBUFFERED": "1"}
 TUNER = str(Path(sys.executable).with_name("tuner"))
@@ -97,16 +98,13 @@ def trials_in(study: optuna.Study, *states: TrialState):
     return study.get_trials(deepcopy=False, states=states or None)
 
 
-def finished(study: optuna.Study) -> list:
-    """Trials that count toward --trials: COMPLETE, and FAIL other than interrupted."""
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE or (
-                t.state == TrialState.FAIL and "fail_reason" in t.user_attrs
-                and t.user_attrs["fail_reason"] != "interrupted")]
+def evaluated(study: optuna.Study) -> list[TrialRecord]:
+    """Trials that count toward --trials: those that ran the pipeline."""
+    return [r for r in trial_records(study) if r.evaluated]
 
 
 def originals(trials) -> list:
-    return [t for t in trials if "duplicate_of" not in t.user_attrs]
+    return [t for t in trials if TrialRecord.from_trial(t).original]
 
 
 def files_under(folder: Path) -> set[str]:
@@ -134,8 +132,8 @@ def grid(tmp_path_factory):
 
 def test_grid_covers_the_16_points_once_and_stops_by_itself(grid):
     trials = trials_in(grid.study)
-    assert len(trials) == 16  # --trials 40, but the space has only 16 distinct points
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == 16  # --trials 40, but the space has only 16 distinct points at 5 steps
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     params = [t.params for t in trials]
     assert sorted(map(json.dumps, params)) == sorted(map(json.dumps, DEEPCACHE_GRID))
     assert len(grid.spy.evaluations) == 16
@@ -143,79 +141,83 @@ def test_grid_covers_the_16_points_once_and_stops_by_itself(grid):
     assert "(space exhausted)" in grid.run.out
 
 
-def test_study_directions_metric_names_and_user_attrs(grid):
+def test_study_identity_context_and_records(grid):
     study = grid.study
     assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     assert study.metric_names == ["speedup", "ssim_loss"]
-    attrs = study.user_attrs
-    assert attrs["combo"] == "deepcache"
-    assert attrs["setting"] == {"pipe": "tiny-sd", "scheduler": "DDIM", "steps": 3,
-                                "height": 128, "width": 128, "batch_size": 1, "num_samples": 2,
-                                "seed": 42, "guidance_scale": 7.5,
-                                "device": attrs["device"]}
-    assert attrs["goal"] == {"loss_budget": 0.5, "metric": "ssim", "req_speedup": None,
-                             "req_time": None}
-    assert attrs["device"].startswith("CPU")
-    assert {"torch", "optuna", "diffusers"} <= set(attrs["versions"])
-    assert attrs["baseline"]["latency"] > 0 and "clip_score" in attrs["baseline"]
-    history = baseline_latencies(grid.study)
-    assert len(history) == 1 and history[0]["latency"] == attrs["baseline"]["latency"]
-    # Readable name with every part that changes the measurements.
-    for part in ("tiny-sd", "DDIM", "3 steps", "128x128", "batch 1", "2 samples", "seed 42",
-                 "ssim", "deepcache"):
+    record = StudyRecord.of(study)
+    assert record.combo == "deepcache"
+    s = record.setting
+    assert (s.pipe, s.scheduler, s.steps, s.height, s.width, s.batch_size, s.num_samples,
+            s.seed, s.clip_model) == ("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, "tiny-clip")
+    assert s.device.startswith("CPU") and len(s.prompts) == 10
+    assert len(record.prompts) == 2  # the prompts themselves are stored with the study
+    assert record.goal == Goal(loss_budget=0.5, metric="ssim")
+    assert {"torch", "optuna", "diffusers"} <= set(record.versions)
+    assert len(record.baseline.clip_scores) == 2
+    assert len(record.plain_latencies) == 1 and record.plain_latencies[0].threads == 1
+    assert record.distinct_points == 16
+    assert record.confirmation is not None  # the answer was raced before it was written
+    for part in ("tiny-sd", "DDIM", "5 steps", "128x128", "batch 1", "2 samples", "seed 42",
+                 "clip tiny-clip", f"prompts {s.prompts}", "ssim loss <= 0.5", "deepcache"):
         assert part in study.study_name
 
 
-def test_upper_bound_trials_carry_values_and_loss_budget_constraint(grid):
-    for t in trials_in(grid.study, TrialState.COMPLETE):
-        a = t.user_attrs
-        assert t.values == [pytest.approx(a["speedup"]), pytest.approx(a["loss"])]
-        assert a["loss"] == pytest.approx(1 - a["ssim"])
-        assert t.constraints == {"loss_budget": pytest.approx(a["loss"] - 0.5)}
-        assert a["config"] == accelerators.split_params(t.params)
+def test_trials_carry_values_constraint_and_their_sampler_stream(grid):
+    complete = trials_in(grid.study, TrialState.COMPLETE)
+    assert complete
+    for t in complete:
+        r = TrialRecord.from_trial(t)
+        assert t.values == [pytest.approx(r.speed.value), pytest.approx(r.quality.loss.value)]
+        assert r.quality.loss.value == pytest.approx(1 - r.quality.ssim)
+        assert t.constraints == {"loss_budget": pytest.approx(r.quality.loss.value - 0.5)}
+        assert r.config == accelerators.split_params(t.params)
+    seeds = {TrialRecord.from_trial(t).sampler_seed for t in trials_in(grid.study)}
+    assert len(seeds) == 1 and None not in seeds  # one process, one recorded stream
 
 
 def test_results_file_has_the_documented_layout(grid):
     data = grid.results
-    assert data["format"] == 1
+    assert data["format"] == 2
     (key, slot), = data["settings"].items()
-    assert key == f"tiny-sd|DDIM|3 steps|128x128|batch 1|{grid.study.user_attrs['device']}"
-    assert slot["setting"] == grid.study.user_attrs["setting"]
-    assert slot["device"] == grid.study.user_attrs["device"]
-    assert set(slot) == {"setting", "device", "max_speedup"}
-    entry = slot["max_speedup"]
-    assert set(entry) == {"goal", "required_speedup", "met", "chosen", "per_combo"}
-    assert entry["required_speedup"] is None and entry["met"] is None
-    assert entry["goal"] == grid.study.user_attrs["goal"]
-    assert set(entry["per_combo"]) == {"deepcache"}
-    chosen = entry["chosen"]
-    assert set(chosen) == RESULT_KEYS
-    assert chosen == entry["per_combo"]["deepcache"]
-    assert chosen["combo"] == "deepcache" and chosen["study"] == grid.study.study_name
-    # The chosen trial is the fastest feasible one.
-    best = choose(grid.study.get_trials(), None).trial
-    assert chosen["trial"] == best.number
-    assert chosen["speedup"] == best.user_attrs["speedup"]
-    assert chosen["params"] == best.user_attrs["config"]
-    assert chosen["baseline_clip_score"] == grid.study.user_attrs["baseline"]["clip_score"]
+    record = StudyRecord.of(grid.study)
+    assert key == record.setting.key
+    assert slot["setting"] == record.setting.as_dict()
+    assert set(slot) == {"setting", "model", "answers"}
+    (goal_key, entry), = slot["answers"].items()
+    assert goal_key == "fastest | ssim loss <= 0.5"
+    found = Answer.from_dict(record.setting, entry)
+    assert found.required_speedup is None and found.met is None
+    assert [c.combo for c in found.combos] == ["deepcache"]
+    chosen = found.chosen
+    assert chosen == found.combos[0].choice
+    assert chosen.study == grid.study.study_name and chosen.confirmed
+    # The chosen trial is the fastest feasible one by its confirmed speed.
+    best, _ = choose(trial_records(grid.study), record.goal, record.confirmation)
+    assert chosen.trial == best.number
+    assert chosen.speed == record.confirmation.speeds[best.number]
+    assert chosen.config == best.config
+    flat = entry["chosen"]
+    assert flat["speedup"] == chosen.speedup and flat["latency"] == chosen.latency
+    assert flat["baseline_latency"] / flat["latency"] == pytest.approx(flat["speedup"])
 
 
 def test_chosen_params_are_a_config_apply_accepts(grid, tiny_sd):
-    params = next(iter(grid.results["settings"].values()))["max_speedup"]["chosen"]["params"]
+    chosen = next(iter(next(iter(grid.results["settings"].values()))["answers"].values()))
+    params = chosen["chosen"]["params"]
     assert set(params) == {"deepcache"}
-    assert set(params["deepcache"]) == {"cache_interval", "cache_branch_id"}
-    with accelerators.apply(tiny_sd, params, steps=3) as generate:
+    with accelerators.apply(tiny_sd, params, steps=5) as generate:
         assert callable(generate)
         assert accelerators.leftovers(tiny_sd)  # it did patch something
     assert accelerators.leftovers(tiny_sd) == []
 
 
-def test_show_prints_the_real_results(grid, capsys):
+def test_show_prints_the_same_table_as_the_run(grid, capsys):
     assert main(["show", "--output", str(grid.output)]) == 0
     out = capsys.readouterr().out
-    chosen = grid.results["settings"][next(iter(grid.results["settings"]))]["max_speedup"]["chosen"]
-    assert f"deepcache: {chosen['speedup']:.2f}x" in out
-    assert f"deepcache: {chosen['params']['deepcache']}" in out
+    table = grid.run.out.split("\n\nwrote")[0].strip()
+    for line in table.splitlines():
+        assert line.strip() in out
     assert grid.output.read_bytes() == grid.text
 
 
@@ -227,7 +229,8 @@ def test_results_file_is_replaced_atomically(grid):
         assert not src.exists()
     assert files_under(grid.folder) >= {"search_params.json", "studies", "studies/tuner.db"}
     leftovers = [p for p in files_under(grid.folder)
-                 if p not in ("search_params.json", "studies") and not p.startswith("studies/")]
+                 if p not in ("search_params.json", "search_params.json.lock", "studies")
+                 and not p.startswith("studies/")]
     assert leftovers == []
 
 
@@ -242,32 +245,56 @@ def test_atomic_writes_get_an_ordinary_new_files_permissions(tmp_path):
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0o600
 
 
-def test_second_setting_keeps_the_first_settings_entry(grid, tmp_path):
+def test_another_setting_and_another_goal_keep_the_first_answer(grid, tmp_path):
     output = tmp_path / "search_params.json"
     shutil.copy(grid.output, output)
-    run = run_tuner(tmp_path, "--combo", "deepcache", "--trials", "1", "--steps", "2",
-                    *FEASIBLE)
-    assert run.rc == 0, run.err
+    studies = tmp_path / "studies"
+    shutil.copytree(grid.studies, studies)
+    assert run_tuner(tmp_path, "--combo", "deepcache", "--trials", "1", "--steps", "2",
+                     *FEASIBLE).rc == 0
+    assert run_tuner(tmp_path, "--combo", "deepcache", "--trials", "1", "--metric", "ssim",
+                     "--req-score-loss", "0.001").rc == 0
     data = read_json(output)
-    assert len(data["settings"]) == 2
     first_key, first = next(iter(grid.results["settings"].items()))
-    assert data["settings"][first_key] == first
+    assert len(data["settings"]) == 2
     second = [k for k in data["settings"] if k != first_key][0]
     assert "2 steps" in second
-    assert data["settings"][second]["max_speedup"]["chosen"]["combo"] == "deepcache"
+    # The tighter budget is another answer beside the first, not a replacement of it.
+    answers = data["settings"][first_key]["answers"]
+    assert set(answers) == {"fastest | ssim loss <= 0.5", "fastest | ssim loss <= 0.001"}
+    assert answers["fastest | ssim loss <= 0.5"] == first["answers"]["fastest | ssim loss <= 0.5"]
 
 
-def test_unparseable_results_file_is_left_alone(tmp_path, capsys):
+def test_unusable_results_files_are_left_alone(tmp_path, capsys):
     output = tmp_path / "search_params.json"
-    output.write_bytes(b"{not json")
-    rc = main(["run", *TINY, "--combo", "deepcache", "--trials", "1",
-               "--studies", str(tmp_path / "studies"), "--output", str(output)])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert err.startswith("tuner: error:") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    assert output.read_bytes() == b"{not json"
-    assert files_under(tmp_path) == {"search_params.json"}
+    for content in (b"{not json", b'{"format": 2, "settings": {"k": []}}',
+                    b'{"format": 2, "settings": {"k": {"setting": {}, "answers": {"g": {}}}}}',
+                    b'{"format": 1, "settings": {}}'):
+        output.write_bytes(content)
+        rc = main(["run", *TINY, "--combo", "deepcache", "--trials", "1",
+                   "--studies", str(tmp_path / "studies"), "--output", str(output)])
+        err = capsys.readouterr().err
+        assert rc == 2, content
+        assert err.startswith("tuner: error:") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+        assert output.read_bytes() == content
+        assert files_under(tmp_path) == {"search_params.json"}
+
+
+def test_concurrent_merges_lose_no_answer(tmp_path):
+    """Two processes merging 100 answers each into one file: all 200 are there."""
+    code = f"""
+import sys
+from tuner.answer import Answer
+from tuner.search.results import merge
+from tuner.setting import Goal, Setting
+for i in range(100):
+    s = Setting("m", "DDIM", int(sys.argv[1]) * 1000 + i, 64, 64)
+    merge({str(tmp_path / 'out.json')!r}, Answer(s, Goal(), None, (), None, None))
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(k)]) for k in (1, 2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(read_json(tmp_path / "out.json")["settings"]) == 200
 
 
 # -- requirement mode on a copy of the grid's studies ------------------------------------------
@@ -281,108 +308,117 @@ def req(grid, tmp_path_factory):
     shutil.copytree(grid.studies, folder / "studies")
     shutil.copy(grid.output, folder / "search_params.json")
     # Underscore spellings on purpose.
-    extra = ["--combo", "deepcache", "--trials", "4", "--stop-when-met", "--metric", "ssim",
+    extra = ["--combo", "deepcache", "--trials", "4", "--stop_when_met", "--metric", "ssim",
              "--req_score_loss", "0.5", "--batch_size", "1", "--num_samples", "2"]
-    with spying() as spy:
-        by_speedup = run_tuner(folder, *extra, "--req_speedup", "1.01")
+    by_speedup = run_tuner(folder, *extra, "--req_speedup", "1.01")
     assert by_speedup.rc == 0, by_speedup.err
     after_speedup = read_json(folder / "search_params.json")
-    studies = load_studies(folder / "studies")
-    req_study = next(s for s in studies.values() if len(s.directions) == 1)
-    trials_after_speedup = len(req_study.get_trials())
     by_time = run_tuner(folder, *extra, "--req_time", str(REQ_TIME))
     assert by_time.rc == 0, by_time.err
-    return SimpleNamespace(folder=folder, spy=spy, after_speedup=after_speedup,
-                           trials_after_speedup=trials_after_speedup,
+    return SimpleNamespace(folder=folder, after_speedup=after_speedup, by_time=by_time,
                            after_time=read_json(folder / "search_params.json"),
                            studies=load_studies(folder / "studies"), grid=grid)
 
 
-def _req_study(req) -> optuna.Study:
-    found = [s for s in req.studies.values() if len(s.directions) == 1]
-    assert len(found) == 1
-    return found[0]
+def _answer(data, goal_key) -> Answer:
+    slot = next(iter(data["settings"].values()))
+    return Answer.from_dict(Setting.from_dict(slot["setting"]), slot["answers"][goal_key])
 
 
-def test_requirement_and_upper_bound_modes_use_separate_studies(req):
-    assert len(req.studies) == 2
-    upper = req.studies[req.grid.study.study_name]
-    assert upper.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
-    assert upper.metric_names == ["speedup", "ssim_loss"]
-    assert len(upper.get_trials()) == 16  # untouched by the requirement runs
-    study = _req_study(req)
-    assert study.study_name != upper.study_name
-    assert study.directions == [StudyDirection.MAXIMIZE]
-    assert study.metric_names == ["speedup"]
-    assert study.user_attrs["goal"]["req_speedup"] == 1.01
-    for t in trials_in(study, TrialState.COMPLETE):
-        assert t.values == [pytest.approx(t.user_attrs["speedup"])]
-        assert t.constraints == {"loss_budget": pytest.approx(t.user_attrs["loss"] - 0.5)}
+def test_each_requirement_is_a_study_of_its_own(req):
+    assert len(req.studies) == 3
+    fastest = req.studies[req.grid.study.study_name]
+    assert len(fastest.get_trials()) == 16  # untouched by the requirement runs
+    single = [s for s in req.studies.values() if len(s.directions) == 1]
+    assert len(single) == 2
+    for study in single:
+        assert study.metric_names == ["speedup"]
+        for t in trials_in(study, TrialState.COMPLETE):
+            r = TrialRecord.from_trial(t)
+            assert t.values == [pytest.approx(r.speed.value)]
+    goals = sorted(StudyRecord.of(s).goal.requirement for s in single)
+    assert goals == [f"latency <= {REQ_TIME:g}s", "speedup >= 1.01x"]
 
 
 def test_requirement_answer_and_stop_when_met(req):
-    study = _req_study(req)
-    trials = study.get_trials()[:req.trials_after_speedup]
-    entry = next(iter(req.after_speedup["settings"].values()))["req_speedup"]
-    assert entry["required_speedup"] == 1.01
-    choice = meeting_requirement(trials, 1.01)
-    assert entry["met"] is choice.met
-    assert entry["chosen"]["trial"] == (choice.trial.number if choice.trial else None)
-    if choice.met:
-        assert entry["chosen"]["speedup"] >= 1.01
-    # --stop-when-met: no trial started once one met the requirement.
-    met_at = next((i for i in range(len(trials))
-                   if meeting_requirement(trials[:i + 1], 1.01).met), None)
-    if met_at is None:
-        assert len(finished(study)) >= 4
-    else:
-        assert len(trials) == met_at + 1, [(t.number, t.user_attrs.get("speedup")) for t in trials]
+    study = next(s for s in req.studies.values() if "speedup >= 1.01x" in s.study_name)
+    record = StudyRecord.of(study)
+    found = _answer(req.after_speedup, "speedup >= 1.01x | ssim loss <= 0.5")
+    assert found.required_speedup == 1.01
+    chosen, met = choose(trial_records(study), record.goal, record.confirmation)
+    assert found.met is met and found.chosen.trial == chosen.number
+    if met:
+        assert found.chosen.speedup >= 1.01
+        # --stop-when-met: no evaluation started once one met the requirement.
+        records = trial_records(study)
+        first = min(r.number for r in records if r.feasible(record.goal)
+                    and r.speed.value >= 1.01)
+        assert all(r.number <= first or not r.evaluated for r in records)
 
 
-def test_req_time_turns_into_required_speedup_against_the_baseline(req):
-    study = _req_study(req)
-    latency = baseline_latencies(study)[-1]["latency"]
-    entry = next(iter(req.after_time["settings"].values()))["req_speedup"]
-    assert entry["goal"]["req_time"] == REQ_TIME and entry["goal"]["req_speedup"] is None
-    assert entry["required_speedup"] == pytest.approx(latency / REQ_TIME, rel=1e-9)
-    choice = meeting_requirement(study.get_trials(), entry["required_speedup"])
-    assert entry["met"] is choice.met
-    assert entry["chosen"]["trial"] == (choice.trial.number if choice.trial else None)
+def test_req_time_is_met_only_when_the_latency_shown_is_within_it(req):
+    found = _answer(req.after_time, f"latency <= {REQ_TIME:g}s | ssim loss <= 0.5")
+    assert found.goal.req_time == REQ_TIME
+    chosen = found.chosen
+    assert found.met is (chosen.latency <= REQ_TIME)
+    line = [x for x in req.by_time.out.splitlines() if "per batch)" in x][0]
+    assert f"({chosen.baseline_latency:.3f}s -> {chosen.latency:.3f}s per batch)" in line
 
 
-def test_results_file_keeps_each_mode(req):
+def test_results_file_keeps_every_goal(req):
     slot = next(iter(req.after_time["settings"].values()))
-    assert set(slot) == {"setting", "device", "max_speedup", "req_speedup"}
-    assert slot["max_speedup"] == next(iter(req.grid.results["settings"].values()))["max_speedup"]
-    assert len(req.after_time["settings"]) == 1
+    assert set(slot["answers"]) == {"fastest | ssim loss <= 0.5",
+                                    "speedup >= 1.01x | ssim loss <= 0.5",
+                                    f"latency <= {REQ_TIME:g}s | ssim loss <= 0.5"}
+    grid_slot = next(iter(req.grid.results["settings"].values()))
+    assert slot["answers"]["fastest | ssim loss <= 0.5"] == \
+        grid_slot["answers"]["fastest | ssim loss <= 0.5"]
 
 
-# -- TPE with dedup ----------------------------------------------------------------------------
+# -- TPE with dedup: repeats are free ----------------------------------------------------------
 
-def test_tpe_never_evaluates_a_configuration_twice(tmp_path):
+def test_tpe_never_evaluates_a_configuration_twice_and_repeats_are_free(tmp_path):
     with spying() as spy:
-        run = run_tuner(tmp_path, "--combo", "deepcache", "--trials", "50", *FEASIBLE)
+        run = run_tuner(tmp_path, "--combo", "deepcache", "--trials", "10", *FEASIBLE)
     assert run.rc == 0, run.err
     study = only_study(tmp_path / "studies")
-    trials = study.get_trials()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) <= 50
-    assert len(spy.evaluations) <= 16
-    assert len(spy.evaluations) == len({json.dumps(c, sort_keys=True) for c in spy.evaluations})
-    assert len(originals(complete)) == len(spy.evaluations)
-    by_number = {t.number: t for t in trials}
-    for t in complete:
-        if "duplicate_of" not in t.user_attrs:
+    records = trial_records(study)
+    assert len(evaluated(study)) == 10  # --trials counts evaluations
+    assert len(spy.evaluations) == 10
+    assert len({json.dumps(c, sort_keys=True) for c in spy.evaluations}) == 10
+    by_number = {r.number: r for r in records}
+    for r in records:
+        if r.duplicate_of is None:
             continue
-        first = by_number[t.user_attrs["duplicate_of"]]
-        assert first.number < t.number
-        assert "duplicate_of" not in first.user_attrs
-        assert first.state == TrialState.COMPLETE
-        assert first.params == t.params
-        assert first.values == t.values
-        assert first.constraints == t.constraints
-    if len(finished(study)) < 50:  # stopped early: only because the space is exhausted
-        assert len(originals(complete)) == 16
+        first = by_number[r.duplicate_of]
+        assert first.number < r.number and first.original
+        assert first.config == r.config and first.speed == r.speed
+
+
+def test_sampler_streams_differ_between_processes_and_are_recorded():
+    from tuner.search.workers import process_seed
+
+    assert process_seed(42) != process_seed(42)
+
+
+def test_a_configuration_rejected_before_generating_is_free(tmp_path):
+    """Checks that fail before any generation (here: branch 3, faked) do not count."""
+    real = accelerators.check
+
+    def check(pipe, config, **kwargs):
+        if config["deepcache"]["cache_branch_id"] == 3:
+            raise accelerators.NoEffect("fake: nothing to do")
+        return real(pipe, config, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(accelerators, "check", check)
+        run = run_tuner(tmp_path, "--combo", "deepcache", "--trials", "12", "--sampler",
+                        "grid", "--trials", "16", *FEASIBLE)
+    assert run.rc == 0, run.err
+    records = trial_records(only_study(tmp_path / "studies"))
+    rejected = [r for r in records if r.invalid]
+    assert len(rejected) == 4 and not any(r.evaluated for r in rejected)
+    assert len([r for r in records if r.evaluated]) == 12
 
 
 # -- grid refused ------------------------------------------------------------------------------
@@ -409,27 +445,38 @@ def test_rerun_resumes_the_same_study(tmp_path):
     assert run_tuner(tmp_path, *args, "--trials", "3").rc == 0
     study = only_study(tmp_path / "studies")
     first = [t.params for t in study.get_trials()]
-    assert len(finished(study)) == 3
+    assert len(evaluated(study)) == 3
 
     second = run_tuner(tmp_path, *args, "--trials", "5")
     assert second.rc == 0, second.err
     study = only_study(tmp_path / "studies")  # still one study
-    assert len(finished(study)) == 5
-    assert len(study.get_trials()) == 5
-    assert [t.params for t in study.get_trials()][:3] == first
+    assert len(evaluated(study)) == 5
+    assert [t.params for t in study.get_trials()][:len(first)] == first
 
     with spying() as spy:
         third = run_tuner(tmp_path, *args, "--trials", "5")
     assert third.rc == 0, third.err
-    study = only_study(tmp_path / "studies")
-    assert len(study.get_trials()) == 5
     assert spy.evaluations == []
-    assert len(baseline_latencies(study)) == 3
+    assert len(evaluated(only_study(tmp_path / "studies"))) == 5
+    # Nothing left to do: answered from the study, without measuring a baseline again.
+    assert len(StudyRecord.of(only_study(tmp_path / "studies")).plain_latencies) == 2
+
+
+def test_other_prompts_make_another_study(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red bus\na green field\na blue boat\n")
+    assert run_tuner(tmp_path, "--combo", "deepcache", "--trials", "1", *FEASIBLE).rc == 0
+    assert run_tuner(tmp_path, "--combo", "deepcache", "--trials", "1", *FEASIBLE,
+                     "--prompts", str(prompts)).rc == 0
+    studies = load_studies(tmp_path / "studies")
+    assert len(studies) == 2
+    stored = sorted(StudyRecord.of(s).prompts for s in studies.values())
+    assert any(set(p) <= {"a red bus", "a green field", "a blue boat"} for p in stored)
 
 
 def test_invalid_configurations_count_and_are_not_retried(tmp_path):
-    """Every configuration invalid (faked: nothing runs): FAIL trials with a reason count toward
-    --trials; a repeat of an invalid configuration fails without an evaluation."""
+    """Every configuration invalid once generated (faked): FAIL trials with a reason count
+    toward --trials; a repeat of an invalid configuration fails without an evaluation."""
     calls = []
 
     def unsupported(self, config, *args, **kwargs):
@@ -442,21 +489,18 @@ def test_invalid_configurations_count_and_are_not_retried(tmp_path):
         first = run_tuner(tmp_path, *args)
         assert first.rc == 0, first.err
         study = only_study(tmp_path / "studies")
-        trials = study.get_trials()
-        assert len(trials) == 6 and len(finished(study)) == 6
-        for t in trials:
-            assert t.state == TrialState.FAIL
-            assert t.user_attrs["fail_reason"].startswith("fake: ")
-            assert t.user_attrs.get("invalid") is True
-        assert len(calls) == len(originals(trials))
-        assert len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls)
+        records = trial_records(study)
+        assert len(evaluated(study)) == 6
+        for r in records:
+            assert r.state == "FAIL" and r.fail_reason.startswith("fake: ") and r.invalid
+        assert len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls) == 6
         second = run_tuner(tmp_path, *args)
         assert second.rc == 0, second.err
-    assert len(only_study(tmp_path / "studies").get_trials()) == 6  # nothing re-run
-    assert len(calls) == len(originals(trials))
-    entry = next(iter(read_json(tmp_path / "search_params.json")["settings"].values()))
-    assert entry["max_speedup"]["chosen"] is None
-    assert entry["max_speedup"]["per_combo"] == {"deepcache": None}
+    assert len(calls) == 6  # nothing re-run
+    slot = next(iter(read_json(tmp_path / "search_params.json")["settings"].values()))
+    entry = next(iter(slot["answers"].values()))
+    assert entry["chosen"] is None
+    assert entry["per_combo"]["deepcache"]["chosen"] is None
 
 
 # -- a worker killed mid-trial -----------------------------------------------------------------
@@ -478,7 +522,8 @@ def _poll_for_running(proc, studies: Path, timeout: float):
                 trials = study.get_trials()
                 running = [t for t in trials
                            if t.state == TrialState.RUNNING and len(t.params) == 2]
-                if running and any(t.state == TrialState.COMPLETE for t in trials):
+                if running and any(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                                   for t in trials):
                     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
                         beats = con.execute("SELECT count(*) FROM trial_heartbeats WHERE "
                                             "trial_id = ?", (running[0]._trial_id,)).fetchone()[0]
@@ -524,13 +569,12 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
     trials = study.get_trials()
     assert trials[killed.number].state == TrialState.FAIL
     assert trials[killed.number].user_attrs.get("fail_reason") != "surplus"
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
-    assert len(finished(study)) == 4
+    assert len(evaluated(study)) == 4
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1, [(t.number, t.state, t.system_attrs) for t in trials]
     retry = retries[0]
-    assert retry.state == TrialState.COMPLETE
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry.params == killed.params
     # The re-queued trial ran first after the restart.
     assert retry.number == killed.number + 1
@@ -558,13 +602,16 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
         run = run_tuner(tmp_path, *args)
     assert run.rc == 130
     assert "Traceback" not in run.err and "Resume with:" in run.err
-    assert not (tmp_path / "search_params.json").exists()
+    # What was known when it stopped is in the results file (not yet confirmed).
+    slot = next(iter(read_json(tmp_path / "search_params.json")["settings"].values()))
+    chosen = next(iter(slot["answers"].values()))["chosen"]
+    assert chosen["trial"] == 0 and chosen["confirmed"] is None
     study = only_study(tmp_path / "studies")
     first, stopped, queued = study.get_trials()
     assert first.state == TrialState.COMPLETE
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["fail_reason"] == "interrupted"
-    assert len(finished(study)) == 1  # the interrupted trial does not count
+    assert len(evaluated(study)) == 1  # the interrupted trial does not count
     assert queued.state == TrialState.WAITING and queued.params == stopped.params
     assert queued.system_attrs["failed_trial"] == stopped.number
 
@@ -572,7 +619,64 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     assert rerun.rc == 0, rerun.err
     study = only_study(tmp_path / "studies")
     trials = study.get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL,
-                                         TrialState.COMPLETE]
+    assert [t.state for t in trials][:3] == [TrialState.COMPLETE, TrialState.FAIL,
+                                             TrialState.COMPLETE]
     assert trials[2].params == stopped.params
     assert trials[2].system_attrs["failed_trial"] == stopped.number
+
+
+def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
+    from dataclasses import replace
+
+    from tuner.search.studies import study_name
+
+    base = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU", clip_model="tiny-clip",
+                   prompts="abc")
+    names = {study_name(s, "deepcache", Goal()) for s in (
+        base, replace(base, clip_model="clip-l-random"), replace(base, prompts="def"),
+        replace(base, num_samples=4), replace(base, seed=7), replace(base, guidance_scale=5.0),
+        replace(base, device="NVIDIA H100"))}
+    assert len(names) == 7
+    goals = {study_name(base, "deepcache", g) for g in (
+        Goal(), Goal(metric="ssim"), Goal(loss_budget=0.01), Goal(loss_bound="upper"),
+        Goal(req_speedup=2.0), Goal(req_speedup=2.5), Goal(req_time=0.5))}
+    assert len(goals) == 7
+
+
+def test_a_rerun_with_nothing_left_to_do_answers_without_loading_the_model(grid, tmp_path):
+    import tuner.pipelines
+
+    shutil.copytree(grid.studies, tmp_path / "studies")
+    shutil.copy(grid.output, tmp_path / "search_params.json")
+    with pytest.MonkeyPatch.context() as mp:
+        def refuse(*args, **kwargs):
+            raise AssertionError("the model was loaded")
+
+        mp.setattr(tuner.pipelines, "load_pipeline", refuse)
+        again = run_tuner(tmp_path, "--combo", "deepcache", "--sampler", "grid", "--trials",
+                          "40", *FEASIBLE)
+    assert again.rc == 0, again.err
+    table = grid.run.out.split("\n\nwrote")[0].strip()
+    assert again.out.split("\n\nwrote")[0].strip() == table
+    assert read_json(tmp_path / "search_params.json") == grid.results
+
+
+def test_show_answers_from_the_studies_while_the_file_has_no_answer_yet(grid, tmp_path,
+                                                                        capsys):
+    shutil.copytree(grid.studies, tmp_path / "studies")
+    assert main(["show", "--output", str(tmp_path / "none.json"), "--studies",
+                 str(tmp_path / "studies")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"no answer in {str(tmp_path / 'none.json')!r} yet; from the studies")
+    table = grid.run.out.split("\n\nwrote")[0].strip().splitlines()
+    for line in table[:3]:
+        assert line.strip() in out
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_a_degenerate_metric_and_a_setting_with_nothing_to_accelerate_are_said(tmp_path):
+    run = run_tuner(tmp_path, "--combo", "deepcache", "--trials", "2", "--steps", "1")
+    assert run.rc == 0, run.err
+    assert "CLIP losses mean nothing here; --metric ssim measures fidelity instead" in run.err
+    assert "bit-identical to the plain pipeline at 1 steps: nothing to accelerate" in run.out
+    assert "No configuration keeps" not in run.out

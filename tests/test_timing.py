@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
+import random
 
 import pytest
 
-from tuner.timing import Clock, DeviceClock, Speedup, Stats, Timer, interleave, timed
+from tuner.timing import (Clock, DeviceClock, PlainRuns, Run, Stats, TimingPolicy,
+                          bracket_ratio, choose_threads, measure_speedup, timed, timed_run)
 
 
 class FakeClock:
@@ -77,24 +78,6 @@ def test_timed_counts_work_the_sync_waits_for():
     assert seconds == 3.0
 
 
-def test_timer_excludes_warmup_and_reports_median_and_spread():
-    clock = FakeClock()
-    fn = runner(clock, [50.0, 40.0, 2.0, 1.0, 4.0, 3.0, 6.0])
-    stats = Timer(clock, warmup=2, repeats=5).measure(fn)
-    assert stats.samples == (2.0, 1.0, 4.0, 3.0, 6.0)
-    assert stats.median == 3.0
-    assert (stats.low, stats.high) == (1.0, 6.0)
-    assert stats.spread == pytest.approx((6.0 - 1.0) / 3.0)
-    assert clock.log.count("sync") == 2 * 7  # every run, warm-ups included, is synced
-
-
-def test_timer_without_warmup():
-    clock = FakeClock()
-    stats = Timer(clock, warmup=0, repeats=2).measure(runner(clock, [5.0, 1.0, 99.0]))
-    assert stats.samples == (5.0, 1.0)
-    assert stats.median == 3.0
-
-
 def test_stats_of():
     s = Stats.of([4, 1, 3, 2])
     assert s.median == 2.5
@@ -110,87 +93,155 @@ def test_stats_of():
         Stats.of([])
 
 
-def test_bracketed_uses_the_mean_of_the_neighbouring_baselines():
-    sp = Speedup.bracketed([2.0, 4.0, 6.0], [1.5, 2.5])
-    assert sp.ratios.samples == ((2 + 4) / 2 / 1.5, (4 + 6) / 2 / 2.5)
-    assert sp.speedup == statistics.median([2.0, 2.0])
-    assert sp.baseline.samples == (2.0, 4.0, 6.0)
-    assert sp.accelerated.samples == (1.5, 2.5)
+# -- bracketed pairs ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("drift", [0.05, 0.3, -0.02])
-def test_bracketed_cancels_linear_drift(drift):
-    true_ratio = 2.5
-    pairs = 6
-    # Runs at times 0, 1, 2, ...: b at even times, a at odd times; the plain latency drifts
-    # linearly with time and the accelerated run is always true_ratio times faster.
-    plain_at = [1.0 + drift * t for t in range(2 * pairs + 1)]
-    baseline = plain_at[0::2]
-    accelerated = [plain_at[t] / true_ratio for t in range(1, 2 * pairs, 2)]
-    sp = Speedup.bracketed(baseline, accelerated)
-    assert sp.speedup == pytest.approx(true_ratio, rel=1e-12)
-    assert all(r == pytest.approx(true_ratio, rel=1e-12) for r in sp.ratios.samples)
-    assert sp.ratios.spread == pytest.approx(0.0, abs=1e-12)
-    # Comparing each accelerated run with the plain run just before it only is biased, and so
-    # is comparing with the first baseline.
-    before_only = [b / a for b, a in zip(baseline, accelerated)]
-    assert statistics.median(before_only) != pytest.approx(true_ratio, rel=1e-3)
-    assert baseline[0] / statistics.median(accelerated) != pytest.approx(true_ratio, rel=1e-3)
+class Machine:
+    """Runs on a fake clock: plain runs take `plain` seconds, accelerated ones `plain / speedup`,
+    except those listed as slowed (by index in their kind), which take `slow` times longer."""
+
+    def __init__(self, clock: FakeClock, *, plain=1.0, speedup=2.0, slow=5.0,
+                 slow_plain=(), slow_accelerated=(), drift=0.0):
+        self.clock, self.plain, self.speedup, self.slow = clock, plain, speedup, slow
+        self.slowed = {"plain": set(slow_plain), "accelerated": set(slow_accelerated)}
+        self.count = {"plain": 0, "accelerated": 0}
+        self.drift = drift  # seconds of plain latency gained per second of clock
+
+    def _run(self, kind: str) -> Run:
+        base = self.plain + self.drift * (self.clock.t - 100.0)
+        seconds = base if kind == "plain" else base / self.speedup
+        if self.count[kind] in self.slowed[kind]:
+            seconds *= self.slow
+        self.count[kind] += 1
+        return timed_run(lambda: self.clock.advance(seconds), self.clock)[1]
+
+    def plain_run(self) -> Run:
+        return self._run("plain")
+
+    def accelerated_run(self) -> Run:
+        return self._run("accelerated")
 
 
-@pytest.mark.parametrize("baseline,accelerated", [
-    ([1.0, 1.0], [0.5, 0.5]),  # same length
-    ([1.0, 1.0, 1.0, 1.0], [0.5, 0.5]),  # two more
-    ([1.0], []),  # no accelerated run
-    ([], []),
-    ([1.0, 1.0], []),
+def series(clock, policy=TimingPolicy(), runs=4, seconds=1.0) -> PlainRuns:
+    plain = PlainRuns(clock, policy)
+    for _ in range(runs):
+        plain.add(timed_run(lambda: clock.advance(seconds), clock)[1])
+    return plain
+
+
+def test_bracket_ratio_interpolates_the_plain_latency_at_the_accelerated_middle():
+    before, after = Run(0.0, 1.0), Run(1.5, 2.0)  # middles 0.5 and 2.5
+    # At 1.25, 3/8 of the way: the plain latency is 1 + 3/8 there.
+    assert bracket_ratio(before, Run(1.0, 0.5), after) == pytest.approx(1.375 / 0.5)
+    # A short accelerated run near the later plain run: weighted toward it.
+    assert bracket_ratio(Run(0.0, 1.0), Run(2.0, 0.5), Run(3.0, 2.0)) == \
+        pytest.approx((1.0 + 1.0 * (2.25 - 0.5) / 3.5) / 0.5)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.002, -0.002])
+def test_measured_speedup_is_exact_under_linear_drift(drift):
+    clock = FakeClock()
+    machine = Machine(clock, drift=drift)
+    plain = series(clock)
+    found = measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    # Linear in time, interpolated between the plain runs' middles: right to second order.
+    assert found.value == pytest.approx(2.0, rel=2e-3)
+    assert found.pairs == TimingPolicy().min_pairs  # exact ratios: precise at the minimum
+    assert found.rejected == 0
+    assert found.baseline_latency / found.latency == pytest.approx(found.value)
+
+
+def test_plain_runs_are_shared_by_consecutive_measurements():
+    clock = FakeClock()
+    machine = Machine(clock)
+    plain = series(clock)
+    measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    first = dict(machine.count)
+    measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    # The second measurement opens with the first one's closing plain run: n plain runs each.
+    assert machine.count["plain"] - first["plain"] == machine.count["accelerated"] \
+        - first["accelerated"] == 3
+    assert first["plain"] == 3  # the series' last run opened the first one too
+    clock.advance(TimingPolicy().reuse_within + 1)  # too long ago: a fresh plain run first
+    before = dict(machine.count)
+    measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    assert machine.count["plain"] - before["plain"] == 4
+
+
+@pytest.mark.parametrize("slow_plain,slow_accelerated", [
+    ((1,), ()),  # a plain run: its neighbours are compared with the next clean plain runs
+    ((), (0,)),  # an accelerated run: against the configuration's fastest
+    ((1, 2), ()),  # two plain runs in a row slowed alike
+    ((), (0, 1, 3)),  # more slowed than trusted: still not averaged in
+    ((0, 2, 4, 6, 8), ()),  # every other plain run
 ])
-def test_bracketed_rejects_wrong_lengths(baseline, accelerated):
+def test_slow_runs_are_set_aside_not_averaged_in(slow_plain, slow_accelerated):
+    clock = FakeClock()
+    machine = Machine(clock, slow_plain=slow_plain, slow_accelerated=slow_accelerated)
+    plain = series(clock)
+    found = measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    assert found.value == pytest.approx(2.0, rel=1e-9)
+    assert found.pairs >= 3
+    assert found.rejected == len([i for i in slow_accelerated if i < machine.count[
+        "accelerated"]])
+    assert any(abs(r - 2.0) > 0.5 for r in found.ratios)  # they were seen, and set aside
+
+
+def test_noisy_ratios_get_more_pairs_until_the_interval_is_precise():
+    clock, rng = FakeClock(), random.Random(3)
+
+    def run(seconds):  # every run, plain or accelerated, varies by about 1.5 %
+        seconds *= 1 + rng.gauss(0, 0.015)
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock)
+    for _ in range(4):
+        plain.add(run(1.0))
+    found = measure_speedup(lambda: run(1.0), lambda: run(0.5), plain)
+    assert found.pairs > 3
+    assert found.speedup.relative_half_width <= 0.02
+    assert found.speedup.low < 2.0 < found.speedup.high
+
+
+def test_a_decided_question_ends_the_measurement_early():
+    clock = FakeClock()
+    machine = Machine(clock, speedup=1.2)
+    plain = series(clock, TimingPolicy(min_pairs=2, precision=0.0001))
+    asked = []
+
+    def decided(interval):
+        asked.append(interval)
+        return interval is not None and interval.high < 2.0
+
+    found = measure_speedup(machine.plain_run, machine.accelerated_run, plain, decided=decided)
+    assert found.pairs == 2
+    assert asked[0] is None  # asked after every bracket, with no interval before the minimum
+
+
+def test_a_machine_that_never_settles_stops_at_the_cap_and_says_so():
+    clock = FakeClock()
+    policy = TimingPolicy(min_pairs=2, max_pairs=4)
+    machine = Machine(clock, drift=0.3)  # every run 30 % slower than the one before
+    plain = series(clock, policy)
+    found = measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    assert machine.count["accelerated"] == 3 * policy.max_pairs
+    assert found.pairs == 0 and found.rejected == 3 * policy.max_pairs
+    assert found.speedup.relative_half_width > 0.5  # the interval says how little is known
+    assert plain.noisy()
+
+
+def test_timing_policy_is_checked():
     with pytest.raises(ValueError):
-        Speedup.bracketed(baseline, accelerated)
+        TimingPolicy(min_pairs=5, max_pairs=3)
 
 
-def test_interleave_alternates_and_brackets():
-    calls = []
-    times = {"b": iter([10.0, 12.0, 14.0, 16.0]), "a": iter([5.5, 6.5, 7.5])}
-
-    def plain(i):
-        calls.append(("b", i))
-        return next(times["b"])
-
-    def accelerated(i):
-        calls.append(("a", i))
-        return next(times["a"])
-
-    sp = interleave(plain, accelerated, 3)
-    assert [kind for kind, _ in calls] == ["b", "a", "b", "a", "b", "a", "b"]
-    assert [i for kind, i in calls if kind == "a"] == [0, 1, 2]
-    # The plain run that closes pair i gets the pair's index (it runs the pair's batch).
-    closing = [calls[k + 1] for k, (kind, _) in enumerate(calls) if kind == "a"]
-    assert closing == [("b", 0), ("b", 1), ("b", 2)]
-    assert calls[0] == ("b", 0)
-    assert sp.baseline.samples == (10.0, 12.0, 14.0, 16.0)
-    assert sp.accelerated.samples == (5.5, 6.5, 7.5)
-    assert sp.ratios.samples == (11 / 5.5, 13 / 6.5, 15 / 7.5)
-    assert sp.speedup == 2.0
-
-
-def test_interleave_returns_the_median_ratio_and_ignores_an_outlier():
-    plain_times = iter([2.0] * 6)
-    accelerated_times = iter([1.0, 1.0, 40.0, 0.8, 1.0])  # one run hit a hiccup
-
-    sp = interleave(lambda i: next(plain_times), lambda i: next(accelerated_times), 5)
-    assert sorted(sp.ratios.samples) == sorted([2.0, 2.0, 0.05, 2.5, 2.0])
-    assert sp.speedup == 2.0
-    assert sp.accelerated.median == 1.0
-
-    # A slow plain run (inflating two neighbouring ratios) does not move the median either.
-    plain_times = iter([2.0, 2.0, 2.0, 30.0, 2.0, 2.0, 2.0])
-    sp = interleave(lambda i: next(plain_times), lambda i: 1.0, 6)
-    assert sp.speedup == 2.0
-    assert max(sp.ratios.samples) == 16.0
-
-
-def test_interleave_with_no_pairs_is_an_error():
-    with pytest.raises(ValueError):
-        interleave(lambda i: 1.0, lambda i: 1.0, 0)
+def test_choose_threads_takes_the_best_worst_case_and_prefers_fewer_threads():
+    times = {1: [0.50, 0.50, 0.51, 0.52], 2: [0.30, 0.30, 2.4, 0.31], 4: [0.29, 0.29, 0.29, 0.7]}
+    calls = {c: iter(t) for c, t in times.items()}
+    best, seen = choose_threads(lambda c: next(calls[c]), [1, 2, 4], repeats=3)
+    assert best == 1  # 2 threads are faster on average but collapse when the machine is busy
+    assert seen[1] == [0.50, 0.51, 0.52]
+    assert seen[2] == [0.30, 2.4]  # far slower than the best worst case: not measured further
+    even = {1: [1.0] * 4, 2: [0.99] * 4}
+    calls = {c: iter(t) for c, t in even.items()}
+    assert choose_threads(lambda c: next(calls[c]), [1, 2], repeats=3)[0] == 1  # within 5 %

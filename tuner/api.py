@@ -17,9 +17,12 @@ Generate through the handle, not through `pipe(...)`: T-GATE generates through i
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
+from .answer import Answer, Choice
 from .messages import first_line
+from .setting import Setting
 
 MODES = ("max_speedup", "req_speedup")
 
@@ -51,24 +54,34 @@ def _pick_setting(settings: dict, wanted: str | None, path: str) -> str:
                           f"{_listing(matches)}; pass more of the key")
 
 
-def _pick_mode(slot: dict, wanted: str | None, key: str) -> str:
-    present = [m for m in MODES if isinstance(slot.get(m), dict)]
-    if wanted is not None:
-        if wanted not in MODES:
-            raise AccelerateError(f"unknown mode {wanted!r}; choose from {', '.join(MODES)}")
-        if wanted not in present:
-            raise AccelerateError(f"no {wanted} results for {key!r}; it has: "
-                                  f"{', '.join(present) or 'none'}")
-        return wanted
-    if not present:
-        raise AccelerateError(f"no results for {key!r} (neither {' nor '.join(MODES)})")
-    return present[0] if len(present) == 1 else "max_speedup"
+def _pick_goal(answers: dict, mode: str | None, goal: str | None, key: str) -> str:
+    """The answer's goal key, by `goal` (a key or a unique part of it), else by `mode`."""
+    keys = list(answers)
+    if mode is not None and mode not in MODES:
+        raise AccelerateError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if mode is not None:
+        keys = [k for k in keys if answers[k].goal.mode == mode]
+        if not keys:
+            raise AccelerateError(f"no {mode} results for {key!r}; it has: "
+                                  f"{_listing(answers) or 'none'}")
+    if goal is not None:
+        keys = [k for k in keys if goal in k]
+        if not keys:
+            raise AccelerateError(f"no goal matching {goal!r} for {key!r}; it has: "
+                                  f"{_listing(answers)}")
+    if len(keys) == 1:
+        return keys[0]
+    fastest = [k for k in keys if answers[k].goal.mode == "max_speedup"]
+    if mode is None and goal is None and len(fastest) == 1:
+        return fastest[0]
+    raise AccelerateError(f"{key!r} has {len(keys)} answers; pass goal= one of (or a unique "
+                          f"part of): {_listing(keys)}")
 
 
 def choose(results: str | Path = "search_params.json", *, mode: str | None = None,
-           combo: str | None = None, setting: str | None = None) -> dict:
-    """The chosen result from a results file: {"key", "mode", "setting", "result"} where
-    result is the file's <result> (combo, params, speedup, loss, ...)."""
+           combo: str | None = None, setting: str | None = None,
+           goal: str | None = None) -> tuple[str, Answer, Choice]:
+    """The chosen configuration in a results file: (setting key, its Answer, the Choice)."""
     from .search import results as results_file
 
     path = str(results)
@@ -78,32 +91,27 @@ def choose(results: str | Path = "search_params.json", *, mode: str | None = Non
         data = results_file.read(path)
     except results_file.ResultsError as err:
         raise AccelerateError(first_line(err)) from None
-    settings = data["settings"]
-    if not settings:
+    by_setting: dict[str, dict[str, Answer]] = {}
+    for key, found in results_file.answers(data):
+        by_setting.setdefault(key, {})[found.goal.key] = found
+    if not by_setting:
         raise AccelerateError(f"no results in {path!r}; run `tuner run` first")
-    key = _pick_setting(settings, setting, path)
-    slot = settings[key]
-    mode = _pick_mode(slot, mode, key)
-    entry = slot[mode]
-    goal = entry.get("goal") or {}
-    budget = f"{goal.get('metric', '?')} loss <= {goal.get('loss_budget', 0):.1%}"
+    key = _pick_setting(by_setting, setting, path)
+    found = by_setting[key][_pick_goal(by_setting[key], mode, goal, key)]
+    where = f"{key!r} ({found.goal.key})"
     if combo is None:
-        chosen = entry.get("chosen")
-        if chosen is None:
-            raise AccelerateError(f"no feasible configuration for {key!r} ({mode}): no trial "
-                                  f"kept {budget}")
-    else:
-        per_combo = entry.get("per_combo") or {}
-        if combo not in per_combo:
-            raise AccelerateError(f"unknown combo {combo!r} for {key!r} ({mode}); "
-                                  f"choose from: {', '.join(per_combo) or 'none'}")
-        chosen = per_combo[combo]
-        if chosen is None:
-            raise AccelerateError(f"no feasible configuration of {combo} for {key!r} ({mode}): "
-                                  f"no trial kept {budget}")
-    if not isinstance(chosen, dict) or not isinstance(chosen.get("params"), dict):
-        raise AccelerateError(f"results file {path!r} has no params for {key!r} ({mode})")
-    return {"key": key, "mode": mode, "setting": slot.get("setting") or {}, "result": chosen}
+        if found.chosen is None:
+            raise AccelerateError(f"no feasible configuration for {where}: no trial kept "
+                                  f"{found.goal.budget}")
+        return key, found, found.chosen
+    per_combo = {c.combo: c for c in found.combos}
+    if combo not in per_combo:
+        raise AccelerateError(f"unknown combo {combo!r} for {where}; choose from: "
+                              f"{', '.join(per_combo) or 'none'}")
+    if per_combo[combo].choice is None:
+        raise AccelerateError(f"no feasible configuration of {combo} for {where}: no trial "
+                              f"kept {found.goal.budget}")
+    return key, found, per_combo[combo].choice
 
 
 def _default_steps(pipe) -> int:
@@ -114,21 +122,31 @@ def _default_steps(pipe) -> int:
     return default if isinstance(default, int) and default > 0 else 50
 
 
+class TunedElsewhere(UserWarning):
+    """The settings are applied to another model, scheduler, step count or size than they
+    were tuned for."""
+
+
 class Accelerated:
     """A pipeline with accelerators applied. Call it to generate; `remove()` undoes exactly.
 
-    Calls default `num_inference_steps` to the steps the settings were tuned for.
+    Calls default `num_inference_steps` to the steps the settings were tuned for. When the
+    model, scheduler, step count or image size differ from the tuned setting, each difference
+    is warned about once (`TunedElsewhere`), or raised with `strict=True`.
     """
 
     def __init__(self, pipe, params: dict, *, steps: int, seed: int = 0,
-                 result: dict | None = None, setting: str | None = None,
-                 mode: str | None = None):
+                 choice: Choice | None = None, setting: Setting | None = None,
+                 model: str | None = None, strict: bool = False):
         from . import accelerators
 
         self.pipe, self.steps, self.seed = pipe, steps, seed
         self.params = {name: dict(knobs) for name, knobs in params.items()}
         self.combo = accelerators.combo_of(self.params)
-        self.result, self.setting, self.mode = result, setting, mode
+        self.choice, self.setting, self.strict = choice, setting, strict
+        self._warned: set[str] = set()
+        if setting is not None:
+            self._check_model(model)
         try:
             self._context = accelerators.apply(pipe, self.params, steps=steps, seed=seed)
             self._run = self._context.__enter__()
@@ -136,11 +154,45 @@ class Accelerated:
             raise AccelerateError(first_line(err)) from None
         self.active = True
 
+    def _differs(self, what: str, message: str) -> None:
+        if self.strict:
+            raise AccelerateError(f"{message} (strict=True)")
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(message, TunedElsewhere, stacklevel=3)
+
+    def _check_model(self, model: str | None) -> None:
+        from .pipelines import SCHEDULERS, model_fingerprint, scheduler_name
+
+        tuned = self.setting
+        if model and model != model_fingerprint(self.pipe):
+            self._differs("model", f"settings tuned on {tuned.pipe} are applied to a model "
+                                   f"with another UNet architecture")
+        expected = SCHEDULERS[scheduler_name(tuned.scheduler)][0]
+        used = type(self.pipe.scheduler).__name__
+        if used != expected:
+            self._differs("scheduler", f"settings tuned with {tuned.scheduler} are applied "
+                                       f"with {used}")
+
+    def _check_call(self, kwargs: dict) -> None:
+        tuned = self.setting
+        steps = kwargs.get("num_inference_steps", self.steps)
+        if steps != tuned.steps:
+            self._differs("steps", f"settings tuned for {tuned.steps} steps are used at "
+                                   f"{steps} steps")
+        native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        size = (kwargs.get("height") or native, kwargs.get("width") or native)
+        if size != (tuned.height, tuned.width):
+            self._differs("size", f"settings tuned at {tuned.height}x{tuned.width} are used "
+                                  f"at {size[0]}x{size[1]}")
+
     def __call__(self, *args, **kwargs):
         if not self.active:
             raise AccelerateError("this acceleration was removed; call tuner.accelerate again")
         if len(args) <= 1:  # prompt alone (or nothing) positionally
             kwargs.setdefault("num_inference_steps", self.steps)
+        if self.setting is not None:
+            self._check_call(kwargs)
         return self._run(*args, **kwargs)
 
     def remove(self) -> None:
@@ -162,15 +214,19 @@ class Accelerated:
 
 
 def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | None = None,
-               combo: str | None = None, setting: str | None = None,
-               params: dict | None = None, steps: int | None = None) -> Accelerated:
+               combo: str | None = None, setting: str | None = None, goal: str | None = None,
+               params: dict | None = None, steps: int | None = None,
+               strict: bool = False) -> Accelerated:
     """Apply tuned settings to `pipe`; return the handle to generate with.
 
-    From the results file (`tuner run --output`): `mode` defaults to the only mode present, else
-    "max_speedup"; `combo=None` takes the overall choice, else that combo's; `setting=None`
-    takes the file's only setting, else pass its key or a unique part of it. Or pass explicit
-    `params` ({accelerator: {knob: value}}); the file is then not read. `steps` defaults to the
-    setting's steps (with `params`, to the pipeline's default).
+    From the results file (`tuner run --output`): `setting=None` takes the file's only
+    setting, else pass its key or a unique part of it; `goal` picks one of its answers by its
+    key or a unique part of it ("fastest | clip loss <= 0.02"), `mode` ("max_speedup" or
+    "req_speedup") among its answers (default: the only one, else the fastest-within-budget
+    one); `combo=None` takes the overall choice, else that combo's. Or pass explicit `params`
+    ({accelerator: {knob: value}}); the file is then not read. `steps` defaults to the tuned
+    steps (with `params`, to the pipeline's default). `strict=True` raises, instead of warning,
+    when the pipeline or a call differs from what the settings were tuned for.
 
     Raises `AccelerateError` (a ValueError) with a one-line message.
     """
@@ -180,12 +236,16 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
             raise AccelerateError("params must be {accelerator: {knob: value}}, e.g. "
                                   "{'deepcache': {'cache_interval': 3, 'cache_branch_id': 0}}")
         return Accelerated(pipe, params, steps=steps or _default_steps(pipe))
-    chosen = choose(results, mode=mode, combo=combo, setting=setting)
-    tuned = chosen["setting"]
-    return Accelerated(pipe, chosen["result"]["params"],
-                       steps=steps or int(tuned.get("steps") or _default_steps(pipe)),
-                       seed=int(tuned.get("seed", 0)), result=chosen["result"],
-                       setting=chosen["key"], mode=chosen["mode"])
+    key, found, chosen = choose(results, mode=mode, combo=combo, setting=setting, goal=goal)
+    return Accelerated(pipe, chosen.config, steps=steps or found.setting.steps,
+                       seed=found.setting.seed, choice=chosen, setting=found.setting,
+                       model=_model_of(results, key), strict=strict)
 
 
-__all__ = ["AccelerateError", "Accelerated", "accelerate", "choose"]
+def _model_of(results, key: str) -> str | None:
+    from .search import results as results_file
+
+    return (results_file.read(results)["settings"][key].get("model") or {}).get("unet")
+
+
+__all__ = ["AccelerateError", "Accelerated", "TunedElsewhere", "accelerate", "choose"]

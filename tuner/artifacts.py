@@ -120,6 +120,19 @@ class SampleUploader:
                   file=sys.stderr)
 
 
+def uploader(folder: Path | None, baseline_images) -> SampleUploader | None:
+    """The search's `on_evaluation` callback storing sample images in `folder`, or None."""
+    if folder is None:
+        return None
+    try:
+        store = open_store(folder)
+    except OSError as err:
+        print(f"tuner: warning: no sample images: cannot create {str(folder)!r}: "
+              f"{err.strerror or err}", file=sys.stderr)
+        return None
+    return SampleUploader(store, baseline_images)
+
+
 # -- reading them back -------------------------------------------------------------------------
 
 
@@ -156,4 +169,4 @@ def images_of(store, study_or_trial, *, storage=None, baseline: bool | None = No
 
 
 __all__ = ["ARTIFACTS_DIR", "SampleUploader", "StoredImage", "artifact_dir", "encode",
-           "images_of", "open_store", "upload_baseline", "upload_samples"]
+           "images_of", "open_store", "upload_baseline", "upload_samples", "uploader"]

@@ -1,4 +1,8 @@
-"""Command line: `tuner run`, `tuner show` (and the report and dashboard commands)."""
+"""Command line: `tuner run`, `tuner show`, `tuner report`, `tuner dashboard`.
+
+Thin: it parses, checks what can be checked before anything is loaded, and hands a `RunOptions`
+to tuner.app. Reading results (`show`, `report`) never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_STUDIES = "studies"
-DEFAULT_OUTPUT = "search_params.json"
+from .options import RunOptions
+
+DEFAULT_STUDIES = RunOptions.default("studies")
+DEFAULT_OUTPUT = RunOptions.default("output")
 
 
 class UsageError(Exception):
@@ -18,6 +24,15 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UsageError(message)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, True, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -37,74 +52,122 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _flag(group, name: str, **kwargs):
+    """`--some-flag` with its `--some_flag` spelling; dest and default from RunOptions."""
+    dest = kwargs.pop("dest", name.replace("-", "_"))
+    spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
+    if "action" not in kwargs or kwargs["action"] not in ("store_true", "store_false"):
+        kwargs.setdefault("default", RunOptions.default(dest))
+    return group.add_argument(*spellings, dest=dest, **kwargs)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tuner")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .accelerators import COMBOS
-    from .evaluator import LOSS_METRICS
     from .search.space import SAMPLERS
+    from .setting import LOSS_BOUNDS, LOSS_METRICS
 
     parser = _Parser(prog="tuner", description="Find the fastest DeepCache / ToMe / T-GATE "
                      "settings of a Stable Diffusion pipeline within an image-quality budget.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"tuner {_version()}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="search: one Optuna study per combo (resumable)")
-    run.add_argument("--pipe", default="SD1.5", help="SD1.5, SD2.1, SDXL, a hub id, a local "
-                     "path, or a random-weight preset (tiny-sd, tiny-sdxl, sd1.5-random, ...)")
-    run.add_argument("--sched", default="DDIM", help="DDIM, DPM-Solver++ or UniPC")
-    run.add_argument("--steps", type=_positive_int, default=50)
-    run.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int,
-                     default=4)
-    run.add_argument("--num-samples", "--num_samples", dest="num_samples", type=_positive_int,
-                     default=32, help="prompts (and images) scored per configuration")
-    run.add_argument("--seed", type=int, default=42)
-    goal = run.add_mutually_exclusive_group()
-    goal.add_argument("--req-time", "--req_time", dest="req_time", type=_float,
-                      help="required latency of one batch, seconds")
-    goal.add_argument("--req-speedup", "--req_speedup", dest="req_speedup", type=_float,
-                      help="required speedup over the plain pipeline")
-    run.add_argument("--req-score-loss", "--req_score_loss", dest="req_score_loss", type=_float,
-                     default=0.02, help="loss budget, relative (0.02 = 2%%)")
-    run.add_argument("--stop-when-met", action="store_true",
-                     help="with a requirement: stop a combo's study once a trial meets it")
-    run.add_argument("--combo", default="all", choices=[*COMBOS, "all"])
-    run.add_argument("--trials", type=_positive_int, default=200, help="per combo")
-    run.add_argument("--sampler", default="tpe", choices=SAMPLERS)
-    run.add_argument("--studies", default=DEFAULT_STUDIES, help="folder of the study database")
-    run.add_argument("--storage", help="an Optuna storage URL shared by several hosts (e.g. "
-                     "postgresql://...), instead of the SQLite database in --studies")
-    run.add_argument("--workers", type=_positive_int, default=1,
-                     help="worker processes on the shared studies, one per visible GPU")
-    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a started worker
-    run.add_argument("--output", default=DEFAULT_OUTPUT)
-    run.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    run.add_argument("--metric", default="clip", choices=LOSS_METRICS,
-                     help="clip: relative CLIP-score loss; ssim: 1 - SSIM to the plain images")
-    run.add_argument("--clip-model", default="auto", help="CLIP model for scoring (default: "
-                     "openai/clip-vit-large-patch14; a random-weight one for presets)")
-    run.add_argument("--prompts", help="captions: COCO annotations JSON, MLPerf TSV or one "
-                     "prompt per line (default: the built-in list)")
-    run.add_argument("--height", type=_positive_int)
-    run.add_argument("--width", type=_positive_int)
-    run.add_argument("--timing-pairs", type=_positive_int, default=4,
-                     help="interleaved plain/accelerated timed runs per trial")
-    run.add_argument("--heartbeat", type=_positive_int, default=10, help="seconds; a trial "
-                     "whose worker is silent for 3 beats is re-run")
-    run.add_argument("--no-progress", dest="progress", action="store_false")
-    run.add_argument("--no-artifacts", dest="artifacts", action="store_false",
-                     help="store no sample images (default: each evaluated trial's first images "
-                     "and the baseline's, as Optuna artifacts in <studies>/artifacts)")
-    run.add_argument("--artifacts", dest="artifacts_dir", metavar="DIR",
-                     help="artifact folder for the sample images (default <studies>/artifacts; "
-                     "with --storage, none unless given)")
+    run = commands.add_parser("run", formatter_class=_Help,
+                              help="search: one Optuna study per combo (resumable)")
+    model = run.add_argument_group("model and generation")
+    _flag(model, "pipe", help="SD1.5, SD2.1, SDXL, a hub id, a local folder, a single-file "
+          "checkpoint, or a preset: tiny-shapes (trained toy), tiny-sd, tiny-sdxl, "
+          "sd1.5-random, sd2.1-random, sdxl-random (random weights)")
+    _flag(model, "sched", help="DDIM, DPM-Solver++ or UniPC")
+    _flag(model, "steps", type=_positive_int, help="denoising steps")
+    _flag(model, "batch-size", type=_positive_int, help="images per pipeline call")
+    _flag(model, "num-samples", type=_positive_int,
+          help="prompts (and images) scored per configuration")
+    _flag(model, "seed", type=int, help="the images' seeds are seed, seed+1, ...")
+    _flag(model, "height", type=_positive_int, help="pixels (default: the model's native size)")
+    _flag(model, "width", type=_positive_int, help="pixels (default: the model's native size)")
+    _flag(model, "prompts", help="captions: COCO annotations JSON, MLPerf TSV or one prompt "
+          "per line (default: the built-in COCO-style list; tiny-shapes: its own captions)")
+    _flag(model, "device", choices=["auto", "cuda", "cpu"], help="where the pipeline runs")
+    _flag(model, "threads", type=_positive_int,
+          help="torch CPU threads (default on CPU: measured, the count a busy machine slows "
+          "least)")
 
-    show = commands.add_parser("show", help="print the chosen settings")
-    show.add_argument("--output", default=DEFAULT_OUTPUT)
+    goal = run.add_argument_group("goal")
+    _flag(goal, "req-score-loss", dest="loss_budget", type=_float,
+          help="loss budget, relative (0.02 = 2%%)")
+    _flag(goal, "metric", choices=LOSS_METRICS,
+          help="clip: relative CLIP-score loss; ssim: 1 - SSIM to the plain images")
+    _flag(goal, "loss-bound", choices=LOSS_BOUNDS, help="feasible when the loss estimate "
+          "(estimate) or the upper end of its 95%% interval (upper) is within the budget")
+    _flag(goal, "clip-model", help="CLIP model for scoring (auto: "
+          "openai/clip-vit-large-patch14; for presets, the preset's CLIP)")
+    required = goal.add_mutually_exclusive_group()
+    _flag(required, "req-time", type=_float, help="required latency of one batch, seconds")
+    _flag(required, "req-speedup", type=_float, help="required speedup over the plain pipeline")
+
+    search = run.add_argument_group("search")
+    _flag(search, "combo", choices=[*COMBOS, "all"], help="one study per combo")
+    _flag(search, "trials", type=_positive_int, help="evaluations per combo (repeats are free)")
+    _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
+    _flag(search, "sampler-seed", type=int,
+          help="fix the sampler's stream (default: one of this process's own, recorded)")
+    _flag(search, "patience", type=_positive_int, help="stop a combo's study after this many "
+          "evaluations without a better answer")
+    _flag(search, "full-front", action="store_true", help="evaluate every configuration "
+          "fully (no pruning), for the whole Pareto front")
+    _flag(search, "stop-when-met", action="store_true",
+          help="with a requirement: stop a combo's study once a trial meets it")
+
+    timing = run.add_argument_group("timing")
+    _flag(timing, "timing-pairs", type=_positive_int,
+          help="bracketed plain/accelerated pairs per configuration, at least")
+    _flag(timing, "max-timing-pairs", type=_positive_int, help="... and at most")
+    _flag(timing, "timing-precision", type=_float,
+          help="an answer's speedup is measured until its 95%% interval is within +-this")
+    _flag(timing, "screening-precision", type=_float,
+          help="... and each configuration during the search until within +-this")
+
+    where = run.add_argument_group("where results go")
+    _flag(where, "studies", help="folder of the study database")
+    _flag(where, "storage", help="an Optuna storage URL shared by several hosts (e.g. "
+          "postgresql://...), instead of the SQLite database in --studies")
+    _flag(where, "output", help="the results file (tuner.accelerate reads it)")
+    _flag(where, "no-artifacts", dest="artifacts", action="store_false",
+          help="store no sample images (default: each evaluated trial's first images and "
+          "the baseline's, as Optuna artifacts in <studies>/artifacts)")
+    _flag(where, "artifacts", dest="artifacts_dir", metavar="DIR",
+          help="artifact folder for the sample images (default <studies>/artifacts; with "
+          "--storage, none unless given)")
+
+    processes = run.add_argument_group("processes")
+    _flag(processes, "workers", type=_positive_int,
+          help="worker processes on the shared studies, one per visible GPU")
+    processes.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    _flag(processes, "heartbeat", type=_positive_int,
+          help="seconds; a trial whose worker is silent for 3 beats is re-run")
+    _flag(processes, "no-progress", dest="progress", action="store_false")
+
+    show = commands.add_parser("show", formatter_class=_Help, help="print the chosen settings")
+    show.add_argument("--output", default=DEFAULT_OUTPUT, help="the results file")
+    show.add_argument("--studies", default=DEFAULT_STUDIES, help="where to look when the "
+                      "results file has no answer yet (a run still going)")
 
     from .dashboard import DEFAULT_HOST, DEFAULT_PORT
 
-    dashboard = commands.add_parser("dashboard", help="optuna-dashboard on the studies and "
-                                    "their sample images")
-    report = commands.add_parser("report", help="write one self-contained HTML report of the "
-                                 "studies")
+    dashboard = commands.add_parser("dashboard", formatter_class=_Help,
+                                    help="optuna-dashboard on the studies and their sample "
+                                    "images")
+    report = commands.add_parser("report", formatter_class=_Help,
+                                 help="write one self-contained HTML report of the studies")
     for sub in (dashboard, report):
         where = sub.add_mutually_exclusive_group()
         where.add_argument("--studies", default=DEFAULT_STUDIES,
@@ -112,15 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--storage", help="an Optuna storage URL instead of --studies")
         sub.add_argument("--artifacts", metavar="DIR", help="artifact folder of the sample "
                          "images (default <studies>/artifacts)")
-    dashboard.add_argument("--host", default=DEFAULT_HOST)
+    dashboard.add_argument("--host", default=DEFAULT_HOST, help="the address to serve on; "
+                           "one that is not loopback needs --allow-remote")
+    dashboard.add_argument("--allow-remote", action="store_true",
+                           help="serve on a non-loopback --host although optuna-dashboard has "
+                           "no authentication (anyone reaching it can delete studies)")
     dashboard.add_argument("--port", type=_positive_int, default=DEFAULT_PORT)
-    report.add_argument("--out", help="the HTML file (default <studies>/report.html)")
+    report.add_argument("--out", help="the HTML file, or a folder for report.html in it "
+                        "(default <studies>/report.html)")
     return parser
 
 
 def _check_run_args(args) -> None:
     """Everything that can be checked before anything is loaded or written."""
-    from .accelerators import COMBOS, grid_size
+    from .accelerators import grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
     from .search.studies import DB_NAME, check_storage_url
@@ -129,17 +197,32 @@ def _check_run_args(args) -> None:
         raise UsageError(f"--req-speedup must be greater than 1, got {args.req_speedup:g}")
     if args.req_time is not None and args.req_time <= 0:
         raise UsageError(f"--req-time must be greater than 0 seconds, got {args.req_time:g}")
-    if not 0 < args.req_score_loss < 1:
+    if not 0 < args.loss_budget < 1:
         raise UsageError(f"--req-score-loss must be between 0 and 1 (relative), "
-                         f"got {args.req_score_loss:g}")
+                         f"got {args.loss_budget:g}")
+    for flag in ("timing_precision", "screening_precision"):
+        if not 0 < getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be between 0 and 1 (relative), "
+                             f"got {getattr(args, flag):g}")
     if args.num_samples < args.batch_size:
         raise UsageError(f"--num-samples ({args.num_samples}) must be at least --batch-size "
                          f"({args.batch_size}): latency is measured on full batches")
+    for flag in ("height", "width"):
+        value = getattr(args, flag)
+        if value is not None and value % 8:
+            raise UsageError(f"--{flag} must be divisible by 8 (Stable Diffusion's VAE), "
+                             f"got {value}")
+    if args.workers > 1 and args.worker is None and args.device != "cuda":
+        import torch
+
+        if args.device == "cpu" or not torch.cuda.is_available():
+            raise UsageError(f"--workers {args.workers} needs a GPU per worker: workers sharing "
+                             f"the CPU would time each other; run one process on the CPU")
     args.sched = scheduler_name(args.sched)
     check_pipe_name(args.pipe)
-    args.combos = list(COMBOS) if args.combo == "all" else [args.combo]
     if args.sampler == "grid":
-        too_large = [f"{c} has {grid_size(c):,} points" for c in args.combos
+        combos = RunOptions(combo=args.combo).combos
+        too_large = [f"{c} has {grid_size(c):,} points" for c in combos
                      if grid_size(c) > args.trials]
         if too_large:
             raise UsageError(f"--sampler grid needs --trials at least the grid size: "
@@ -157,7 +240,7 @@ def _check_run_args(args) -> None:
         raise UsageError(f"--studies {args.studies!r} is not a folder")
     _check_writable("--studies", studies)
     _check_database(studies / DB_NAME)
-    results.read(args.output)  # an unreadable results file stops us before any work
+    results.read(args.output)  # an unusable results file stops us before any work
 
 
 def _check_database(path: Path) -> None:
@@ -198,7 +281,7 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    for name in ("diffusers", "transformers"):
+    for name in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from diffusers.utils import logging as dlogging
     from transformers.utils import logging as tlogging
@@ -206,41 +289,36 @@ def _quiet_libraries() -> None:
     dlogging.set_verbosity_error()
     tlogging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def cmd_run(args, argv) -> int:
     _check_run_args(args)
-    from .search.launch import RunConfig, launch
-    from .search.studies import Goal
+    from .app import launch
 
     _quiet_libraries()
-    goal = Goal(args.req_score_loss, args.metric, args.req_speedup, args.req_time)
-    config = RunConfig(
-        pipe=args.pipe, sched=args.sched, steps=args.steps, batch_size=args.batch_size,
-        num_samples=args.num_samples, seed=args.seed, goal=goal, combos=tuple(args.combos),
-        trials=args.trials, sampler=args.sampler, studies=args.studies, storage=args.storage,
-        output=args.output, device=args.device, clip_model=args.clip_model,
-        prompts=args.prompts, height=args.height, width=args.width,
-        timing_pairs=args.timing_pairs, heartbeat=args.heartbeat,
-        stop_when_met=args.stop_when_met, progress=args.progress, workers=args.workers,
-        worker=args.worker, argv=tuple(argv), artifacts=args.artifacts,
-        artifacts_dir=args.artifacts_dir)
-    return launch(config)
+    return launch(RunOptions.from_args(args, argv))
 
 
 def cmd_dashboard(args) -> int:
-    from .dashboard import locate, serve
+    from .dashboard import is_loopback, remote_refusal, remote_warning, serve
+    from .search.studies import locate
 
+    remote = not is_loopback(args.host)
+    if remote and not args.allow_remote:
+        raise UsageError(remote_refusal(args.host))
     found = locate(None if args.storage else args.studies, args.storage, args.artifacts)
+    if remote:
+        print(remote_warning(args.host, args.port), file=sys.stderr, flush=True)
     return serve(found, host=args.host, port=args.port)
 
 
 def cmd_report(args) -> int:
     import optuna
 
-    from .dashboard import locate
     from .report import write_report
+    from .search.studies import locate
 
     found = locate(None if args.storage else args.studies, args.storage, args.artifacts)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -254,41 +332,50 @@ def cmd_show(args) -> int:
     from .search import results
 
     data = results.read(args.output)
-    if not data["settings"]:
+    found = list(results.answers(data))
+    if not found:
+        return _show_from_studies(args)
+    for i, (key, answer) in enumerate(found):
+        print(("\n" if i else "") + f"{key}\n{answer.goal.key}:")
+        print("  " + answer.table().replace("\n", "\n  "))
+    return 0
+
+
+def _show_from_studies(args) -> int:
+    """No answer in the file yet (a run still going): answer from the studies, saying so."""
+    from .report import gather
+    from .search.studies import StudiesError, locate
+
+    try:
+        found = locate(args.studies)
+        groups, _ = gather(found.storage())
+    except StudiesError:
+        groups = []
+    if not groups:
         raise UsageError(f"no results in {args.output!r}; run `tuner run` first")
-    for key, slot in data["settings"].items():
-        print(key)
-        for mode in ("max_speedup", "req_speedup"):
-            if mode not in slot:
-                continue
-            entry = slot[mode]
-            chosen = entry["chosen"]
-            goal = entry["goal"]
-            head = f"  {mode} ({goal['metric']} loss <= {goal['loss_budget']:.1%}"
-            if entry["required_speedup"]:
-                head += f", required {entry['required_speedup']:.2f}x, " \
-                        f"{'met' if entry['met'] else 'NOT met'}"
-            print(head + "):")
-            if chosen is None:
-                print("    no feasible configuration")
-                continue
-            print(f"    {chosen['combo']}: {chosen['speedup']:.2f}x, loss {chosen['loss']:.2%}, "
-                  f"{chosen['baseline_latency']:.3f}s -> {chosen['latency']:.3f}s per batch")
-            for name, params in chosen["params"].items():
-                print(f"      {name}: {params}")
+    print(f"no answer in {args.output!r} yet; from the studies in {args.studies!r} "
+          f"(a run still going confirms its answers as each study ends):")
+    for group in groups:
+        for answer in group.answers:
+            print(f"\n{answer.setting.key}\n{answer.goal.key}:")
+            print("  " + answer.table().replace("\n", "\n  "))
     return 0
 
 
 def main(argv=None) -> int:
     from .accelerators import AcceleratorError
-    from .pipelines import PipelineError
+    from .messages import PipelineError
     from .prompts import PromptsError
     from .search.results import ResultsError
     from .search.studies import StudiesError
 
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         argv = list(sys.argv[1:] if argv is None else argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
         if args.command == "run":
             return cmd_run(args, argv)
         if args.command == "dashboard":

@@ -1,91 +1,44 @@
 """`tuner dashboard`: optuna-dashboard on the studies and their sample-image artifacts.
 
-Also where `tuner dashboard` and `tuner report` find the studies: ``<studies>/tuner.db`` or a
-storage URL, and the artifact store beside them.
+optuna-dashboard has no authentication, and its UI can create and delete studies: it is served
+on the loopback interface only, unless the user asks for more (`--allow-remote`).
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-from .messages import described
-from .search.studies import StudiesError
+from .search.studies import Studies, StudiesError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-@dataclass(frozen=True)
-class Studies:
-    url: str  # the storage URL
-    artifacts: Path | None  # the artifact store's folder, if there is one
-    folder: Path | None  # the studies folder, when not given as a storage URL
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) reaches this machine's loopback interface only."""
+    import ipaddress
+    import socket
 
-    def storage(self):
-        """An Optuna storage on the studies (reading an existing database; no tables made)."""
-        import warnings
-
-        import optuna
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return optuna.storages.RDBStorage(self.url, skip_table_creation=True)
-            except Exception as err:  # a broken file, a database server that does not answer
-                raise StudiesError(f"cannot open the studies at {self.url}: "
-                                   f"{described(err)}") from None
-
-    def artifact_store(self):
-        if self.artifacts is None:
-            return None
-        from .artifacts import open_store
-
-        return open_store(self.artifacts, create=False)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except OSError:  # unknown: not shown to be safe
+        return False
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
 
 
-def _sqlite_path(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
+def remote_warning(host: str, port: int) -> str:
+    return (f"tuner: warning: optuna-dashboard has no authentication: anyone who can reach "
+            f"{host} port {port} can read, create and delete these studies")
 
 
-def locate(studies: str | None = None, storage: str | None = None,
-           artifacts: str | None = None) -> Studies:
-    """The studies of a folder (``<studies>/tuner.db``) or a storage URL, and their artifacts.
-
-    Raises `StudiesError` when there is no database to read: reading never creates one.
-    """
-    from .artifacts import artifact_dir
-    from .search.studies import DB_NAME, check_storage_url, storage_url
-
-    if storage is not None:
-        try:
-            check_storage_url(storage)
-        except ValueError as err:
-            raise StudiesError(str(err)) from None
-        path = _sqlite_path(storage)
-        if path is not None and not path.is_file():
-            raise StudiesError(f"no studies database at {str(path)!r} (--storage {storage})")
-        url, folder = storage, None
-    else:
-        folder = Path(studies if studies is not None else "studies")
-        db = folder / DB_NAME
-        if not db.is_file():
-            what = "no studies folder" if not folder.is_dir() else "no studies database"
-            raise StudiesError(f"{what} at {str(db)!r}; run `tuner run --studies "
-                               f"{folder}` first, or pass --studies DIR or --storage URL")
-        url = storage_url(folder)
-    where = artifact_dir(studies=folder, storage=storage, explicit=artifacts)
-    if where is not None and not where.is_dir():
-        if artifacts is not None:
-            raise StudiesError(f"--artifacts {artifacts!r} is not a folder")
-        where = None  # the runs stored no images (--no-artifacts)
-    return Studies(url, where, folder)
+def remote_refusal(host: str) -> str:
+    return (f"--host {host} is not a loopback address, and optuna-dashboard has no "
+            f"authentication (anyone reaching it can delete studies): pass --allow-remote to "
+            f"serve it anyway, or reach it through an SSH tunnel (ssh -L)")
 
 
 def _url(host: str, port: int) -> str:
@@ -159,4 +112,5 @@ def serve(found: Studies, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
     return 0
 
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Studies", "StudiesError", "locate", "serve"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "is_loopback", "remote_refusal", "remote_warning",
+           "serve"]

@@ -1,112 +1,82 @@
-"""Evaluating one accelerator configuration against the plain pipeline.
+"""Evaluating accelerator configurations against the plain pipeline.
 
-The pipeline is loaded once. Its baseline (latency, CLIP scores and images) is measured once; every
-configuration is then applied, run on the same prompts with the same per-image seeds, timed in
-runs interleaved with plain ones, scored, and undone.
+The pipeline is loaded once. Its baseline (images, per-image CLIP scores, latency) is measured
+once; every configuration is then applied, run on the same prompts with the same per-image
+seeds, and undone. A configuration is evaluated speed first:
+
+1. speed: a warm-up batch, then bracketed timed pairs until the speedup is known to the
+   policy's screening precision (timing.py). A configuration that cannot change the answer (its
+   speedup interval lies below `slower_than`) stops here, pruned, before any quality work;
+2. quality: the remaining prompts batch by batch (the timed batches' images count too), with a
+   sequential test after each batch that stops a configuration whose loss is confidently over
+   budget (stats.sequential_confidence).
+
+`race` measures a few configurations again against each other, interleaved, to confirm an
+answer before it is written (tuner/search/confirm.py decides who takes part and who drops out).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from . import accelerators, metrics
 from .accelerators import Config
-from .timing import Clock, DeviceClock, Speedup, Stats, Timer, interleave, timed
-
-LOSS_METRICS = ("clip", "ssim")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Everything that changes the answer for a given model."""
-
-    pipe: str
-    scheduler: str
-    steps: int
-    height: int
-    width: int
-    batch_size: int = 4
-    num_samples: int = 32
-    seed: int = 42
-    guidance_scale: float = 7.5
-    device: str = ""  # the GPU's name: speedups differ from one GPU to another
-
-    @property
-    def key(self) -> str:
-        """A readable identifier, e.g. `SD1.5|DDIM|50 steps|512x512|batch 4|NVIDIA H100`."""
-        return "|".join(filter(None, [
-            self.pipe, self.scheduler, f"{self.steps} steps", f"{self.height}x{self.width}",
-            f"batch {self.batch_size}", self.device]))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TimingPlan:
-    """How many bracketed pairs of timed runs each configuration gets."""
-
-    pairs: int = 4  # see BENCHMARKS.md: 4 pairs kept 5 measurements within 1.8 %
-    baseline_repeats: int = 6  # timed plain runs for the baseline latency
+from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate, SpeedEstimate
+from .setting import LOSS_METRICS, Setting
+from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
+                    relative_spread, sequential_confidence)
+from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, TimingPolicy,
+                     measure_speedup, timed_run)
 
 
 @dataclass
 class Baseline:
     latency: Stats  # seconds per batch
-    clip_score: float
-    clip_scores: list[float]
+    clip_scores: list[float]  # one per image
     images: torch.Tensor = field(repr=False)  # uint8 (N, 3, H, W)
 
-    def summary(self) -> dict:
-        return {"latency": self.latency.median, "latency_spread": self.latency.spread,
-                "clip_score": self.clip_score}
+    @property
+    def clip_score(self) -> float:
+        return statistics.fmean(self.clip_scores)
 
 
 @dataclass
 class Evaluation:
+    """What one configuration measured. `quality` is None when it was pruned for speed."""
+
     config: dict
-    speedup: float
-    speedup_spread: float  # (max - min) / median of the bracketed ratios
-    latency: float  # accelerated seconds per batch (median)
-    baseline_latency: float  # plain seconds per batch, measured interleaved (median)
-    clip_score: float
-    clip_loss: float  # relative: (baseline - accelerated) / baseline
-    psnr: float  # mean over images, against the baseline images
-    ssim: float
-    loss: float  # the loss of the chosen metric
-    images: int
-    timing: Speedup = field(repr=False)
+    speed: SpeedEstimate
+    quality: QualityEstimate | None
+    pruned: str | None  # record.PRUNED_SLOW / PRUNED_LOSS, or None
     sample_images: torch.Tensor = field(repr=False)  # uint8, the first few images
-    # Seconds spent: in accelerated and plain runs, applying/undoing, scoring, and in total.
-    work: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
 
-    NUMBERS = ("speedup", "speedup_spread", "latency", "baseline_latency", "clip_score",
-               "clip_loss", "psnr", "ssim", "loss", "images")
 
-    def summary(self) -> dict:
-        """The plain numbers, as recorded on a trial."""
-        return {**{k: getattr(self, k) for k in self.NUMBERS},
-                "speedup_ratios": list(self.timing.ratios.samples), "seconds": dict(self.work)}
+@dataclass
+class Race:
+    """Confirmed speeds of the raced configurations, in their order."""
+
+    speeds: list[SpeedEstimate]
+    baseline_latency: float  # median of the race's plain runs
+    rounds: int
 
 
 class BrokenImages(accelerators.AcceleratorError):
     """A configuration produced NaN or blank images."""
 
 
-def relative_loss(baseline: float, value: float) -> float:
-    return (baseline - value) / baseline if baseline > 0 else 0.0
-
-
 class Evaluator:
     def __init__(self, pipe, setting: Setting, prompts: Sequence[str],
                  scorer: metrics.CLIPScorer, *, metric: str = "clip",
-                 timing: TimingPlan = TimingPlan(), clock: Clock | None = None,
-                 sample_count: int = 4):
+                 timing: TimingPolicy = TimingPolicy(), clock: Clock | None = None,
+                 sample_count: int = 4, baseline_repeats: int = 4):
         if len(prompts) != setting.num_samples:
             raise ValueError(f"{len(prompts)} prompts for num_samples={setting.num_samples}")
         if setting.num_samples < setting.batch_size:
@@ -115,10 +85,15 @@ class Evaluator:
         if metric not in LOSS_METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(LOSS_METRICS)}")
         self.pipe, self.setting, self.prompts = pipe, setting, list(prompts)
-        self.scorer, self.metric, self.plan = scorer, metric, timing
+        self.scorer, self.metric, self.timing = scorer, metric, timing
         self.clock = clock or DeviceClock(pipe.device)
-        self.sample_count = sample_count
+        self.plain_runs = PlainRuns(self.clock, timing)
+        self.sample_count, self.baseline_repeats = sample_count, baseline_repeats
         self._batches = self._encode_batches()
+        full = [k for k, b in enumerate(self._batches) if b["count"] == setting.batch_size]
+        # Timed runs use full batches other than the warm-up one, in turn (a smaller last batch
+        # would time another shape).
+        self._timed = [k for k in full if k != 0] or [0]
         self.baseline: Baseline | None = None
 
     # -- generation -------------------------------------------------------------------------
@@ -150,98 +125,202 @@ class Evaluator:
                        height=s.height, width=s.width, output_type="pt",
                        generator=[torch.Generator("cpu").manual_seed(i) for i in seeds]).images
 
-    def _timed_images(self, run: Callable[..., Any], batch: dict[str, Any]):
-        """Generate one batch; (uint8 images, seconds of the generation alone)."""
-        out, seconds = timed(lambda: self._generate(run, batch), self.clock)
+    def _images(self, run: Callable[..., Any], k: int) -> tuple[torch.Tensor, Run]:
+        """Generate batch `k`; (uint8 images, the timed run)."""
+        out, timing = timed_run(lambda: self._generate(run, self._batches[k]), self.clock)
         if not torch.isfinite(out).all():
             raise BrokenImages("produced non-finite (NaN or inf) images")
-        return metrics.to_uint8(out), seconds
+        return metrics.to_uint8(out), timing
 
-    def _timed_batch(self) -> Callable[[int], int]:
-        """Which batch the i-th timed run uses: full batches other than the warm-up one, in
-        turn, so that every timing is of the same shape (a smaller last batch is not timed)."""
-        full = [k for k, b in enumerate(self._batches) if b["count"] == self.setting.batch_size]
-        cycle = [k for k in full if k != 0] or [0]
-        return lambda i: cycle[i % len(cycle)]
+    def _plain(self, k: int, seconds: dict) -> Run:
+        timing = timed_run(lambda: self._generate(self.pipe, self._batches[k]), self.clock)[1]
+        seconds["plain"] = seconds.get("plain", 0.0) + timing.seconds
+        return timing
+
+    def _accelerated(self, config: Config, batches: Sequence[int], images: dict,
+                     seconds: dict) -> Run:
+        """Generate `batches` under one application of `config`, keeping their images (the
+        first of each batch); the timed run of the last one."""
+        s = self.setting
+        begin, spent = self.clock.now(), 0.0
+        with accelerators.apply(self.pipe, config, steps=s.steps, seed=s.seed) as run:
+            for k in batches:
+                out, timing = self._images(run, k)
+                spent += timing.seconds
+                images.setdefault(k, out)
+        seconds["apply_undo"] = seconds.get("apply_undo", 0.0) + self.clock.now() - begin - spent
+        seconds["accelerated"] = seconds.get("accelerated", 0.0) + spent
+        return timing
 
     # -- baseline ---------------------------------------------------------------------------
 
     def measure_baseline(self) -> Baseline:
-        """Generate and score the quality set plainly (which also warms up), then time."""
-        images = torch.cat([self._timed_images(self.pipe, batch)[0] for batch in self._batches])
-        batch = self._batches[self._timed_batch()(0)]
-        latency = Timer(self.clock, warmup=0, repeats=self.plan.baseline_repeats).measure(
-            lambda: self._generate(self.pipe, batch))
+        """Generate and score the quality set plainly (which also warms up), then time plain
+        runs, which open the series of plain runs that every speedup is measured against."""
+        images = torch.cat([self._images(self.pipe, k)[0] for k in range(len(self._batches))])
+        runs = [self.plain_runs.add(self._plain(self._timed[i % len(self._timed)], {}))
+                for i in range(self.baseline_repeats)]
         scores = self.scorer.score(images, self.prompts)
-        self.baseline = Baseline(latency, float(scores.mean()), [float(x) for x in scores], images)
+        self.baseline = Baseline(Stats.of([r.seconds for r in runs]), [float(x) for x in scores],
+                                 images)
         return self.baseline
+
+    def time_plain_batch(self) -> float:
+        """Seconds of one plain batch (for choosing the CPU thread count)."""
+        return self._plain(self._timed[0], {}).seconds
 
     # -- one configuration ------------------------------------------------------------------
 
-    def evaluate(self, config: Config) -> Evaluation:
-        """Apply `config`, generate the quality set, time it against the plain pipeline, undo.
+    def evaluate(self, config: Config, *, slower_than: float | None = None,
+                 loss_budget: float | None = None) -> Evaluation:
+        """Speed, then (unless pruned) quality; the pipeline is plain again either way.
 
-        Raises `accelerators.AcceleratorError` (NoEffect, Unsupported, BrokenImages) when the
-        configuration cannot be scored; the pipeline is plain again either way.
+        `slower_than`: prune when the speedup is confidently below it. `loss_budget`: prune as
+        soon as the loss of the images generated so far is confidently over it, during the
+        timing (whose accelerated runs generate quality batches too) or after. Raises
+        `accelerators.AcceleratorError` (NoEffect, Unsupported, BrokenImages) when the
+        configuration cannot be evaluated.
         """
         if self.baseline is None:
             self.measure_baseline()
-        s, pipe, clock = self.setting, self.pipe, self.clock
-        accelerators.check(pipe, config, steps=s.steps, seed=s.seed)
-        started = clock.now()
-        work = {"accelerated": 0.0, "plain": 0.0, "apply_undo": 0.0, "scoring": 0.0}
-        images: list[torch.Tensor | None] = [None] * len(self._batches)
-        batch_of = self._timed_batch()
+        s = self.setting
+        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        started = self.clock.now()
+        seconds: dict[str, float] = {}
+        images: dict[int, torch.Tensor] = {}
+        scores = _Scores(self, images, seconds)
+        # Every scored batch is a look at the loss: the test is corrected for all of them.
+        sequential = sequential_confidence(len(self._batches))
 
-        def accelerated(*batches: int) -> float:
-            """Run `batches` under one application; the seconds of the last one."""
-            begin, spent = clock.now(), 0.0
-            with accelerators.apply(pipe, config, steps=s.steps, seed=s.seed) as run:
-                for k in batches:
-                    out, seconds = self._timed_images(run, self._batches[k])
-                    spent += seconds
-                    if images[k] is None:
-                        images[k] = out
-            work["apply_undo"] += clock.now() - begin - spent
-            work["accelerated"] += spent
-            return seconds
+        def over_budget() -> bool:
+            scores.update()
+            return loss_budget is not None and \
+                scores.estimate(sequential).loss.low > loss_budget
 
-        def plain(k: int) -> float:
-            seconds = timed(lambda: self._generate(pipe, self._batches[k]), clock)[1]
-            work["plain"] += seconds
-            return seconds
+        def too_slow(interval: Interval | None) -> bool:
+            return slower_than is not None and interval is not None and \
+                interval.high < slower_than
 
-        timed_batches = {batch_of(i) for i in range(self.plan.pairs)}
-        untimed = [k for k in range(1, len(self._batches)) if k not in timed_batches]
-        accelerated(0, *untimed)  # the warm-up run first; all images count
-        speed = interleave(lambda i: plain(batch_of(i)), lambda i: accelerated(batch_of(i)),
-                           self.plan.pairs)
-        begin = clock.now()
-        evaluation = self._score(config, torch.cat(images), speed)
-        work["scoring"] = clock.now() - begin
-        work["total"] = clock.now() - started
-        evaluation.work = work
-        return evaluation
+        self._accelerated(config, [0], images, seconds)  # warm-up; its images count
+        turns = itertools.cycle(self._timed)
+        batch = next(turns)
 
-    def _score(self, config: Config, images: torch.Tensor, speed: Speedup) -> Evaluation:
-        base = self.baseline
-        if torch.equal(images, base.images):
+        def run_accelerated() -> Run:
+            nonlocal batch
+            batch = next(turns)
+            return self._accelerated(config, [batch], images, seconds)
+
+        def run_plain() -> Run:  # the batch of the accelerated run it closes
+            return self._plain(batch, seconds)
+
+        speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
+                                precision=self.timing.screening,
+                                decided=lambda interval: over_budget() or too_slow(interval))
+        pruned = PRUNED_LOSS if over_budget() else \
+            PRUNED_SLOW if too_slow(speed.speedup) else None
+        for k in range(len(self._batches)):
+            if pruned is not None:
+                break
+            if k not in images:
+                self._accelerated(config, [k], images, seconds)
+                pruned = PRUNED_LOSS if over_budget() else None
+        quality = scores.estimate()
+        if quality.images == s.num_samples and \
+                torch.equal(torch.cat([images[k] for k in sorted(images)]), self.baseline.images):
             raise accelerators.NoEffect("output is bit-identical to the plain pipeline's")
-        if bool((images.flatten(1).amax(dim=1) == 0).any()) and \
-                not bool((base.images.flatten(1).amax(dim=1) == 0).any()):
-            raise BrokenImages("produced black images")
-        clip = float(self.scorer.score(images, self.prompts).mean())
-        psnr = metrics.psnr(images, base.images)
-        ssim = float(metrics.ssim(images, base.images).mean())
-        finite_psnr = psnr[torch.isfinite(psnr)]
-        clip_loss = relative_loss(base.clip_score, clip)
-        return Evaluation(
-            config={k: dict(v) for k, v in config.items()},
-            speedup=speed.speedup, speedup_spread=speed.ratios.spread,
-            latency=speed.accelerated.median, baseline_latency=speed.baseline.median,
-            clip_score=clip, clip_loss=clip_loss,
-            psnr=float(finite_psnr.mean()) if len(finite_psnr) else math.inf, ssim=ssim,
-            loss=clip_loss if self.metric == "clip" else 1.0 - ssim,
-            images=len(images), timing=speed,
-            sample_images=images[:self.sample_count].cpu(),
-        )
+        seconds["total"] = self.clock.now() - started
+        ordered = torch.cat([images[k] for k in sorted(images)])
+        return Evaluation(config={k: dict(v) for k, v in config.items()}, speed=speed,
+                          quality=quality, pruned=pruned,
+                          sample_images=ordered[:self.sample_count].cpu(), seconds=seconds)
+
+    # -- confirmation -----------------------------------------------------------------------
+
+    def race(self, configs: Sequence[Config],
+             keep: Callable[[dict[int, Interval]], set[int]], *,
+             max_rounds: int | None = None) -> Race:
+        """Measure `configs` again, each in brackets of plain runs, round after round.
+
+        After each round from the policy's minimum on, `keep(intervals)` says which are still
+        in the race (the others stop being measured); the race ends when every remaining
+        configuration's interval is within the precision, or after `max_rounds` rounds.
+        """
+        if self.baseline is None:
+            self.measure_baseline()
+        policy, seconds = self.timing, {}
+        max_rounds = max_rounds or policy.max_pairs
+        batch = self._timed[0]
+        for config in configs:  # warm-up: the first run after a while
+            self._accelerated(config, [batch], {}, seconds)
+        race_runs: list[Run] = []  # the race's plain runs, shared by every candidate
+        brackets = [Brackets(self.plain_runs, race_runs) for _ in configs]
+        alive = set(range(len(configs)))
+        before = self.plain_runs.recent() or self.plain_runs.add(self._plain(batch, seconds))
+        rounds = 0
+        while alive and rounds < max_rounds:
+            for i in sorted(alive):
+                accelerated = self._accelerated(configs[i], [batch], {}, seconds)
+                after = self.plain_runs.add(self._plain(batch, seconds))
+                brackets[i].add(before, accelerated, after)
+                before = after
+            rounds += 1
+            if rounds < policy.min_pairs:
+                continue
+            intervals = {i: brackets[i].interval() for i in alive}
+            alive = {i for i in keep(intervals) if i in alive}
+            if all(intervals[i].relative_half_width <= policy.precision for i in alive):
+                break
+        plain = [r.seconds for r in brackets[0].trusted_plain()] or \
+            [r.seconds for r in race_runs]
+        return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
+
+    @property
+    def noise(self) -> float:
+        """How much the recent plain runs spread: (max - min) / median."""
+        return relative_spread([r.seconds for r in self.plain_runs.runs])
+
+
+class _Scores:
+    """The quality of one configuration's images, scored batch by batch as they come."""
+
+    def __init__(self, evaluator: Evaluator, images: dict[int, torch.Tensor], seconds: dict):
+        self.evaluator, self.images, self.seconds = evaluator, images, seconds
+        self.clip: dict[int, torch.Tensor] = {}
+        self.ssim: dict[int, torch.Tensor] = {}
+
+    def update(self) -> None:
+        ev = self.evaluator
+        begin = ev.clock.now()
+        for k in sorted(set(self.images) - set(self.clip)):
+            batch = ev._batches[k]
+            first, count = batch["first"], batch["count"]
+            images, base = self.images[k], ev.baseline.images[first:first + count]
+            if bool((images.flatten(1).amax(dim=1) == 0).any()) and \
+                    not bool((base.flatten(1).amax(dim=1) == 0).any()):
+                raise BrokenImages("produced black images")
+            self.clip[k] = ev.scorer.score(images, ev.prompts[first:first + count])
+            self.ssim[k] = metrics.ssim(images, base).cpu()
+        self.seconds["scoring"] = self.seconds.get("scoring", 0.0) + ev.clock.now() - begin
+
+    def estimate(self, confidence: float = CONFIDENCE) -> QualityEstimate:
+        """Of the images scored so far; the interval at `confidence`."""
+        ev = self.evaluator
+        base, order = ev.baseline, sorted(self.clip)
+        index = [i for k in order for i in range(ev._batches[k]["first"],
+                                                 ev._batches[k]["first"]
+                                                 + ev._batches[k]["count"])]
+        clip = [float(x) for k in order for x in self.clip[k]]
+        ssim = [float(x) for k in order for x in self.ssim[k]]
+        clip_loss = relative_loss_interval([base.clip_scores[i] for i in index], clip,
+                                           confidence)
+        loss = clip_loss if ev.metric == "clip" else \
+            mean_interval([1.0 - x for x in ssim], confidence)
+        psnr = metrics.psnr(torch.cat([self.images[k] for k in order]), base.images[index])
+        finite = psnr[torch.isfinite(psnr)]
+        return QualityEstimate(
+            metric=ev.metric, loss=loss, clip_score=statistics.fmean(clip), clip_loss=clip_loss,
+            psnr=float(finite.mean()) if len(finite) else math.inf,
+            ssim=statistics.fmean(ssim), images=len(index))
+
+
+__all__ = ["Baseline", "BrokenImages", "Evaluation", "Evaluator", "Race"]

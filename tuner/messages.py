@@ -11,3 +11,7 @@ def described(err: BaseException) -> str:
     """`Type: first line of the message`."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+class PipelineError(ValueError):
+    """A pipeline, scheduler or device that cannot be used, with a one-line reason."""

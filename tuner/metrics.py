@@ -154,9 +154,12 @@ class CLIPScorer:
 
 
 def default_clip_model(pipe_name: str) -> str:
-    """The real CLIP for real models; a random-weight one of matching scale for presets."""
-    from .presets import is_preset
+    """The real CLIP for real models, the one trained with a trained preset, and a random-weight
+    one of matching scale for the random-weight presets."""
+    from .presets import CLIP_OF_TRAINED, is_preset
 
+    if pipe_name in CLIP_OF_TRAINED:
+        return CLIP_OF_TRAINED[pipe_name]
     if is_preset(pipe_name):
         return "tiny-clip" if pipe_name.startswith("tiny") else "clip-l-random"
     return DEFAULT_CLIP_MODEL
@@ -164,13 +167,15 @@ def default_clip_model(pipe_name: str) -> str:
 
 def load_clip_scorer(name: str, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32) -> CLIPScorer:
-    """A preset CLIP (random weights, see ``presets.CLIP_ARCHITECTURES``) or a pretrained one."""
-    from .presets import CLIP_ARCHITECTURES
+    """A preset CLIP (random weights, see ``presets.CLIP_ARCHITECTURES``; or trained, see
+    ``presets.TRAINED_CLIP``) or a pretrained one."""
+    from .presets import CLIP_ARCHITECTURES, TRAINED_CLIP, trained_path
 
     if name in CLIP_ARCHITECTURES:
         return CLIPScorer.from_preset(name, device, dtype=dtype)
     try:
-        return CLIPScorer.from_pretrained(name, device, dtype)
+        return CLIPScorer.from_pretrained(trained_path(name) if name in TRAINED_CLIP else name,
+                                          device, dtype)
     except (OSError, ValueError) as err:
         from .messages import first_line
         from .pipelines import PipelineError

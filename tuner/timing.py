@@ -1,21 +1,33 @@
 """Latency measurement that a speedup objective can rely on.
 
-GPU latency drifts by tens of percent within minutes, single runs come out slow, and a
+GPU latency drifts by tens of percent within minutes, single runs come out 50 % slow, and a
 launch-bound pipeline passes every hiccup of the host straight into its latency. So a speedup is
-never one timing divided by another taken minutes apart: plain and accelerated runs are
-interleaved, each accelerated run is compared with the mean of the plain runs just before and
-just after it (which cancels linear drift), and the median of those ratios is the speedup.
+never one timing divided by another taken minutes apart:
+
+* plain and accelerated runs of the same batch alternate, and each accelerated run is compared
+  with the plain latency interpolated, at its middle, between the plain runs just before and just
+  after it (a bracket), which cancels linear drift;
+* a run slower than the fastest comparable one beyond what this machine's own jitter explains
+  (something else ran meanwhile) is not trusted, and more pairs are measured instead of
+  averaging it in (`Brackets`);
+* pairs are added, beyond a small minimum, until the speedup's 95 % interval is within the
+  stated precision (looser while screening, tight for an answer), or the answer the caller
+  needs is already clear, or a cap is reached;
+* the plain runs form one series per process: the run that closes one configuration's last
+  bracket opens the next configuration's first, so a configuration costs n plain runs, not n+1.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-import torch
+from .record import SpeedEstimate
+from .stats import Interval, ratio_interval, relative_spread
 
 
 class Clock(Protocol):
@@ -27,24 +39,45 @@ class Clock(Protocol):
 class DeviceClock:
     """Host wall clock that first waits for the device's queued work."""
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device="cpu"):
+        import torch
+
         self.device = torch.device(device)
+        self._torch = torch
 
     def now(self) -> float:
         return time.perf_counter()
 
     def sync(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            self._torch.cuda.synchronize(self.device)
 
 
-def timed(fn: Callable[[], Any], clock: Clock) -> tuple[Any, float]:
-    """Run `fn` once; return its result and its latency in seconds, device work included."""
+@dataclass(frozen=True)
+class Run:
+    """One timed run: when it started and how long it took (seconds)."""
+
+    start: float
+    seconds: float
+
+    @property
+    def middle(self) -> float:
+        return self.start + self.seconds / 2
+
+
+def timed_run(fn: Callable[[], Any], clock: Clock) -> tuple[Any, Run]:
+    """Run `fn` once; return its result and the `Run` (start, seconds), device work included."""
     clock.sync()
     start = clock.now()
     result = fn()
     clock.sync()
-    return result, clock.now() - start
+    return result, Run(start, clock.now() - start)
+
+
+def timed(fn: Callable[[], Any], clock: Clock) -> tuple[Any, float]:
+    """Run `fn` once; return its result and its latency in seconds, device work included."""
+    result, run = timed_run(fn, clock)
+    return result, run.seconds
 
 
 @dataclass(frozen=True)
@@ -59,55 +92,257 @@ class Stats:
     def of(cls, samples: Sequence[float]) -> Stats:
         if not samples:
             raise ValueError("no samples")
-        median = statistics.median(samples)
-        low, high = min(samples), max(samples)
-        return cls(median, low, high, (high - low) / median if median else 0.0,
-                   tuple(float(s) for s in samples))
+        return cls(statistics.median(samples), min(samples), max(samples),
+                   relative_spread(samples), tuple(float(s) for s in samples))
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Timer:
-    """Warm up, repeat, report the median and the spread."""
-
-    clock: Clock
-    warmup: int = 1
-    repeats: int = 5
-
-    def measure(self, fn: Callable[[], Any]) -> Stats:
-        for _ in range(self.warmup):
-            timed(fn, self.clock)
-        return Stats.of([timed(fn, self.clock)[1] for _ in range(self.repeats)])
+# -- bracketed pairs ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Speedup:
-    speedup: float  # median of the bracketed ratios
-    ratios: Stats
-    baseline: Stats  # plain runs, close in time to the accelerated ones
-    accelerated: Stats
+class TimingPolicy:
+    """How hard a speedup is measured (see BENCHMARKS.md for what each choice buys)."""
 
-    @classmethod
-    def bracketed(cls, baseline: Sequence[float], accelerated: Sequence[float]) -> Speedup:
-        """Speedup from runs taken as b0 a1 b1 a2 b2 ... an bn."""
-        if len(baseline) != len(accelerated) + 1 or not accelerated:
-            raise ValueError("need one more baseline run than accelerated runs, around each")
-        ratios = [(baseline[i] + baseline[i + 1]) / 2 / a for i, a in enumerate(accelerated)]
-        stats = Stats.of(ratios)
-        return cls(stats.median, stats, Stats.of(baseline), Stats.of(accelerated))
+    min_pairs: int = 3
+    max_pairs: int = 12
+    precision: float = 0.02  # an answer's 95 % interval: within +-2 % (confirmation races)
+    # A configuration screened during the search needs less: enough to rank it and to prune
+    # it; the ones that may be the answer are measured to `precision` in the race (SMAC's
+    # cheap challengers, intensified incumbents).
+    screening: float = 0.05
+    # A run is trusted within this of the fastest comparable run, or within 3x the typical
+    # difference of consecutive plain runs on this machine, whichever is larger, but never
+    # more than max_tolerance.
+    tolerance: float = 0.03
+    max_tolerance: float = 0.10
+    reuse_within: float = 30.0  # seconds: a plain run this recent opens the next bracket
+
+    def __post_init__(self):
+        if not 1 <= self.min_pairs <= self.max_pairs:
+            raise ValueError(f"need 1 <= min_pairs <= max_pairs, got {self.min_pairs} and "
+                             f"{self.max_pairs}")
 
 
-def interleave(run_baseline: Callable[[int], float], run_accelerated: Callable[[int], float],
-               pairs: int) -> Speedup:
-    """Alternate timed plain and accelerated runs (b0 a0 b1 a1 b2 ...) and bracket each a_i.
+def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
+    """Plain latency at the accelerated run's middle (linear between the two plain runs) over
+    the accelerated latency."""
+    span = after.middle - before.middle
+    weight = (accelerated.middle - before.middle) / span if span > 0 else 0.5
+    plain = before.seconds + (after.seconds - before.seconds) * weight
+    return plain / accelerated.seconds
 
-    Each callable gets the pair index and returns the seconds its timed run took.
+
+class PlainRuns:
+    """The plain runs of one process, in time order, shared by consecutive measurements.
+
+    It also keeps what the machine's noise looks like: how much consecutive plain runs differ,
+    and how many brackets had to be measured again.
     """
-    baseline = [run_baseline(0)]
-    accelerated = []
-    for i in range(pairs):
-        accelerated.append(run_accelerated(i))
-        baseline.append(run_baseline(i))
-    return Speedup.bracketed(baseline, accelerated)
+
+    def __init__(self, clock: Clock, policy: TimingPolicy = TimingPolicy(), window: int = 16):
+        self.clock, self.policy, self.window = clock, policy, window
+        self.runs: list[Run] = []
+        self.brackets = 0
+        self.rejected = 0
+
+    def add(self, run: Run) -> Run:
+        self.runs.append(run)
+        del self.runs[:-self.window]
+        return run
+
+    def recent(self) -> Run | None:
+        """The last plain run, if it is recent enough to open a bracket."""
+        if self.runs and self.clock.now() - (self.runs[-1].start + self.runs[-1].seconds) \
+                <= self.policy.reuse_within:
+            return self.runs[-1]
+        return None
+
+    @property
+    def jitter(self) -> float | None:
+        """The median relative difference between consecutive plain runs (None: too few)."""
+        pairs = list(zip(self.runs, self.runs[1:]))
+        if len(pairs) < 3:
+            return None
+        return statistics.median(abs(a.seconds - b.seconds) / min(a.seconds, b.seconds)
+                                 for a, b in pairs)
+
+    @property
+    def tolerance(self) -> float:
+        jitter = self.jitter
+        wide = 3 * jitter if jitter is not None else 0.0
+        return min(max(self.policy.tolerance, wide), self.policy.max_tolerance)
+
+    @property
+    def latency(self) -> float | None:
+        return statistics.median(r.seconds for r in self.runs) if self.runs else None
+
+    @property
+    def spread(self) -> float:
+        return relative_spread([r.seconds for r in self.runs])
+
+    def noisy(self) -> bool:
+        """Whether timings on this machine are too noisy to trust without saying so: recent
+        plain runs of the same batch spread by more than a quarter, or a quarter of the
+        accelerated runs had to be set aside."""
+        rejected = self.rejected / self.brackets if self.brackets >= 8 else 0.0
+        return rejected > 0.25 or (len(self.runs) >= 8 and self.spread > 0.25)
+
+
+@dataclass(frozen=True)
+class Bracket:
+    before: Run  # plain
+    accelerated: Run
+    after: Run  # plain
+
+    @property
+    def ratio(self) -> float:
+        return bracket_ratio(self.before, self.accelerated, self.after)
+
+
+def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int = 3) -> list[Run]:
+    """The runs, in time order, within `tolerance` of the fastest of their neighbours in time.
+
+    Against the neighbours, not the fastest ever: when the machine's speed shifts (another job
+    starts, clocks change), the runs after the shift are judged against each other.
+    """
+    ordered = sorted(runs, key=lambda r: r.middle)
+    found = []
+    for i, run in enumerate(ordered):
+        near = ordered[max(0, i - neighbours):i + neighbours + 1]
+        if run.seconds <= min(r.seconds for r in near) * (1 + tolerance):
+            found.append(run)
+    return found
+
+
+class Brackets:
+    """The runs measured for one configuration, and the ratios to trust.
+
+    Interference only ever slows a run down, so the fast runs are the trustworthy ones: a run is
+    trusted when it is within the tolerance (set by this machine's own jitter,
+    `PlainRuns.tolerance`) of the fastest of its neighbours in time of its kind (plain runs, or
+    this configuration's accelerated runs). Each trusted accelerated run is compared with
+    the plain latency interpolated between the trusted plain runs nearest before and after it,
+    usually its own bracket, but the next clean ones when a neighbour disturbed it. A median or
+    a majority vote would not do: with one run in three slowed, disturbed runs are often as many
+    as clean ones.
+    """
+
+    def __init__(self, plain: PlainRuns, plains: list[Run] | None = None):
+        self.plain = plain
+        self.plains = plains if plains is not None else []  # may be shared (a race)
+        self.accelerated: list[Run] = []
+
+    def add(self, before: Run, accelerated: Run, after: Run) -> None:
+        for run in (before, after):
+            if run not in self.plains:
+                self.plains.append(run)
+        self.accelerated.append(accelerated)
+
+    def trusted_plain(self) -> list[Run]:
+        """The undisturbed plain runs, in time order."""
+        return _undisturbed(self.plains, self.plain.tolerance)
+
+    def clean(self) -> list[Bracket]:
+        if not self.accelerated:
+            return []
+        trusted = self.trusted_plain()
+        found = []
+        for a in _undisturbed(self.accelerated, self.plain.tolerance):
+            before = [r for r in trusted if r.middle < a.middle]
+            after = [r for r in trusted if r.middle > a.middle]
+            if before and after:
+                found.append(Bracket(before[-1], a, after[0]))
+        return found
+
+    def all(self) -> list[Bracket]:
+        """Every accelerated run against its own neighbours, trusted or not."""
+        ordered = sorted(self.plains, key=lambda r: r.middle)
+        found = []
+        for a in self.accelerated:
+            before = [r for r in ordered if r.middle < a.middle]
+            after = [r for r in ordered if r.middle > a.middle]
+            if before and after:
+                found.append(Bracket(before[-1], a, after[0]))
+        return found
+
+    def interval(self) -> Interval | None:
+        clean = self.clean()
+        if clean:
+            return ratio_interval([b.ratio for b in clean])
+        everything = self.all()
+        if not everything:
+            return None
+        # Nothing could be trusted: a value, but an interval that says it is unknown.
+        return Interval(ratio_interval([b.ratio for b in everything]).value, 0.0, math.inf,
+                        len(everything))
+
+    def estimate(self) -> SpeedEstimate:
+        clean, everything = self.clean(), self.all()
+        if not everything:
+            raise ValueError("no bracket was measured")
+        used = clean or everything
+        self.plain.brackets += len(self.accelerated)
+        self.plain.rejected += len(self.accelerated) - len(clean)
+        return SpeedEstimate(self.interval(),
+                             statistics.median(r.seconds for b in used
+                                               for r in (b.before, b.after)),
+                             len(clean), len(self.accelerated) - len(clean),
+                             tuple(b.ratio for b in everything))
+
+
+def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], Run],
+                    plain: PlainRuns, *, precision: float | None = None,
+                    decided: Callable[[Interval | None], bool] | None = None) -> SpeedEstimate:
+    """Measure one configuration's speedup in bracketed pairs (see the module's docstring).
+
+    After every bracket, `decided(interval)` (the interval is None before the policy's minimum
+    of trusted pairs) may end the measurement once the caller's question is answered, e.g.
+    "is it below the required speedup?". Each callable times one run. `precision` defaults
+    to the policy's.
+    """
+    policy = plain.policy
+    before = plain.recent() or plain.add(run_plain())
+    brackets = Brackets(plain)
+    for _ in range(3 * policy.max_pairs):  # untrusted brackets are measured again, up to a cap
+        accelerated = run_accelerated()
+        after = plain.add(run_plain())
+        brackets.add(before, accelerated, after)
+        before = after
+        clean = len(brackets.clean())
+        interval = brackets.interval() if clean >= policy.min_pairs else None
+        if clean >= policy.max_pairs or (decided is not None and decided(interval)):
+            break
+        if interval is not None and \
+                interval.relative_half_width <= (precision or policy.precision):
+            break
+    return brackets.estimate()
+
+
+def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
+                   repeats: int = 3) -> tuple[int, dict[int, list[float]]]:
+    """The CPU thread count to time with, measured: the count whose slowest of `repeats` runs
+    is fastest, preferring fewer threads within 5 %.
+
+    On a machine where other processes compete for the cores, using every core makes each step
+    wait for the busiest one: a batch that takes 0.45 s on one thread took 1.2-10.8 s on two.
+    The slowest run shows that; the median can hide it.
+    """
+    seen: dict[int, list[float]] = {}
+    for count in counts:
+        time_one(count)  # warm-up at this count
+        seen[count] = []
+        for _ in range(repeats):
+            seen[count].append(time_one(count))
+            if seen[count][-1] > 3 * min(max(t) for t in seen.values()):
+                break  # far slower than a count already measured: no need to see more
+    worst = {count: max(times) for count, times in seen.items()}
+    best = min(worst.values())
+    return min(c for c in counts if worst[c] <= best * 1.05), seen
+
+
+__all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats",
+           "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "timed",
+           "timed_run"]

@@ -67,9 +67,11 @@ def _check(pipe, members, config: Config, steps: int) -> None:
         accelerator.check(pipe, params, steps=steps, absorbed=_absorbed(accelerator, config))
 
 
-def canonical(pipe, config: Config) -> dict[str, dict]:
-    """Configs that run the same computation on `pipe` get equal canonical forms."""
-    return {a.name: dict(a.canonical(pipe, p)) for a, p in instances(config)}
+def canonical(pipe, config: Config, *, steps: int, height: int, width: int) -> dict[str, dict]:
+    """Configs that run the same computation on `pipe` (for `steps` steps at `height` x `width`)
+    get equal canonical forms."""
+    return {a.name: dict(a.canonical(pipe, p, steps=steps, height=height, width=width))
+            for a, p in instances(config)}
 
 
 @contextlib.contextmanager

@@ -13,9 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+if TYPE_CHECKING:  # importing the registry (the CLI, the report) must not import torch
+    import torch
 
 Params = Mapping[str, Any]
 Generate = Callable[..., Any]
@@ -75,8 +76,9 @@ class Accelerator(ABC):
     def check(self, pipe, params: Params, *, steps: int, absorbed: Mapping[str, Params]) -> None:
         """Raise `NoEffect` or `Unsupported` before any work if the config cannot be evaluated."""
 
-    def canonical(self, pipe, params: Params) -> Params:
-        """Params that select the same computation map to the same canonical form."""
+    def canonical(self, pipe, params: Params, *, steps: int, height: int, width: int) -> Params:
+        """Params that select the same computation for `steps` steps at `height` x `width`
+        pixels map to the same canonical form (and different computations to different ones)."""
         return params
 
     @abstractmethod

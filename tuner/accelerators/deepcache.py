@@ -18,6 +18,26 @@ def scheduler_timesteps(pipe, steps: int) -> list[float]:
     return [float(t) for t in scheduler.timesteps]
 
 
+def _find_steps_once(pipe, helper) -> None:
+    """Replace the helper's step lookup, `list(scheduler.timesteps).index(t.item())`, by a dict
+    built once per generation. On CUDA every comparison of that list was a host sync, O(steps)
+    syncs per step; now one per step. Same step numbers, so bit-identical images."""
+    forward = helper.function_dict["unet_forward"]
+    index: dict[float, int] = {}
+    seen: list = [None]
+
+    def wrapped_forward(*args, **kwargs):
+        timesteps = pipe.scheduler.timesteps
+        if seen[0] is not timesteps:  # a new generation set new timesteps
+            index.clear()
+            index.update({t: i for i, t in enumerate(timesteps.tolist())})
+            seen[0] = timesteps
+        helper.cur_timestep = index[float(args[1])]
+        return forward(*args, **kwargs)
+
+    pipe.unet.forward = wrapped_forward
+
+
 class DeepCache(Accelerator):
     name = "deepcache"
     space = {"cache_interval": IntKnob(2, 5), "cache_branch_id": IntKnob(0, 3)}
@@ -34,6 +54,12 @@ class DeepCache(Accelerator):
             raise Unsupported(f"deepcache.cache_branch_id={params['cache_branch_id']} needs more "
                               f"than the UNet's {blocks} down blocks")
 
+    def canonical(self, pipe, params, *, steps, height, width):
+        # A full step runs where (step - start) % interval == 0 and start is the first step
+        # since DeepCache was last reset: with interval >= steps only the start itself, whatever
+        # the interval (T-GATE's resets at the gate included).
+        return {**params, "cache_interval": min(params["cache_interval"], steps)}
+
     @contextlib.contextmanager
     def patch(self, pipe, params: Params, generate: Generate, *,
               absorbed: Mapping[str, Params]):
@@ -44,6 +70,7 @@ class DeepCache(Accelerator):
             helper = DeepCacheSDHelper(pipe=pipe)
             helper.set_params(**params)
             helper.enable()
+            _find_steps_once(pipe, helper)
             try:
                 yield generate
             finally:

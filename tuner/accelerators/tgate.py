@@ -6,6 +6,11 @@ tgate generates through its own `pipe.tgate(...)` method and leaves its patched 
 `forward`s and caches behind; `restoring` takes them back. With DeepCache it must run through
 tgate's DeepCache loaders, which reset DeepCache at the gate (plain DeepCache + T-GATE crashes
 when the first step after the gate is a cached one), so T-GATE absorbs DeepCache.
+
+tgate's attention caches also outlive a generation: on DeepCache's cached steps the deep blocks
+are skipped, so their attention modules reach a "reuse" step without having cached anything in
+the current call, and reused the previous call's tensors (other images, or a crash at another
+batch size). Every generation therefore starts from the state of a fresh application.
 """
 
 from __future__ import annotations
@@ -33,6 +38,16 @@ def changes_anything(params: Params, steps: int) -> bool:
                 return True
             cached[kind] |= flags["cache"]
     return False
+
+
+def _forget_caches(pipe) -> None:
+    """The state a fresh application starts from: no attention cache, DeepCache at step 0."""
+    for module in pipe.unet.modules():
+        if type(module).__name__ == "Attention":
+            module.__dict__.pop("cache", None)
+    if "deepcache" in pipe.__dict__:  # as tgate itself resets it at the gate
+        pipe.deepcache.disable()
+        pipe.deepcache.enable()
 
 
 def _is_sdxl(pipe) -> bool:
@@ -66,9 +81,14 @@ class TGate(Accelerator):
                 loader = (tgate.TgateSDXLDeepCacheLoader if _is_sdxl(pipe)
                           else tgate.TgateSDDeepCacheLoader)
                 loader(pipe, **deepcache)
-            run = functools.partial(pipe.tgate, gate_step=params["gate_step"],
-                                    sp_interval=params["sp_interval"],
-                                    fi_interval=params["fi_interval"], warm_up=params["warmup"])
+            tgate_call = functools.partial(
+                pipe.tgate, gate_step=params["gate_step"], sp_interval=params["sp_interval"],
+                fi_interval=params["fi_interval"], warm_up=params["warmup"])
+
+            def run(*args, **kwargs):
+                _forget_caches(pipe)
+                return tgate_call(*args, **kwargs)
+
             try:
                 yield run
             finally:

@@ -7,9 +7,8 @@ whose feature map is downsampled at most that much (tomesd's levels are 1, 2, 4,
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping
-
-import torch
 
 from .base import (Accelerator, DecimalKnob, Generate, IntKnob, NoEffect, Params, restoring,
                    unet_levels)
@@ -23,6 +22,35 @@ def merged_levels(unet, max_downsample: int) -> tuple[int, ...]:
     }))
 
 
+def merged_tokens(pipe, params: Params, *, height: int, width: int) -> tuple[tuple[int, int], ...]:
+    """(level, tokens merged) for every level where tomesd merges anything at this image size.
+
+    Replays tomesd's own arithmetic (`compute_merge`, `bipartite_soft_matching_random2d`): a block
+    with N tokens counts as downsampled ceil(sqrt(latent tokens // N)) times, which at sizes that
+    do not halve evenly is not the power of two it sits at; it merges int(N * ratio) tokens, but at
+    most the tokens outside its destination set (one in every 2x2 cell), so high ratios merge the
+    same number. A block that merges nothing draws no random numbers, so it is as if unpatched.
+    """
+    scale = pipe.vae_scale_factor
+    latent_h, latent_w = math.ceil(height / scale), math.ceil(width / scale)
+    found = []
+    for level in sorted({level for level, block in unet_levels(pipe.unet)
+                         if getattr(block, "attentions", None)}):
+        h, w = latent_h, latent_w
+        for _ in range(int(math.log2(level))):  # a stride-2 convolution with padding 1
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        tokens = h * w
+        downsample = int(math.ceil(math.sqrt(latent_h * latent_w // tokens)))
+        if downsample > params["max_downsample"]:
+            continue
+        grid_h, grid_w = math.ceil(latent_h / downsample), math.ceil(latent_w / downsample)
+        sources = tokens - (grid_h // 2) * (grid_w // 2)
+        merged = min(sources, int(tokens * params["ratio"]))
+        if merged > 0:
+            found.append((level, merged))
+    return tuple(found)
+
+
 class ToMe(Accelerator):
     name = "tome"
     space = {"ratio": DecimalKnob("0.1", "0.9", "0.1"), "max_downsample": IntKnob(1, 4)}
@@ -32,16 +60,15 @@ class ToMe(Accelerator):
             raise NoEffect(f"tome.max_downsample={params['max_downsample']} reaches no attention "
                            f"layer of this UNet (it merges nothing)")
 
-    def canonical(self, pipe, params):
-        # max_downsample 3 patches the same blocks as 2 (levels are powers of two).
-        return {"ratio": params["ratio"],
-                "max_downsample": max(merged_levels(pipe.unet, params["max_downsample"]),
-                                      default=0)}
+    def canonical(self, pipe, params, *, steps, height, width):
+        return {"merged": [list(pair) for pair in merged_tokens(pipe, params, height=height,
+                                                                width=width)]}
 
     @contextlib.contextmanager
     def patch(self, pipe, params: Params, generate: Generate, *,
               absorbed: Mapping[str, Params]):
         import tomesd
+        import torch
 
         with restoring(pipe):
             tomesd.apply_patch(pipe, ratio=params["ratio"],

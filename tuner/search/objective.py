@@ -1,28 +1,26 @@
 """One trial: sample a configuration, evaluate it (or answer it from an earlier trial), record.
 
-Several workers may share a study. Trial numbers are handed out by the storage in order, which
-makes two rules race-free: a trial waits for every earlier trial that is running the same
-configuration (or has not said yet which one it runs) and answers from it, and a trial that
-finds the budget already taken by earlier trials ends as surplus without running.
+Speed comes first: a configuration that cannot change the answer (below the required speedup,
+or confidently slower than the best feasible one so far) ends PRUNED with its speedup, before
+any quality work; one whose loss is confidently over budget ends PRUNED as soon as that is
+clear. `full_front` evaluates everything, for users who want the whole Pareto front.
 """
 
 from __future__ import annotations
 
 import gc
-import time
 
 import optuna
-import torch
-from optuna.trial import FrozenTrial, TrialState
 
 from .. import accelerators
 from ..accelerators import AcceleratorError
+from ..answer import incumbent
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
-from .space import config_key, suggest
-from .studies import (CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, INTERRUPTED, INVALID,
-                      SURPLUS, WORKER, Goal, answered, counts_toward_budget, recover_orphans,
-                      requeue, this_worker)
+from ..record import CHECKED, GENERATED, INTERRUPTED, SURPLUS, TrialRecord, trial_records
+from ..setting import Goal
+from .space import canonical_key, suggest
+from .workers import Surplus, earlier_answer, requeue, this_worker
 
 
 class TrialFailed(Exception):
@@ -31,8 +29,10 @@ class TrialFailed(Exception):
 
 class Objective:
     def __init__(self, evaluator: Evaluator, combo: str, goal: Goal, *, budget: int,
+                 sampler_seed: int | None = None, full_front: bool = False,
                  on_evaluation=None, poll: float = 0.5):
         self.evaluator, self.combo, self.goal, self.budget = evaluator, combo, goal, budget
+        self.sampler_seed, self.full_front = sampler_seed, full_front
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
         self.poll = poll
 
@@ -40,83 +40,83 @@ class Objective:
         try:
             return self._run(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr(FAIL_REASON, INTERRUPTED)
+            TrialRecord.write_failure(trial, INTERRUPTED)
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)
                           if t.number == trial.number)
             requeue(trial.study, frozen)  # the next run starts with it
             raise
 
     def _run(self, trial: optuna.Trial):
+        s = self.evaluator.setting
         config = suggest(trial, self.combo)
-        key = config_key(accelerators.canonical(self.evaluator.pipe, config))
-        trial.set_user_attr(CONFIG, config)
-        trial.set_user_attr(CANONICAL, key)
-        trial.set_user_attr(WORKER, this_worker())
-        earlier = self._earlier(trial, key)
+        key = canonical_key(self.evaluator.pipe, config, steps=s.steps, height=s.height,
+                            width=s.width)
+        TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),
+                                sampler_seed=self.sampler_seed)
+        try:
+            earlier = earlier_answer(trial, key, self.budget, poll=self.poll)
+        except Surplus:
+            self._fail(trial, SURPLUS)
         if earlier is not None:
             return self._repeat(trial, earlier)
-        try:
-            evaluation = self.evaluator.evaluate(config)
-            self._record(trial, evaluation)
-            if self.on_evaluation is not None:
-                self.on_evaluation(trial, evaluation)
+        try:  # rejected before any generation: free, like a repeat
+            accelerators.check(self.evaluator.pipe, config, steps=s.steps, seed=s.seed)
         except AcceleratorError as err:
-            trial.set_user_attr(INVALID, True)
-            self._fail(trial, str(err))
+            self._fail(trial, str(err), invalid=CHECKED)
+        slower_than = self._slower_than(trial.study)
+        try:
+            evaluation = self.evaluator.evaluate(
+                config, slower_than=slower_than,
+                loss_budget=None if self.full_front else self.goal.loss_budget)
+        except AcceleratorError as err:  # found out by generating (e.g. identical output)
+            self._fail(trial, str(err), invalid=GENERATED)
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
             self._fail(trial, described(err))
-        return self._values(evaluation.speedup, evaluation.loss)
+        self._record(trial, evaluation)
+        if evaluation.pruned is not None:
+            raise optuna.TrialPruned(evaluation.pruned)
+        return self._values(evaluation.speed.value, evaluation.quality.loss.value)
+
+    def _slower_than(self, study: optuna.Study) -> float | None:
+        """The speedup under which a configuration cannot change the answer."""
+        if self.full_front:
+            return None
+        required = self.goal.required_speedup(self.evaluator.plain_runs.latency)
+        if required is not None:
+            return required
+        best = incumbent(trial_records(study), self.goal)
+        return best.speed.speedup.low if best is not None else None
 
     @staticmethod
-    def _fail(trial: optuna.Trial, reason: str):
-        trial.set_user_attr(FAIL_REASON, reason)
+    def _fail(trial: optuna.Trial, reason: str, *, invalid: str | None = None):
+        TrialRecord.write_failure(trial, reason, invalid=invalid)
         raise TrialFailed(reason)
 
     def _values(self, speedup: float, loss: float):
         return (speedup, loss) if self.goal.multi_objective else speedup
 
     def _record(self, trial: optuna.Trial, ev: Evaluation) -> None:
-        for name, value in ev.summary().items():
-            trial.set_user_attr(name, value)
-        trial.set_constraint("loss_budget", ev.loss - self.goal.loss_budget)
+        TrialRecord.write_result(trial, speed=ev.speed, quality=ev.quality, pruned=ev.pruned,
+                                 seconds=ev.seconds, goal=self.goal)
+        if self.on_evaluation is not None:
+            self.on_evaluation(trial, ev)
 
-    def _earlier(self, trial: optuna.Trial, key: str) -> FrozenTrial | None:
-        """The trial that already answered this configuration, if any; fails the trial as
-        surplus when earlier trials (finished, running or queued) fill the budget."""
-        while True:
-            trials = trial.study.get_trials(deepcopy=False)
-            ahead = [t for t in trials if t.number < trial.number]
-            if sum(counts_toward_budget(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
-                   for t in ahead) >= self.budget:
-                self._fail(trial, SURPLUS)
-            same = [t for t in trials if t.number != trial.number
-                    and t.user_attrs.get(CANONICAL) == key and DUPLICATE_OF not in t.user_attrs]
-            done = [t for t in same if answered(t)]
-            if done:
-                return done[0]
-            # Another worker may be running it, or not have said yet what it runs.
-            if not any(t.state == TrialState.RUNNING and t.user_attrs.get(CANONICAL) in (key, None)
-                       for t in ahead):
-                return None
-            time.sleep(self.poll)
-            recover_orphans(trial.study)
-
-    def _repeat(self, trial: optuna.Trial, earlier: FrozenTrial):
+    def _repeat(self, trial: optuna.Trial, earlier: TrialRecord):
         """Answer a repeated configuration from its earlier trial, without running anything."""
-        trial.set_user_attr(DUPLICATE_OF, earlier.number)
-        if earlier.state == TrialState.FAIL:
-            trial.set_user_attr(INVALID, True)
-            self._fail(trial, earlier.user_attrs[FAIL_REASON])
-        for name, value in earlier.user_attrs.items():
-            if name not in (CONFIG, CANONICAL, WORKER):
-                trial.set_user_attr(name, value)
-        for name, value in earlier.constraints.items():
-            trial.set_constraint(name, value)
-        return earlier.values if self.goal.multi_objective else earlier.values[0]
+        constraints = {"loss_budget": earlier.quality.constraint(self.goal)} \
+            if earlier.quality is not None else {}
+        TrialRecord.write_copy(trial, earlier, constraints)
+        if earlier.state == "FAIL":
+            self._fail(trial, earlier.fail_reason, invalid=earlier.invalid)
+        if earlier.state == "PRUNED":
+            raise optuna.TrialPruned(earlier.pruned)
+        return self._values(earlier.speed.value, earlier.quality.loss.value)
 
 
 def _free_memory() -> None:
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,38 +1,71 @@
-"""`search_params.json`: the chosen settings, merged per setting and goal, written atomically.
+"""`search_params.json`: the answers, one per setting and goal, merged and written atomically.
 
-Layout::
+Layout (format 2)::
 
-    {"format": 1,
+    {"format": 2,
      "settings": {
-       "<pipe>|<scheduler>|<steps> steps|<H>x<W>|batch <B>|<device>": {
-         "setting": {...}, "device": "NVIDIA H100 80GB HBM3",
-         "max_speedup" | "req_speedup": {
-           "goal": {...}, "required_speedup": 2.5 | null, "met": true | false | null,
-           "chosen": <result> | null,
-           "per_combo": {"deepcache": <result> | null, ...}}}}}
+       "<setting key>": {                # Setting.key: model, scheduler, steps, size, batch,
+         "setting": {...},               # samples, seed, prompts, CLIP model, device
+         "model": {"unet": "<fingerprint>"},
+         "answers": {
+           "<goal key>": <answer>}}}}    # Goal.key, e.g. "fastest | clip loss <= 0.02"
 
-    <result> = {"combo", "params": {accelerator: {knob: value}}, "speedup", "loss", "clip_loss",
-                "latency", "baseline_latency", "clip_score", "baseline_clip_score", "psnr",
-                "ssim", "study", "trial"}
+    <answer> = answer.Answer.as_dict(): the goal, required_speedup, met, chosen (combo,
+               params, speed and quality with their intervals, the headline numbers) and
+               per_combo.
+
+Several processes may merge into one file at once (workers on one host, runs sharing a
+folder): the read-merge-write happens under an exclusive lock on `<file>.lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from optuna.trial import FrozenTrial
+from ..answer import Answer
+from ..setting import Goal, Setting
 
-FORMAT = 1
+FORMAT = 2
 
 
 class ResultsError(ValueError):
     """The results file exists but cannot be used; it is left untouched."""
 
 
+def _shape_error(path: Path, where: str) -> ResultsError:
+    return ResultsError(f"results file {str(path)!r} is not a tuner results file ({where}); "
+                        f"fix or move it (it was not overwritten)")
+
+
+def _check_shape(path: Path, data) -> None:
+    """The whole structure, checked before any work, so that a bad file stops a run at once
+    rather than after all its trials."""
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise _shape_error(path, "no 'settings' object")
+    if data.get("format") != FORMAT:
+        raise ResultsError(f"results file {str(path)!r} has format {data.get('format')!r}, "
+                           f"this tuner writes format {FORMAT}; move it away (it was not "
+                           f"overwritten) and run again")
+    for key, slot in data["settings"].items():
+        if not isinstance(slot, dict) or not isinstance(slot.get("setting"), dict) \
+                or not isinstance(slot.get("answers"), dict):
+            raise _shape_error(path, f"setting {key!r} is not an object with 'setting' and "
+                                     f"'answers'")
+        for goal, entry in slot["answers"].items():
+            try:
+                Answer.from_dict(Setting.from_dict(slot["setting"]), entry)
+            except (TypeError, KeyError, AttributeError, ValueError) as err:
+                raise _shape_error(path, f"answer {goal!r} of {key!r} is malformed: "
+                                         f"{type(err).__name__} {err}") from None
+
+
 def read(path: str | Path) -> dict:
+    """The file's data (empty when there is no file); ResultsError when it is unusable."""
     path = Path(path)
     if not path.exists():
         return {"format": FORMAT, "settings": {}}
@@ -41,10 +74,16 @@ def read(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ResultsError(f"cannot read results file {str(path)!r}: {err}; "
                            f"fix or move it (it was not overwritten)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
-        raise ResultsError(f"results file {str(path)!r} is not a tuner results file "
-                           f"(no 'settings'); fix or move it (it was not overwritten)")
+    _check_shape(path, data)
     return data
+
+
+def answers(data: dict) -> Iterator[tuple[str, Answer]]:
+    """(setting key, Answer) for every answer in the data."""
+    for key, slot in data["settings"].items():
+        setting = Setting.from_dict(slot["setting"])
+        for entry in slot["answers"].values():
+            yield key, Answer.from_dict(setting, entry)
 
 
 def write_atomically(path: str | Path, text: str) -> None:
@@ -64,29 +103,37 @@ def write_atomically(path: str | Path, text: str) -> None:
         raise
 
 
-def write(path: str | Path, data: dict) -> None:
-    write_atomically(path, json.dumps(data, indent=2) + "\n")
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock for read-modify-write of `path`, across processes of this host."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def result(trial: FrozenTrial | None, *, combo: str, study: str,
-           baseline_clip: float) -> dict | None:
-    if trial is None:
-        return None
-    a = trial.user_attrs
-    return {
-        "combo": combo, "params": a["config"],
-        **{k: a[k] for k in ("speedup", "loss", "clip_loss", "latency", "baseline_latency",
-                             "clip_score", "psnr", "ssim")},
-        "baseline_clip_score": baseline_clip, "study": study, "trial": trial.number,
-    }
-
-
-def merge(path: str | Path, key: str, entry: dict, mode: str, mode_entry: dict) -> dict:
-    """Put one goal's answer for one setting into the file, keeping everything else."""
-    data = read(path)
-    data["format"] = FORMAT
-    slot = data["settings"].setdefault(key, {})
-    slot.update(entry)
-    slot[mode] = mode_entry
-    write(path, data)
+def merge(path: str | Path, answer: Answer, *, model: dict | None = None) -> dict:
+    """Put one answer into the file, keeping everything else."""
+    path = Path(path)
+    with locked(path):
+        data = read(path)
+        slot = data["settings"].setdefault(answer.setting.key, {"answers": {}})
+        slot["setting"] = answer.setting.as_dict()
+        if model:
+            slot["model"] = model
+        slot["answers"][answer.goal.key] = answer.as_dict()
+        write_atomically(path, json.dumps(data, indent=2) + "\n")
     return data
+
+
+def goal_of(entry: dict) -> Goal:
+    return Goal.from_dict(entry["goal"])
+
+
+__all__ = ["FORMAT", "ResultsError", "answers", "goal_of", "locked", "merge", "read",
+           "write_atomically"]

@@ -1,236 +1,191 @@
-"""`tuner run`: one study per combo on one loaded pipeline, resumable, then the answers."""
+"""Working on the studies: one study per combo on one loaded pipeline, resumable.
+
+A study stops when --trials configurations have been evaluated (repeats are answered from the
+earlier trial and are free), when its space is exhausted, when its answer has not improved for
+`patience` evaluations, or (with stop_when_met) once the requirement is met. Then its answer is
+confirmed (confirm.py), and once every combo is done, the overall answer.
+"""
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from ..accelerators import COMBOS, grid_size
-from ..evaluator import Evaluator, Setting
-from . import results
+from ..accelerators import COMBOS, split_params
+from ..answer import choose, config_text, incumbent, speed_text
+from ..evaluator import Evaluator
+from ..record import SURPLUS, Baseline, PlainLatency, StudyRecord, TrialRecord, trial_records
+from ..setting import Goal
+from .confirm import confirm_overall, confirm_study
 from .objective import Objective, TrialFailed
-from .selection import Choice, choose, fastest_feasible, overall
-from .space import distinct_points, make_sampler
-from .studies import (BASELINE_LATENCY, CANONICAL, CONFIG, DUPLICATE_OF, FAIL_REASON, SURPLUS,
-                      WORKER, Goal, answered, device_name, finished_count, open_study,
-                      recover_orphans, study_name, this_worker, versions)
+from .space import canonical_key, distinct_points, make_sampler, random_point
+from .studies import load_group, open_study, versions
+from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
+                      wait_for_others)
+
+FREE_STREAK = 10  # trials in a row answered without an evaluation before a random point
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchPlan:
     combos: Sequence[str]
-    trials: int = 200
+    trials: int = 200  # evaluations per combo
     sampler: str = "tpe"
     seed: int = 42
+    sampler_seed: int | None = None  # None: a stream of this process's own (workers.py)
+    patience: int | None = None  # stop a study after this many evaluations without progress
+    full_front: bool = False  # evaluate every configuration fully (no pruning)
     stop_when_met: bool = False
     progress: bool = True
-    worker_index: int = 0  # workers sharing a study draw different samples
+    worker_index: int | None = None  # this process's index among a launcher's workers
+    device: str = ""  # the device's name, recorded on the studies
+    threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
 
-@dataclass
-class ComboOutcome:
-    combo: str
-    study: optuna.Study
-    choice: Choice
-    finished: int  # trials that count toward the budget
-    evaluations: int  # pipeline evaluations in the study (repeats are answered without one)
-    exhausted: bool  # every distinct configuration has been answered
-
-
-@dataclass
-class RunOutcome:
-    goal: Goal
-    required_speedup: float | None
-    combos: list[ComboOutcome] = field(default_factory=list)
-    chosen: ComboOutcome | None = None
-    met: bool | None = None
-
-
-def _answered(trials) -> set[str]:
-    """Canonical configurations already answered (scored, or found invalid)."""
-    return {t.user_attrs[CANONICAL] for t in trials if answered(t)}
-
-
-def _best_label(trials) -> str:
-    best = fastest_feasible(trials)
+def _best_label(records: list[TrialRecord], goal: Goal) -> str:
+    best = incumbent(records, goal)
     if best is None:
         return "no feasible trial yet"
-    return f"best {best.user_attrs['speedup']:.2f}x (loss {best.user_attrs['loss']:.2%})"
+    return f"best {speed_text(best.speed)} (loss {best.quality.loss.value:.2%})"
 
 
-def _others_running(trials) -> int:
-    me = this_worker()
-    return sum(1 for t in trials
-               if t.state == TrialState.RUNNING and t.user_attrs.get(WORKER) != me)
+def _progress(records: Sequence[TrialRecord], goal: Goal, precision: float) -> tuple:
+    """How good the study's answer is, as a comparable key (larger is better)."""
+    chosen, met = choose(records, goal)
+    if chosen is None:
+        return (0, 0.0)
+    if met:
+        return (2, -round(chosen.quality.loss.value, 3))  # a 0.1-point lower loss counts
+    # A speedup better by less than the timing precision is not progress.
+    return (1, int(chosen.speed.value / precision))
 
 
-def _sampler_seed(storage, name: str, plan: SearchPlan) -> int:
-    if plan.sampler == "grid":  # the grid's order comes from the seed: it must stay the same
-        return plan.seed
-    # A resumed study, or another worker, must not replay the same random draws.
-    try:
-        done = storage.get_n_trials(storage.get_study_id_from_name(name))
-    except KeyError:
-        done = 0
-    return plan.seed + done + 7919 * plan.worker_index
+def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: float) -> bool:
+    """Whether the last `patience` evaluations did not improve the study's answer."""
+    evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
+    if len(evaluated) <= patience:
+        return False
+    before = _progress(evaluated[:-patience], goal, precision)
+    return _progress(evaluated, goal, precision) <= before
+
+
+def _free_streak(records: list[TrialRecord]) -> int:
+    """Finished trials in a row, most recent first, that evaluated nothing (repeats, or
+    configurations rejected before generating)."""
+    streak = 0
+    for r in sorted(records, key=lambda r: r.number, reverse=True):
+        if r.state in ("RUNNING", "WAITING") or r.fail_reason == SURPLUS:
+            continue
+        if r.evaluated:
+            break
+        streak += 1
+    return streak
+
+
+def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
+                        answered: set[str], rng: random.Random) -> bool:
+    """Queue a random configuration that no trial has answered yet (a sampler that keeps
+    proposing answered points would otherwise spin without evaluating anything)."""
+    s = evaluator.setting
+    for _ in range(1000):
+        params = random_point(combo, rng)
+        key = canonical_key(evaluator.pipe, split_params(params), steps=s.steps,
+                            height=s.height, width=s.width)
+        if key not in answered:
+            study.enqueue_trial(params, skip_if_exists=True)
+            return True
+    return False
 
 
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
-              required: float | None, on_evaluation: Callable | None = None) -> optuna.Study:
-    """Work on one combo's study until its budget is used, its space exhausted, or (with
-    stop_when_met) the requirement met. Several processes may do this at once."""
-    setting = evaluator.setting
-    name = study_name(setting, combo, goal)
-    sampler = make_sampler(plan.sampler, combo, seed=_sampler_seed(storage, name, plan))
-    study = open_study(storage, setting, combo, goal, sampler)
-    _record_context(study, evaluator)
-    points = distinct_points(evaluator.pipe, combo)
-    study.set_user_attr("distinct_points", points)
-
-    objective = Objective(evaluator, combo, goal, budget=plan.trials, on_evaluation=on_evaluation)
-    bar = tqdm(total=plan.trials, desc=combo, unit="trial", file=sys.stderr,
+              prompts: list[str], on_evaluation: Callable | None = None) -> optuna.Study:
+    """Work on one combo's study until it stops (see the module's docstring). Several
+    processes may do this at once (workers.py)."""
+    s = evaluator.setting
+    seed = plan.sampler_seed if plan.sampler_seed is not None else process_seed(plan.seed)
+    study = open_study(storage, s, combo, goal, prompts, make_sampler(plan.sampler, combo,
+                                                                       seed=seed))
+    points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
+                             width=s.width)
+    _record_context(study, evaluator, points, plan)
+    objective = Objective(evaluator, combo, goal, budget=plan.trials, sampler_seed=seed,
+                          full_front=plan.full_front, on_evaluation=on_evaluation)
+    precision = evaluator.timing.precision
+    rng = random.Random(seed)
+    bar = tqdm(total=plan.trials, desc=combo, unit="eval", file=sys.stderr,
                disable=not plan.progress, dynamic_ncols=True)
 
-    def report_failure(_, trial: FrozenTrial) -> None:
-        reason = trial.user_attrs.get(FAIL_REASON)
-        if trial.state == TrialState.FAIL and reason != SURPLUS and not bar.disable:
-            bar.write(f"  {combo} trial {trial.number} "
-                      f"{config_text(trial.user_attrs.get(CONFIG, {}))}: {reason or 'failed'}",
-                      file=sys.stderr)
+    def report_failure(_, trial: optuna.trial.FrozenTrial) -> None:
+        record = TrialRecord.from_trial(trial)
+        if record.state == "FAIL" and record.fail_reason != SURPLUS and not bar.disable:
+            bar.write(f"  {combo} trial {trial.number} {config_text(record.config)}: "
+                      f"{record.fail_reason or 'failed'}", file=sys.stderr)
 
     with bar:
         while True:
             recover_orphans(study)
-            trials = study.get_trials(deepcopy=False)
-            done = finished_count(trials)
+            records = trial_records(study)
+            done = sum(r.evaluated for r in records)
             bar.n = min(done, plan.trials)
             if not bar.disable:
-                bar.set_postfix_str(_best_label(trials))
-            if done + _others_running(trials) >= plan.trials:
+                bar.set_postfix_str(_best_label(records, goal))
+            answered = {r.canonical for r in records if r.answered}
+            if done + others_running(records) >= plan.trials or len(answered) >= points:
                 break
-            if len(_answered(trials)) >= points:
+            if plan.stop_when_met and choose(records, goal)[1]:
                 break
-            if plan.stop_when_met and required is not None and choose(trials, required).met:
+            if plan.patience and stalled(records, goal, plan.patience, precision):
+                break
+            if _free_streak(records) >= FREE_STREAK and \
+                    not _enqueue_unanswered(study, evaluator, combo, answered, rng):
                 break
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
                            callbacks=[report_failure])
     return study
 
 
-def _record_context(study: optuna.Study, evaluator: Evaluator) -> None:
-    """Device, versions and baselines on the study; reuse the study's quality baseline."""
+def _record_context(study: optuna.Study, evaluator: Evaluator, points: int,
+                    plan: SearchPlan) -> None:
+    """Device, versions, the quality baseline (the study's, once) and this worker's plain
+    latency on the study; the evaluator then scores against the study's baseline."""
     base = evaluator.baseline
     now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-    worker = this_worker()
-    study.set_user_attr("device", device_name(evaluator.pipe.device))
-    study.set_user_attr("versions", versions())
-    if "baseline" not in study.user_attrs:
-        study.set_user_attr("baseline", {**base.summary(), "measured_at": now})
+    StudyRecord.write_context(study, device=plan.device, versions=versions(),
+                              distinct_points=points)
+    StudyRecord.write_baseline(study, Baseline(tuple(base.clip_scores), now))
     # One quality reference for the whole study: the first stored (by any worker) wins.
-    base.clip_score = study.user_attrs["baseline"]["clip_score"]
-    study.set_user_attr(f"{BASELINE_LATENCY}{worker['host']}:{worker['pid']}:{now}",
-                        {"latency": base.latency.median, "spread": base.latency.spread,
-                         "at": now, "worker": worker})
+    stored = StudyRecord.of(study).baseline
+    if len(stored.clip_scores) == len(base.clip_scores):
+        base.clip_scores = list(stored.clip_scores)
+    StudyRecord.write_plain_latency(study, PlainLatency(
+        base.latency.median, base.latency.spread, now, this_worker(), plan.threads))
 
 
 def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
-               on_evaluation: Callable | None = None) -> float | None:
-    """Work on every combo's study in turn; return the required speedup (if any)."""
-    base = evaluator.baseline or evaluator.measure_baseline()
-    required = goal.required_speedup(base.latency.median)
+               prompts: list[str], on_evaluation: Callable | None = None,
+               on_answer: Callable[[], None] | None = None) -> None:
+    """Work on every combo's study in turn; confirm each answer (and the overall one) when
+    this process confirms, calling `on_answer` after each."""
+    if evaluator.baseline is None:
+        evaluator.measure_baseline()
     for combo in plan.combos:
-        run_combo(evaluator, storage, combo, goal, plan, required=required,
-                  on_evaluation=on_evaluation)
-    return required
+        study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
+                          on_evaluation=on_evaluation)
+        if confirms(plan.worker_index):
+            wait_for_others(study)
+            confirm_study(evaluator, study, goal)
+            if on_answer is not None:
+                on_answer()
+    if confirms(plan.worker_index):
+        group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS)]
+        if confirm_overall(evaluator, group, goal) and on_answer is not None:
+            on_answer()
 
 
-def summarize(storage, setting: Setting, goal: Goal, required: float | None) -> RunOutcome:
-    """The answer per combo and overall, read back from every combo's study of this setting
-    and goal (also those of earlier runs with other --combo choices)."""
-    outcome = RunOutcome(goal, required)
-    names = set(optuna.get_all_study_names(storage))
-    for combo in COMBOS:
-        name = study_name(setting, combo, goal)
-        if name not in names:
-            continue
-        study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        evaluated = sum(1 for t in trials if answered(t) and DUPLICATE_OF not in t.user_attrs)
-        outcome.combos.append(ComboOutcome(
-            combo, study, choose(trials, required), finished_count(trials), evaluated,
-            len(_answered(trials)) >= _space_size(study, combo)))
-    index, best = overall([c.choice for c in outcome.combos], required)
-    outcome.chosen = outcome.combos[index] if index is not None else None
-    outcome.met = best.met
-    return outcome
-
-
-def _space_size(study: optuna.Study, combo: str) -> int:
-    return study.user_attrs.get("distinct_points", grid_size(combo))
-
-
-def save(outcome: RunOutcome, setting: Setting, path) -> None:
-    """Merge this run's answers into the results file."""
-
-    def as_result(c: ComboOutcome | None):
-        if c is None:
-            return None
-        return results.result(c.choice.trial, combo=c.combo, study=c.study.study_name,
-                              baseline_clip=c.study.user_attrs["baseline"]["clip_score"])
-
-    mode_entry = {
-        "goal": outcome.goal.as_dict(), "required_speedup": outcome.required_speedup,
-        "met": outcome.met, "chosen": as_result(outcome.chosen),
-        "per_combo": {c.combo: as_result(c) for c in outcome.combos},
-    }
-    results.merge(path, setting.key, {"setting": setting.as_dict(), "device": setting.device},
-                  outcome.goal.mode, mode_entry)
-
-
-def table(outcome: RunOutcome) -> str:
-    """The final table: one line per combo, and the answer."""
-    lines = [f"{'combo':<22} {'trials':>6} {'runs':>5} {'speedup':>8} {'loss':>7}  params"]
-    for c in outcome.combos:
-        t = c.choice.trial
-        note = " (space exhausted)" if c.exhausted else ""
-        if t is None:
-            lines.append(f"{c.combo:<22} {c.finished:>6} {c.evaluations:>5} "
-                         f"{'-':>8} {'-':>7}  no feasible trial{note}")
-            continue
-        a = t.user_attrs
-        lines.append(f"{c.combo:<22} {c.finished:>6} {c.evaluations:>5} {a['speedup']:>7.2f}x "
-                     f"{a['loss']:>7.2%}  {config_text(a['config'])}{note}")
-    lines.append("")
-    budget = f"{outcome.goal.metric} loss <= {outcome.goal.loss_budget:.1%}"
-    if outcome.chosen is None:
-        lines.append(f"No configuration keeps {budget}.")
-    else:
-        a = outcome.chosen.choice.trial.user_attrs
-        answer = (f"{outcome.chosen.combo} {config_text(a['config'])}: {a['speedup']:.2f}x, "
-                  f"{a['loss']:.2%} {outcome.goal.metric} loss "
-                  f"({a['baseline_latency']:.3f}s -> {a['latency']:.3f}s per batch)")
-        if outcome.required_speedup is None:
-            lines.append(f"Fastest within {budget}: {answer}")
-        elif outcome.met:
-            lines.append(f"Meets {outcome.required_speedup:.2f}x within {budget} with the "
-                         f"lowest loss: {answer}")
-        else:
-            lines.append(f"Nothing reaches {outcome.required_speedup:.2f}x within {budget}; "
-                         f"closest: {answer}")
-    return "\n".join(lines)
-
-
-def config_text(config: dict) -> str:
-    """`deepcache(cache_interval=3, cache_branch_id=0) tome(...)`"""
-    return " ".join(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
-                    for name, params in config.items())
-
-
-__all__ = ["ComboOutcome", "RunOutcome", "SearchPlan", "config_text", "run_combo", "run_search",
-           "save", "summarize", "table"]
+__all__ = ["SearchPlan", "run_combo", "run_search", "stalled"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 
 import optuna
 
@@ -31,8 +32,14 @@ def config_key(config) -> str:
     return json.dumps({k: dict(sorted(v.items())) for k, v in sorted(config.items())})
 
 
-def distinct_points(pipe, combo: str) -> int:
-    """How many configurations of `combo` run different computations on `pipe`.
+def canonical_key(pipe, config, *, steps: int, height: int, width: int) -> str:
+    return config_key(accelerators.canonical(pipe, config, steps=steps, height=height,
+                                             width=width))
+
+
+def distinct_points(pipe, combo: str, *, steps: int, height: int, width: int) -> int:
+    """How many configurations of `combo` run different computations on `pipe` (for `steps`
+    steps at `height` x `width`).
 
     Canonical forms are per accelerator, so the count is a product of small counts.
     """
@@ -42,11 +49,17 @@ def distinct_points(pipe, combo: str) -> int:
         knobs = accelerator.space
         points = (dict(zip(knobs, values))
                   for values in itertools.product(*(k.values() for k in knobs.values())))
-        total *= len({config_key({name: accelerator.canonical(pipe, p)}) for p in points})
+        total *= len({config_key({name: accelerator.canonical(
+            pipe, p, steps=steps, height=height, width=width)}) for p in points})
     return total
 
 
-SAMPLERS = ("tpe", "grid")
+def random_point(combo: str, rng: random.Random) -> dict[str, object]:
+    """A uniformly drawn point of `combo`'s space, as Optuna's flat params."""
+    return {key: rng.choice(values) for key, values in accelerators.grid(combo).items()}
+
+
+SAMPLERS = ("tpe", "random", "grid", "gp")
 
 
 def make_sampler(kind: str, combo: str, *, seed: int) -> optuna.samplers.BaseSampler:
@@ -55,4 +68,12 @@ def make_sampler(kind: str, combo: str, *, seed: int) -> optuna.samplers.BaseSam
     if kind == "tpe":
         # constant_liar keeps parallel workers from proposing the same point at the same time.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
     raise ValueError(f"unknown sampler {kind!r}; choose from {', '.join(SAMPLERS)}")
+
+
+__all__ = ["SAMPLERS", "canonical_key", "config_key", "distinct_points", "make_sampler",
+           "random_point", "suggest"]

@@ -1,83 +1,40 @@
-"""Where studies live and what they are called: one Optuna study per (setting, combo, goal)."""
+"""Where studies live and what they are called: one Optuna study per (setting, combo, goal).
+
+A study's name holds every part of its identity (tuner/setting.py): a run that would measure
+anything differently (other prompts, CLIP model, samples, seed, requirement, budget, GPU model)
+works on another study instead of mixing its trials into this one.
+
+Studies may live on a database server shared by several hosts (PostgreSQL): its URL's password
+is never shown (urls.py), and a trial whose worker died on another host is found by heartbeat.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
-import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import optuna
-import torch
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages import RDBStorage
 
-from ..evaluator import Setting
 from ..messages import described
+from ..record import StudyRecord, TrialRecord, trial_records
+from ..setting import Goal, Setting
+from .urls import connectable, masked, scrubbed
+from .workers import requeue
 
 DB_NAME = "tuner.db"
-
-# Attribute names on trials.
-CONFIG, CANONICAL, FAIL_REASON, DUPLICATE_OF, INVALID, WORKER = (
-    "config", "canonical", "fail_reason", "duplicate_of", "invalid", "worker")
-BASELINE_LATENCY = "baseline_latency@"  # study attribute prefix; one key per worker
+PACKAGES = ("tuner", "torch", "diffusers", "transformers", "DeepCache", "tomesd", "tgate", "optuna")
 
 
 class StudiesError(ValueError):
     """The studies cannot be found or opened; one line."""
-PACKAGES = ("tuner", "torch", "diffusers", "transformers", "DeepCache", "tomesd", "tgate", "optuna")
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What the search is for.
-
-    With no requirement: maximise speedup and minimise loss (a Pareto front) under the loss
-    budget, and pick the fastest feasible trial. With a required speedup (or latency, turned
-    into a speedup against the measured baseline): maximise speedup under the budget, and pick
-    the feasible trial that reaches the requirement with the lowest loss.
-    """
-
-    loss_budget: float = 0.02
-    metric: str = "clip"
-    req_speedup: float | None = None
-    req_time: float | None = None
-
-    @property
-    def mode(self) -> str:
-        return "max_speedup" if self.req_speedup is None and self.req_time is None \
-            else "req_speedup"
-
-    @property
-    def multi_objective(self) -> bool:
-        return self.mode == "max_speedup"
-
-    @property
-    def loss_name(self) -> str:
-        return f"{self.metric}_loss"
-
-    def required_speedup(self, baseline_latency: float | None) -> float | None:
-        if self.req_speedup is not None:
-            return self.req_speedup
-        if self.req_time is not None and baseline_latency:
-            return baseline_latency / self.req_time
-        return None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def study_name(setting: Setting, combo: str, goal: Goal) -> str:
     """Readable in optuna-dashboard; every part that changes the measurements is in it."""
     objective = "speedup x loss" if goal.multi_objective else "speedup"
-    return " | ".join(filter(None, [
-        setting.pipe, setting.scheduler, f"{setting.steps} steps",
-        f"{setting.height}x{setting.width}", f"batch {setting.batch_size}",
-        f"{setting.num_samples} samples", f"seed {setting.seed}", setting.device,
-        f"{goal.metric} loss <= {goal.loss_budget:g}", combo, objective,
-    ]))
+    return " | ".join([*setting.parts, goal.key, combo, objective])
 
 
 def check_storage_url(url: str) -> None:
@@ -88,39 +45,63 @@ def check_storage_url(url: str) -> None:
     try:
         make_url(url)
     except ArgumentError:
-        raise ValueError(f"--storage {url!r} is not a database URL "
+        raise ValueError(f"--storage {masked(url)!r} is not a database URL "
                          f"(e.g. postgresql://user@host/db or sqlite:///path.db)") from None
 
 
-def storage_url(studies: str | Path) -> str:
+def storage_url(studies) -> str:
     return f"sqlite:///{Path(studies).resolve() / DB_NAME}"
+
+
+def _requeue_stale(study: optuna.Study, trial) -> None:
+    """A trial silent for three beats (its worker was killed, or its host went away) runs again
+    with the same parameters, as a dead worker's trial on this host does (workers.py): the
+    retry carries none of the dead trial's claim, so no process takes it for a running one."""
+    requeue(study, trial)
+
+
+def _cannot_open(url: str, err: Exception) -> StudiesError:
+    """One line that names the studies without the password, nor lets the driver's message
+    show it."""
+    reason = scrubbed(described(err), url)
+    if isinstance(err, ImportError) and url.split("://")[0] in ("postgresql",
+                                                                 "postgresql+psycopg"):
+        reason += "; pip install 'tuner[postgres]'"
+    return StudiesError(f"cannot open the studies at {masked(url)}: {reason}")
 
 
 def open_storage(url: str, *, heartbeat: int = 10) -> RDBStorage:
     """An RDB storage whose running trials beat every `heartbeat` seconds; a trial silent for
-    three beats (its worker was killed) is failed and re-queued with the same parameters."""
+    three beats (its worker was killed, here or on another host) is failed and re-queued with
+    the same parameters."""
+    import time
     import warnings
 
     sqlite = url.startswith("sqlite")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else {},
-                heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
-        if sqlite:  # readers (the dashboard, other workers) no longer block the writer
-            with storage.engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-    except Exception as err:  # no driver, a server that does not answer, a broken file
-        raise StudiesError(f"cannot open the studies at {url}: {described(err)}") from None
-    return storage
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()})"
+    # A server's connections can be dropped while a trial runs (idle timeouts, a restart).
+    engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    connectable(url), engine_kwargs=engine,
+                    heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=_requeue_stale)
+            if sqlite:  # readers (the dashboard, other workers) no longer block the writer
+                with storage.engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            return storage
+        except Exception as err:  # no driver, a server that does not answer, a broken file
+            # Processes started together on a new database race to create its tables
+            # (PostgreSQL says so as a duplicate key of its catalogue, SQLite sometimes as a
+            # duplicate schema version).
+            racing = ("already exists", "duplicate key", "UNIQUE constraint failed")
+            if any(s in str(err) for s in racing) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise _cannot_open(url, err) from None
+    raise AssertionError("unreachable")
 
 
 def versions() -> dict[str, str]:
@@ -133,103 +114,103 @@ def versions() -> dict[str, str]:
     return found
 
 
-def open_study(storage, setting: Setting, combo: str, goal: Goal, sampler) -> optuna.Study:
+def open_study(storage, setting: Setting, combo: str, goal: Goal, prompts: list[str],
+               sampler=None) -> optuna.Study:
     name = study_name(setting, combo, goal)
     directions = ["maximize", "minimize"] if goal.multi_objective else ["maximize"]
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 directions=directions, load_if_exists=True)
-    if "setting" not in study.user_attrs:
+    if not StudyRecord.has_identity(study):
         study.set_metric_names(["speedup", goal.loss_name] if goal.multi_objective
                                else ["speedup"])
-        study.set_user_attr("setting", setting.as_dict())
-        study.set_user_attr("combo", combo)
-        study.set_user_attr("goal", goal.as_dict())
+        StudyRecord.write_identity(study, setting=setting, goal=goal, combo=combo,
+                                   prompts=prompts)
     return study
 
 
-def baseline_latencies(study: optuna.Study) -> list[dict]:
-    """Every baseline latency measured for this study, one entry per worker (and run)."""
-    return sorted((v for k, v in study.user_attrs.items() if k.startswith(BASELINE_LATENCY)),
-                  key=lambda entry: entry["at"])
+def load_group(storage, setting: Setting, goal: Goal, combos
+               ) -> list[tuple[optuna.Study, StudyRecord, list[TrialRecord]]]:
+    """The existing studies of `combos` for this setting and goal, in the order given."""
+    names = set(optuna.get_all_study_names(storage))
+    found = []
+    for combo in combos:
+        name = study_name(setting, combo, goal)
+        if name in names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            found.append((study, StudyRecord.of(study), trial_records(study)))
+    return found
 
 
-def latest_baseline_latency(studies) -> float | None:
-    """The most recent baseline latency any worker recorded on these studies."""
-    history = sorted((h for s in studies for h in baseline_latencies(s)), key=lambda h: h["at"])
-    return history[-1]["latency"] if history else None
+@dataclass(frozen=True)
+class Studies:
+    url: str  # the storage URL as shown (report, dashboard): its password masked
+    artifacts: Path | None  # the artifact store's folder, if there is one
+    folder: Path | None  # the studies folder, when not given as a storage URL
+    secret_url: str | None = field(default=None, repr=False, compare=False)  # to connect
+
+    def storage(self):
+        """An Optuna storage on the studies (reading an existing database; no tables made)."""
+        import warnings
+
+        import optuna
+
+        url = self.secret_url or self.url
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return optuna.storages.RDBStorage(connectable(url), skip_table_creation=True)
+            except Exception as err:  # a broken file, a database server that does not answer
+                raise _cannot_open(url, err) from None
+
+    def artifact_store(self):
+        if self.artifacts is None:
+            return None
+        from ..artifacts import open_store
+
+        return open_store(self.artifacts, create=False)
 
 
-# -- counting trials ---------------------------------------------------------------------------
+def _sqlite_path(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
 
-# Reasons for failed trials that do not use up the budget: the first two are re-run.
-INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
-NOT_COUNTED = (INTERRUPTED, ORPHANED, SURPLUS)
-
-
-def counts_toward_budget(trial: FrozenTrial) -> bool:
-    """Finished trials count; those killed, interrupted or surplus do not."""
-    if trial.state == TrialState.COMPLETE:
-        return True
-    return (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs
-            and trial.user_attrs[FAIL_REASON] not in NOT_COUNTED)
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
-def finished_count(trials) -> int:
-    return sum(counts_toward_budget(t) for t in trials)
+def locate(studies: str | None = None, storage: str | None = None,
+           artifacts: str | None = None) -> Studies:
+    """The studies of a folder (``<studies>/tuner.db``) or a storage URL, and their artifacts.
 
-
-def answered(trial: FrozenTrial) -> bool:
-    """Scored, or found invalid: its configuration needs no second evaluation."""
-    return CANONICAL in trial.user_attrs and (
-        trial.state == TrialState.COMPLETE
-        or (trial.state == TrialState.FAIL and bool(trial.user_attrs.get(INVALID))))
-
-
-def this_worker() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_orphans(study: optuna.Study) -> list[int]:
-    """Fail and re-queue (same parameters) the running trials of dead workers.
-
-    Workers on this host are checked by process id, at once; trials of other hosts' workers
-    go stale through the storage's heartbeat instead.
+    Raises `StudiesError` when there is no database to read: reading never creates one.
     """
-    optuna.storages.fail_stale_trials(study)
-    me, recovered = this_worker(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER)
-        if not worker or worker["host"] != me["host"] or worker["pid"] == me["pid"] \
-                or _alive(worker["pid"]):
-            continue
-        storage = study._storage  # noqa: SLF001 - the public API has no way to fail a trial
+    from ..artifacts import artifact_dir
+    if storage is not None:
         try:
-            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, ORPHANED)  # noqa: SLF001
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        requeue(study, trial)
-        recovered.append(trial.number)
-    return recovered
+            check_storage_url(storage)
+        except ValueError as err:
+            raise StudiesError(str(err)) from None
+        path = _sqlite_path(storage)
+        if path is not None and not path.is_file():
+            raise StudiesError(f"no studies database at {str(path)!r} "
+                               f"(--storage {masked(storage)})")
+        url, folder = storage, None
+    else:
+        folder = Path(studies if studies is not None else "studies")
+        db = folder / DB_NAME
+        if not db.is_file():
+            what = "no studies folder" if not folder.is_dir() else "no studies database"
+            raise StudiesError(f"{what} at {str(db)!r}; run `tuner run --studies "
+                               f"{folder}` first, or pass --studies DIR or --storage URL")
+        url = storage_url(folder)
+    where = artifact_dir(studies=folder, storage=storage, explicit=artifacts)
+    if where is not None and not where.is_dir():
+        if artifacts is not None:
+            raise StudiesError(f"--artifacts {artifacts!r} is not a folder")
+        where = None  # the runs stored no images (--no-artifacts)
+    return Studies(masked(url), where, folder, url)
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a re-run of `trial`'s parameters, marked as Optuna's heartbeat retries are."""
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        # The sampler's own marks (GridSampler's grid_id) go along, as in Optuna's retries.
-        system_attrs={**trial.system_attrs,
-                      "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-                      "retry_history": history}))
+__all__ = ["DB_NAME", "Studies", "StudiesError", "check_storage_url", "load_group", "locate",
+           "open_storage", "open_study", "storage_url", "study_name", "versions"]

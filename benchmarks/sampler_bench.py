@@ -1,0 +1,310 @@
+"""Which sampler finds the answer soonest: a tabular benchmark of the tuner's search.
+
+`record` measures every distinct configuration of a combo once, with the tuner's own evaluator
+(speedup with its interval, loss with its interval), and writes the table. `replay` runs the
+tuner's real search layer (runner, objective with its pruning, dedup, confirmation) against the
+table instead of a pipeline, as tabular HPO benchmarks do (HPOBench, NAS-Bench), for several
+samplers and seeds, and counts the evaluations until the answer is within 2 % of the table's
+optimum (the fastest feasible configuration). It also says when `--patience K` would have
+stopped each replay, and whether it had found the answer by then.
+
+    python benchmarks/sampler_bench.py record --pipe tiny-shapes --combo deepcache+tome \\
+        --steps 20 --out benchmarks/tables/tiny-shapes-deepcache+tome.json
+    python benchmarks/sampler_bench.py replay benchmarks/tables/tiny-shapes-deepcache+tome.json \\
+        --seeds 20 --out benchmarks/results/.../replay.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tuner.record import QualityEstimate, SpeedEstimate  # noqa: E402
+from tuner.setting import Goal, Setting  # noqa: E402
+
+WITHIN = 0.02  # "found" = within 2 % of the optimum's speedup
+
+
+# -- recording a table ------------------------------------------------------------------------
+
+
+def record(args) -> None:
+    import torch
+
+    from tuner import accelerators
+    from tuner.accelerators import AcceleratorError
+    from tuner.app import build
+    from tuner.options import RunOptions
+    from tuner.search.space import canonical_key
+
+    options = RunOptions(pipe=args.pipe, steps=args.steps, batch_size=args.batch_size,
+                         num_samples=args.num_samples, device=args.device, metric=args.metric,
+                         timing_pairs=args.pairs, max_timing_pairs=args.max_pairs,
+                         threads=args.threads, progress=False)
+    session = build(options, say=lambda m: print(m, file=sys.stderr))
+    ev, s = session.evaluator, session.setting
+    ev.measure_baseline()
+    grid = accelerators.grid(args.combo)
+    out, partial = Path(args.out), Path(args.out + ".partial")
+    table = {"combo": args.combo, "setting": s.as_dict(), "metric": args.metric,
+             "device": s.device, "torch_threads": torch.get_num_threads(),
+             "baseline_latency": ev.plain_runs.latency, "seconds": 0.0, "grid": [],
+             "points": {}}
+    if partial.exists():  # an interrupted recording of the same table goes on where it stopped
+        earlier = json.loads(partial.read_text())
+        if (earlier["combo"], earlier["setting"]) == (args.combo, s.as_dict()):
+            table["points"], table["seconds"] = earlier["points"], earlier["seconds"]
+            print(f"resuming {partial}: {len(table['points'])} points", file=sys.stderr)
+    seen = table["points"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for values in itertools.product(*grid.values()):
+        config = accelerators.split_params(dict(zip(grid, values)))
+        key = canonical_key(ev.pipe, config, steps=s.steps, height=s.height, width=s.width)
+        if key not in seen:
+            started = time.perf_counter()
+            try:
+                e = ev.evaluate(config)
+                seen[key] = {"speed": e.speed.as_dict(), "quality": e.quality.as_dict()}
+            except AcceleratorError as err:
+                seen[key] = {"invalid": str(err)}
+            table["seconds"] += time.perf_counter() - started
+            partial.write_text(json.dumps(table) + "\n")
+            print(f"{len(seen):4d} {json.dumps(config)} {seen[key].get('invalid') or ''}"
+                  f"{e.speed.value if 'speed' in seen[key] else ''}", file=sys.stderr)
+        table["grid"].append({"params": dict(zip(grid, values)), "canonical": key})
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
+    print(f"wrote {out}: {len(table['grid'])} grid points, {len(seen)} distinct",
+          file=sys.stderr)
+
+
+# -- replaying it ------------------------------------------------------------------------------
+
+
+class Table:
+    def __init__(self, data: dict, goal: Goal):
+        self.data, self.goal = data, goal
+        self.key_of = {json.dumps(r["params"], sort_keys=True): r["canonical"]
+                       for r in data["grid"]}
+        self.points = data["points"]
+        feasible = [self.speed(k).value for k, p in self.points.items()
+                    if "quality" in p and self.quality(k).within(goal)]
+        self.optimum = max(feasible) if feasible else None
+
+    def speed(self, key: str) -> SpeedEstimate:
+        return SpeedEstimate.from_dict(self.points[key]["speed"])
+
+    def quality(self, key: str) -> QualityEstimate:
+        return QualityEstimate.from_dict(self.points[key]["quality"])
+
+    def key(self, config: dict) -> str:
+        flat = {f"{name}.{knob}": v for name, knobs in config.items() for knob, v in knobs.items()}
+        return self.key_of[json.dumps(flat, sort_keys=True)]
+
+
+class TableEvaluator:
+    """Stands in for tuner.evaluator.Evaluator: every number comes from the table."""
+
+    def __init__(self, table: Table):
+        from tuner.evaluator import Baseline
+        from tuner.timing import PlainRuns, Run, Stats, TimingPolicy
+
+        self.table, self.pipe = table, None
+        self.setting = Setting.from_dict(table.data["setting"])
+        self.timing = TimingPolicy()
+        latency = table.data["baseline_latency"]
+        self.plain_runs = PlainRuns(_NoClock(), self.timing)
+        self.plain_runs.add(Run(0.0, latency))
+        self.baseline = Baseline(Stats.of([latency]), [30.0] * self.setting.num_samples, None)
+        self.evaluations: list[str] = []
+
+    def evaluate(self, config, *, slower_than=None, loss_budget=None):
+        from tuner.accelerators import NoEffect
+        from tuner.evaluator import Evaluation
+        from tuner.record import PRUNED_LOSS, PRUNED_SLOW
+
+        key = self.table.key(config)
+        self.evaluations.append(key)
+        point = self.table.points[key]
+        if "invalid" in point:
+            raise NoEffect(point["invalid"])
+        speed, quality = self.table.speed(key), self.table.quality(key)
+        pruned = PRUNED_SLOW if slower_than is not None and speed.speedup.high < slower_than \
+            else PRUNED_LOSS if loss_budget is not None and quality.loss.low > loss_budget \
+            else None
+        return Evaluation(config, speed, quality, pruned, sample_images=None)
+
+    def race(self, configs, keep, *, max_rounds=None):
+        from tuner.evaluator import Race
+
+        return Race([self.table.speed(self.table.key(c)) for c in configs],
+                    self.table.data["baseline_latency"], 0)
+
+
+class _NoClock:
+    def now(self) -> float:
+        return 0.0
+
+    def sync(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def table_driven(table: Table):
+    """The search layer's pipeline-dependent helpers answered from the table."""
+    import tuner.search.objective as objective
+    import tuner.search.runner as runner
+
+    saved = (objective.canonical_key, objective.accelerators.check, runner.distinct_points,
+             runner.canonical_key)
+    objective.canonical_key = runner.canonical_key = lambda pipe, config, **kw: table.key(config)
+    objective.accelerators.check = lambda *a, **kw: None
+    runner.distinct_points = lambda *a, **kw: len(table.points)
+    try:
+        yield
+    finally:
+        (objective.canonical_key, objective.accelerators.check, runner.distinct_points,
+         runner.canonical_key) = saved
+
+
+def replay_once(table: Table, sampler: str, seed: int, budget: int) -> dict:
+    """One search against the table: the answer's true speedup after each evaluation."""
+    import optuna
+
+    from tuner.search.runner import SearchPlan, run_combo
+
+    ev = TableEvaluator(table)
+    storage = optuna.storages.InMemoryStorage()
+    plan = SearchPlan((table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
+                      sampler_seed=seed, patience=None, progress=False)
+    found_at, best, improved_at = None, -math.inf, []
+    started = time.perf_counter()
+
+    def stop_when_found(study, trial):
+        nonlocal found_at, best
+        n = len(set(ev.evaluations))
+        ok = [k for k in set(ev.evaluations) if "quality" in table.points[k]
+              and table.quality(k).within(table.goal)]
+        current = max((table.speed(k).value for k in ok), default=-math.inf)
+        if current > best * (1 + ev.timing.precision) or (best == -math.inf and ok):
+            improved_at.append(n)
+        best = max(best, current)
+        if found_at is None and table.optimum and current >= (1 - WITHIN) * table.optimum:
+            found_at = n
+            study.stop()
+
+    with table_driven(table):
+        import tuner.search.runner as runner
+
+        original = runner.Objective
+        try:
+            runner.Objective = _stopping(original, stop_when_found)
+            run_combo(ev, storage, table.data["combo"], table.goal, plan, prompts=[])
+        finally:
+            runner.Objective = original
+    return {"sampler": sampler, "seed": seed, "found_at": found_at,
+            "evaluations": len(set(ev.evaluations)), "improved_at": improved_at,
+            "seconds": time.perf_counter() - started}
+
+
+def _stopping(objective_class, after_each):
+    """The runner's Objective, calling `after_each(study, trial)` after every trial."""
+
+    class Stopping(objective_class):
+        def __call__(self, trial):
+            try:
+                return super().__call__(trial)
+            finally:
+                after_each(trial.study, trial)
+
+    return Stopping
+
+
+def patience_outcome(run: dict, patience: int) -> bool:
+    """Whether a study with this patience would have found the answer before stopping: no
+    stretch of `patience` evaluations without progress came before it."""
+    if run["found_at"] is None:
+        return False
+    marks = [0, *run["improved_at"]]
+    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    return all(g <= patience for g in gaps)
+
+
+def replay(args) -> None:
+    data = json.loads(Path(args.table).read_text())
+    goal = Goal(loss_budget=args.budget, metric=data["metric"])
+    table = Table(data, goal)
+    if table.optimum is None:
+        sys.exit("no feasible point in the table at this budget")
+    distinct, grid_size = len(table.points), len(data["grid"])
+    near = sum(1 for k, p in table.points.items() if "quality" in p
+               and table.quality(k).within(goal)
+               and table.speed(k).value >= (1 - WITHIN) * table.optimum)
+    print(f"{args.table}: {grid_size} grid points, {distinct} distinct; optimum "
+          f"{table.optimum:.3f}x; within {WITHIN:.0%} of it: {near} points", file=sys.stderr)
+    runs = []
+    for sampler in args.samplers:
+        for seed in range(args.seeds):
+            run = replay_once(table, sampler, seed, budget=grid_size)
+            runs.append(run)
+            print(f"{sampler:6s} seed {seed:2d}: found at {run['found_at']} "
+                  f"({run['seconds']:.1f}s)", file=sys.stderr)
+    summary = {}
+    for sampler in args.samplers:
+        found = [r["found_at"] or math.inf for r in runs if r["sampler"] == sampler]
+        found.sort()
+        p90 = found[min(len(found) - 1, math.ceil(0.9 * len(found)) - 1)]
+        summary[sampler] = {"median": statistics.median(found), "p90": p90,
+                            "never": sum(f == math.inf for f in found),
+                            "patience": {k: sum(patience_outcome(r, k) for r in runs
+                                                if r["sampler"] == sampler) / args.seeds
+                                         for k in (10, 20, 30, 40, 60)}}
+    print(json.dumps(summary, indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"table": args.table, "budget": args.budget,
+                                              "grid": grid_size, "distinct": distinct,
+                                              "optimum": table.optimum, "summary": summary,
+                                              "runs": runs}, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("--pipe", default="tiny-shapes")
+    rec.add_argument("--combo", default="deepcache+tome")
+    rec.add_argument("--steps", type=int, default=20)
+    rec.add_argument("--batch-size", type=int, default=4)
+    rec.add_argument("--num-samples", type=int, default=16)
+    rec.add_argument("--metric", default="clip")
+    rec.add_argument("--device", default="auto")
+    rec.add_argument("--pairs", type=int, default=3)
+    rec.add_argument("--max-pairs", type=int, default=12)
+    rec.add_argument("--threads", type=int)
+    rec.add_argument("--out", required=True)
+    rep = sub.add_parser("replay")
+    rep.add_argument("table")
+    rep.add_argument("--budget", type=float, default=0.02)
+    rep.add_argument("--seeds", type=int, default=20)
+    rep.add_argument("--samplers", nargs="+", default=["tpe", "random", "grid", "gp"])
+    rep.add_argument("--out")
+    args = parser.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    record(args) if args.command == "record" else replay(args)
+
+
+if __name__ == "__main__":
+    main()

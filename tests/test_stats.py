@@ -1,0 +1,97 @@
+"""The statistics behind every interval the tuner reports (pure Python, checked against known
+values and by simulation)."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from tuner.stats import (Interval, mean_interval, ratio_interval,
+                         relative_loss_interval, sequential_confidence, t_cdf, t_quantile)
+
+
+@pytest.mark.parametrize("df,expected", [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281),
+                                         (30, 2.0423), (1000, 1.9623)])
+def test_t_quantile_matches_the_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-4)
+    assert t_cdf(t_quantile(0.9, df), df) == pytest.approx(0.9, abs=1e-12)
+
+
+def test_ratio_interval_is_a_geometric_mean_with_a_log_t_interval():
+    ratios = [2.0, 2.2, 1.9, 2.1]
+    found = ratio_interval(ratios)
+    logs = [math.log(r) for r in ratios]
+    assert found.value == pytest.approx(math.exp(statistics.fmean(logs)))
+    half = t_quantile(0.975, 3) * statistics.stdev(logs) / 2
+    assert found.low == pytest.approx(found.value * math.exp(-half))
+    assert found.high == pytest.approx(found.value * math.exp(half))
+    assert found.n == 4
+    exact = ratio_interval([1.5, 1.5, 1.5])
+    assert (exact.value, exact.low, exact.high) == pytest.approx((1.5, 1.5, 1.5))
+    assert exact.relative_half_width == pytest.approx(0.0)
+    single = ratio_interval([3.0])
+    assert single.value == pytest.approx(3.0) and single.high == math.inf
+    with pytest.raises(ValueError):
+        ratio_interval([])
+
+
+def test_ratio_interval_covers_the_true_speedup_95_percent_of_the_time():
+    rng, truth, hits, runs = random.Random(0), 2.5, 0, 2000
+    for _ in range(runs):
+        sample = [truth * math.exp(rng.gauss(0, 0.05)) for _ in range(5)]
+        interval = ratio_interval(sample)
+        hits += interval.low <= truth <= interval.high
+    assert 0.93 <= hits / runs <= 0.97
+
+
+def test_paired_relative_loss_and_why_pairing_matters():
+    rng = random.Random(1)
+    base = [rng.uniform(20, 35) for _ in range(16)]  # prompts differ a lot
+    accelerated = [b * 0.98 + rng.gauss(0, 0.05) for b in base]  # a 2 % loss, little noise
+    found = relative_loss_interval(base, accelerated)
+    assert found.value == pytest.approx((statistics.fmean(base) - statistics.fmean(accelerated))
+                                        / statistics.fmean(base))
+    assert found.value == pytest.approx(0.02, abs=0.002)
+    assert found.high - found.low < 0.005  # paired: the prompts' spread cancels
+    unpaired = mean_interval(accelerated)  # what an unpaired comparison would have to live with
+    assert (unpaired.high - unpaired.low) / statistics.fmean(base) > 0.1
+    exact = relative_loss_interval([10, 20, 30], [9, 18, 27])  # exactly 10 % on every image
+    assert (exact.value, exact.low, exact.high) == pytest.approx((0.1, 0.1, 0.1))
+    assert relative_loss_interval([0, 0], [0, 0]).value == 0.0
+    with pytest.raises(ValueError):
+        relative_loss_interval([1, 2], [1])
+
+
+def test_sequential_looks_keep_false_stops_under_alpha():
+    """A configuration exactly at the budget, looked at after each of 8 batches of 4 images:
+    stopping at the first look whose lower bound is over budget must happen <= 5 % of the
+    time with the corrected confidence, and far more often without it."""
+    rng, budget, looks = random.Random(2), 0.02, 8
+    corrected = naive = 0
+    for _ in range(600):
+        base, acc = [], []
+        stopped = {"corrected": False, "naive": False}
+        for _ in range(looks):
+            for _ in range(4):
+                b = rng.uniform(20, 35)
+                base.append(b)
+                acc.append(b * (1 - budget) + rng.gauss(0, 0.4))
+            for kind, confidence in (("corrected", sequential_confidence(looks)),
+                                     ("naive", 0.90)):
+                if relative_loss_interval(base, acc, confidence).low > budget:
+                    stopped[kind] = True
+        corrected += stopped["corrected"]
+        naive += stopped["naive"]
+    assert corrected / 600 <= 0.05
+    assert naive > corrected
+
+
+def test_interval_overlap_and_width():
+    a, b, c = Interval(2.0, 1.9, 2.1, 5), Interval(2.15, 2.05, 2.25, 5), Interval(3, 2.9, 3.1, 5)
+    assert a.overlaps(b) and b.overlaps(a)
+    assert not a.overlaps(c)
+    assert a.relative_half_width == pytest.approx(0.05)

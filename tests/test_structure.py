@@ -1,0 +1,55 @@
+"""How the code is held together: one module knows the names of what is stored on trials and
+studies, and reading results never needs torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
+
+
+def _uses_of_stored_attributes(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
+                and node.value.attr == "user_attrs":
+            found.append(f"{path.name}:{node.lineno} user_attrs[...]")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func
+            if target.attr == "set_user_attr" or (
+                    target.attr == "get" and isinstance(target.value, ast.Attribute)
+                    and target.value.attr == "user_attrs"):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(target)}(...)")
+    return found
+
+
+def test_only_the_record_module_reads_or_writes_stored_attributes_by_name():
+    uses = [use for path in sorted(PACKAGE.rglob("*.py")) if path.name != "record.py"
+            for use in _uses_of_stored_attributes(path)]
+    assert uses == []
+
+
+@pytest.mark.parametrize("module", ["tuner.cli", "tuner.report", "tuner.answer",
+                                    "tuner.search.results", "tuner.api"])
+def test_reading_results_does_not_need_torch(module):
+    code = f"import sys; sys.modules['torch'] = None; import {module}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_show_and_report_run_without_torch(tmp_path):
+    from sample_results import write_results
+
+    path = write_results(tmp_path / "r.json")
+    code = ("import sys; sys.modules['torch'] = None; from tuner.cli import main; "
+            f"sys.exit(main(['show', '--output', {str(path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Fastest within clip loss <= 0.02" in done.stdout

@@ -1,0 +1,310 @@
+"""The answer of a search: the configuration each combo's study chose, and the one chosen
+overall, with the numbers a user sees. Computed here, once, from the stored records; the run's
+table, `tuner show`, the report and `search_params.json` all render this object.
+
+Every speedup shown is an estimate with its interval, the confirmed one where the study's
+candidates were raced against each other (tuner/search/confirm.py), and both latencies come
+from that same estimate: baseline / speedup = accelerated latency, always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .record import (Confirmation, QualityEstimate, SpeedEstimate, StudyRecord, TrialRecord)
+from .setting import Goal, Setting
+from .stats import Interval
+
+CONFIRM_AT_MOST = 4  # candidates raced per study
+
+
+# -- choosing among trials ---------------------------------------------------------------------
+
+
+def speed_of(trial: TrialRecord, confirmation: Confirmation | None) -> SpeedEstimate:
+    """The confirmed speed of a raced trial, else its own."""
+    if confirmation is not None and trial.number in confirmation.speeds:
+        return confirmation.speeds[trial.number]
+    return trial.speed
+
+
+def feasible(trials: Iterable[TrialRecord], goal: Goal) -> list[TrialRecord]:
+    """Scored originals (not repeats) that keep the loss budget."""
+    return [t for t in trials if t.original and t.feasible(goal)]
+
+
+def _pick(items: Sequence, goal: Goal | None, *, speed, loss, order):
+    """The selection rule, for trials within a combo and for choices across combos: fastest;
+    with a requirement, the lowest loss among those reaching it, else the fastest (not met).
+    Ties go to the lower loss (or the higher speed), then to `order`. `speed(item)` is a
+    SpeedEstimate. Returns (item, met), met None without a requirement."""
+    required = goal is not None and goal.mode == "req_speedup"
+    if not items:
+        return None, (False if required else None)
+    fastest = min(items, key=lambda x: (-speed(x).value, loss(x), order(x)))
+    if not required:
+        return fastest, None
+    reaching = [x for x in items if goal.reaches(speed(x).value, speed(x).baseline_latency)]
+    if not reaching:
+        return fastest, False
+    return min(reaching, key=lambda x: (loss(x), -speed(x).value, order(x))), True
+
+
+def choose(trials: Iterable[TrialRecord], goal: Goal, confirmation: Confirmation | None = None
+           ) -> tuple[TrialRecord | None, bool | None]:
+    """The chosen feasible trial and whether it meets the requirement (None without one)."""
+    return _pick(feasible(trials, goal), goal, speed=lambda t: speed_of(t, confirmation),
+                 loss=lambda t: t.quality.loss.value, order=lambda t: t.number)
+
+
+def incumbent(trials: Iterable[TrialRecord], goal: Goal) -> TrialRecord | None:
+    """The fastest feasible trial so far, by its own estimate (what the search prunes against
+    when it looks for the fastest)."""
+    return _pick(feasible(trials, goal), None, speed=lambda t: t.speed,
+                 loss=lambda t: t.quality.loss.value, order=lambda t: t.number)[0]
+
+
+def candidates(trials: Sequence[TrialRecord], goal: Goal,
+               limit: int = CONFIRM_AT_MOST) -> list[TrialRecord]:
+    """The trials whose speedups must be measured again before an answer is given: every
+    feasible trial whose interval overlaps the best one's (with a requirement: whose interval
+    may reach it, by loss), up to `limit`."""
+    found = feasible(trials, goal)
+    if not found:
+        return []
+    best = incumbent(found, goal)
+    if goal.mode == "max_speedup":
+        close = [t for t in found if t.speed.speedup.overlaps(best.speed.speedup)]
+        close.sort(key=lambda t: (-t.speed.value, t.quality.loss.value, t.number))
+        return [best] + [t for t in close if t is not best][:limit - 1]
+    reaching = [t for t in found if goal.reaches(t.speed.speedup.high, t.speed.baseline_latency)]
+    reaching.sort(key=lambda t: (t.quality.loss.value, -t.speed.value, t.number))
+    return reaching[:limit] or [best]
+
+
+def still_in_race(intervals: dict[int, Interval], losses: dict[int, float],
+                  required: float | None) -> set[int]:
+    """Racing rule (after F-Race/irace, Birattari et al. 2002, Lopez-Ibanez et al. 2016, and
+    SMAC's intensification, Hutter et al. 2011): drop a candidate once its interval shows it
+    cannot be the answer.
+
+    Without a requirement, drop those confidently slower than the best. With one, the answer
+    is the lowest-loss candidate that reaches it: drop those confidently below it, and once
+    the lowest-loss remaining one is confidently above it, drop every other.
+    """
+    if required is None:
+        best = max(intervals, key=lambda i: intervals[i].value)
+        return {i for i, v in intervals.items() if v.high >= intervals[best].low}
+    alive = {i for i, v in intervals.items() if v.high >= required}
+    if not alive:  # none can reach it: the answer is the fastest; race for that
+        return still_in_race(intervals, losses, None)
+    first = min(alive, key=lambda i: losses[i])
+    return {first} if intervals[first].low >= required else alive
+
+
+def pareto_front(trials: Iterable[TrialRecord], goal: Goal) -> list[TrialRecord]:
+    """Feasible trials that no other feasible trial beats on both speedup and loss."""
+    found = feasible(trials, goal)
+
+    def dominated(t: TrialRecord) -> bool:
+        s, l_ = t.speed.value, t.quality.loss.value
+        return any(o.speed.value >= s and o.quality.loss.value <= l_
+                   and (o.speed.value > s or o.quality.loss.value < l_) for o in found)
+
+    return sorted((t for t in found if not dominated(t)), key=lambda t: t.speed.value)
+
+
+# -- the answer --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    combo: str
+    study: str
+    trial: int
+    config: dict
+    speed: SpeedEstimate  # the confirmed estimate where there is one
+    quality: QualityEstimate
+    confirmed: str | None = None  # the race that confirmed it
+
+    @property
+    def speedup(self) -> float:
+        return self.speed.value
+
+    @property
+    def latency(self) -> float:
+        return self.speed.latency
+
+    @property
+    def baseline_latency(self) -> float:
+        return self.speed.baseline_latency
+
+    def as_dict(self) -> dict:
+        return {"combo": self.combo, "study": self.study, "trial": self.trial,
+                "params": self.config, "speed": self.speed.as_dict(),
+                "quality": self.quality.as_dict(), "confirmed": self.confirmed,
+                # the headline numbers, flat, for whoever reads the file by hand
+                "speedup": self.speedup, "latency": self.latency,
+                "baseline_latency": self.baseline_latency, "loss": self.quality.loss.value}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Choice:
+        return cls(data["combo"], data["study"], data["trial"], data["params"],
+                   SpeedEstimate.from_dict(data["speed"]),
+                   QualityEstimate.from_dict(data["quality"]), data.get("confirmed"))
+
+
+@dataclass(frozen=True)
+class ComboAnswer:
+    combo: str
+    study: str
+    choice: Choice | None
+    evaluations: int  # configurations that ran the pipeline (repeats are free)
+    pruned: int  # of which stopped early (too slow, or loss over budget)
+    exhausted: bool  # every distinct configuration of the space was answered
+
+    def as_dict(self) -> dict:
+        return {"combo": self.combo, "study": self.study,
+                "chosen": self.choice.as_dict() if self.choice else None,
+                "evaluations": self.evaluations, "pruned": self.pruned,
+                "exhausted": self.exhausted}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ComboAnswer:
+        return cls(data["combo"], data["study"],
+                   Choice.from_dict(data["chosen"]) if data.get("chosen") else None,
+                   data["evaluations"], data["pruned"], data["exhausted"])
+
+
+@dataclass(frozen=True)
+class Answer:
+    setting: Setting
+    goal: Goal
+    required_speedup: float | None
+    combos: tuple[ComboAnswer, ...]
+    chosen: Choice | None
+    met: bool | None
+    notes: tuple[str, ...] = field(default=())
+    identical: bool = False  # every configuration evaluated gave the plain pipeline's output
+
+    def as_dict(self) -> dict:
+        return {"goal": self.goal.as_dict(), "required_speedup": self.required_speedup,
+                "met": self.met, "chosen": self.chosen.as_dict() if self.chosen else None,
+                "per_combo": {c.combo: c.as_dict() for c in self.combos},
+                "notes": list(self.notes), "identical": self.identical}
+
+    @classmethod
+    def from_dict(cls, setting: Setting, data: dict) -> Answer:
+        return cls(setting, Goal.from_dict(data["goal"]), data.get("required_speedup"),
+                   tuple(ComboAnswer.from_dict(c) for c in data["per_combo"].values()),
+                   Choice.from_dict(data["chosen"]) if data.get("chosen") else None,
+                   data.get("met"), tuple(data.get("notes", ())), bool(data.get("identical")))
+
+    def table(self) -> str:
+        """The run's closing table, and what `tuner show` prints."""
+        lines = [f"{'combo':<22} {'evals':>5} {'pruned':>6} {'speedup':>20} "
+                 f"{self.goal.metric + ' loss':>22}  params"]
+        for c in self.combos:
+            note = " (space exhausted)" if c.exhausted else ""
+            head = f"{c.combo:<22} {c.evaluations:>5} {c.pruned:>6}"
+            if c.choice is None:
+                lines.append(f"{head} {'-':>20} {'-':>22}  no feasible configuration{note}")
+                continue
+            lines.append(f"{head} {speed_text(c.choice.speed):>20} "
+                         f"{loss_text(c.choice.quality.loss):>22}  "
+                         f"{config_text(c.choice.config)}{note}")
+        lines.append("")
+        lines.append(self.summary())
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        budget = self.goal.budget
+        if self.identical:
+            return (f"Every configuration tried gives output bit-identical to the plain "
+                    f"pipeline at {self.setting.steps} steps: nothing to accelerate here.")
+        if self.chosen is None:
+            return f"No configuration keeps {budget}."
+        c = self.chosen
+        answer = (f"{c.combo} {config_text(c.config)}: {speed_text(c.speed)}, "
+                  f"{loss_text(c.quality.loss)} {self.goal.metric} loss "
+                  f"({c.baseline_latency:.3f}s -> {c.latency:.3f}s per batch)")
+        if c.confirmed:
+            answer += ", confirmed"
+        if self.required_speedup is None:
+            return f"Fastest within {budget}: {answer}"
+        required = f"{self.required_speedup:.2f}x"
+        if self.goal.req_time is not None:
+            required += f" ({self.goal.req_time:g}s per batch)"
+        if self.met:
+            return f"Meets {required} within {budget} with the lowest loss: {answer}"
+        return f"Nothing reaches {required} within {budget}; closest: {answer}"
+
+
+def speed_text(speed: SpeedEstimate) -> str:
+    s = speed.speedup
+    return f"{s.value:.2f}x [{s.low:.2f}, {s.high:.2f}]"
+
+
+def loss_text(loss: Interval) -> str:
+    return f"{loss.value:.2%} [{loss.low:.2%}, {loss.high:.2%}]"
+
+
+def config_text(config: dict) -> str:
+    """`deepcache(cache_interval=3, cache_branch_id=0) tome(...)`"""
+    return " ".join(f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+                    for name, params in config.items())
+
+
+def _choice(study: StudyRecord, trial: TrialRecord | None) -> Choice | None:
+    if trial is None:
+        return None
+    confirmation = study.confirmation
+    raced = confirmation is not None and trial.number in confirmation.speeds
+    return Choice(study.combo, study.name, trial.number, trial.config,
+                  speed_of(trial, confirmation), trial.quality,
+                  confirmation.race if raced else None)
+
+
+def baseline_latency(studies: Sequence[StudyRecord]) -> float | None:
+    """The plain latency an answer is stated against: that of the latest race, else the
+    latest plain latency any worker measured."""
+    raced = [s.confirmation for s in studies if s.confirmation is not None]
+    if raced:
+        return max(raced, key=lambda c: c.at).baseline_latency
+    measured = [p for s in studies for p in s.plain_latencies]
+    return max(measured, key=lambda p: p.at).latency if measured else None
+
+
+def answer(setting: Setting, goal: Goal,
+           studies: Sequence[tuple[StudyRecord, list[TrialRecord]]],
+           notes: Sequence[str] = ()) -> Answer:
+    """The answer for one setting and goal from its combos' studies (in combo order)."""
+    required = goal.required_speedup(baseline_latency([s for s, _ in studies]))
+    combos = []
+    for study, trials in studies:
+        chosen, _ = choose(trials, goal, study.confirmation)
+        answered = {t.canonical for t in trials if t.answered}
+        combos.append(ComboAnswer(
+            study.combo, study.name, _choice(study, chosen),
+            sum(t.evaluated for t in trials),
+            sum(t.evaluated and t.state == "PRUNED" for t in trials),
+            study.distinct_points is not None and len(answered) >= study.distinct_points))
+    chosen, met = overall([c.choice for c in combos], goal)
+    tried = [t for _, trials in studies for t in trials if t.evaluated or t.invalid]
+    identical = bool(tried) and all(t.invalid and "bit-identical" in (t.fail_reason or "")
+                                    for t in tried)
+    return Answer(setting, goal, required, tuple(combos), chosen, met, tuple(notes), identical)
+
+
+def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None, bool | None]:
+    """The answer across combos, by the same rule as within one; and whether it is met."""
+    found = [c for c in choices if c is not None]
+    return _pick(found, goal, speed=lambda c: c.speed, loss=lambda c: c.quality.loss.value,
+                 order=found.index)
+
+
+__all__ = ["Answer", "Choice", "ComboAnswer", "answer", "baseline_latency", "candidates",
+           "choose", "config_text", "feasible", "incumbent", "loss_text", "overall",
+           "pareto_front", "speed_of", "speed_text", "still_in_race"]

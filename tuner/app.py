@@ -1,0 +1,429 @@
+"""The application: from `RunOptions` to a loaded pipeline, an evaluator, the studies and the
+answer. One layer above the search (tuner/search), which receives what is assembled here; the
+command line and the benchmarks both build through `build`.
+
+With several workers the launching process loads nothing: it starts one worker process per GPU
+(each builds its own evaluator and measures its own baseline), follows their progress in the
+storage, and writes the answer once they are done (the worker protocol: search/workers.py).
+
+SIGTERM (Slurm, Kubernetes and systemd stop a run with it) does what Ctrl-C does: the running
+trial is marked interrupted and re-queued, and `tuner run` exits with 143 (Ctrl-C: 130); a
+launcher forwards it to its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .answer import Answer, answer
+from .options import RunOptions
+from .presets import RANDOM_WEIGHTS_NOTE, is_preset
+from .setting import Goal, Setting, prompts_id
+
+
+@dataclass
+class Session:
+    """What a process works with: the loaded pipeline, its evaluator and its setting."""
+
+    pipe: object
+    evaluator: object  # tuner.evaluator.Evaluator
+    setting: Setting
+    prompts: list[str]
+    threads: int | None  # torch's CPU threads (None on a GPU)
+
+
+def choose_prompts(options: RunOptions) -> list[str]:
+    from . import prompts
+    from .presets import trained_prompts
+
+    pool = prompts.load_prompts(options.prompts) if options.prompts \
+        else trained_prompts(options.pipe) or list(prompts.BUILTIN_PROMPTS)
+    return prompts.choose_prompts(pool, options.num_samples, options.seed)
+
+
+def clip_model_name(options: RunOptions) -> str:
+    from .metrics import default_clip_model
+
+    return default_clip_model(options.pipe) if options.clip_model == "auto" \
+        else options.clip_model
+
+
+def setting_without_loading(options: RunOptions) -> Setting:
+    """The setting the workers will build, known without loading the model."""
+    from .pipelines import device_name, native_size_of, resolve_device
+
+    return options.setting(native=native_size_of(options.pipe),
+                           device=device_name(resolve_device(options.device)),
+                           clip_model=clip_model_name(options),
+                           prompts_id=prompts_id(choose_prompts(options)))
+
+
+def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Session:
+    """Load the model and CLIP, choose the prompts (and on CPU the thread count), and make the
+    evaluator; measures nothing yet."""
+    import torch
+
+    from . import metrics, pipelines
+    from .evaluator import Evaluator
+
+    chosen = choose_prompts(options)
+    device = pipelines.resolve_device(options.device)
+    moved = pipelines.resolve_model(options.pipe)[1]
+    if moved and options.worker is None:
+        print(f"note: {moved}", file=sys.stderr)
+    say(f"loading {options.pipe} on {device} ...")
+    pipe = pipelines.load_pipeline(options.pipe, device=device)
+    pipelines.set_scheduler(pipe, options.sched)
+    clip = clip_model_name(options)
+    setting = options.setting(native=pipelines.native_size(pipe),
+                              device=pipelines.device_name(device), clip_model=clip,
+                              prompts_id=prompts_id(chosen))
+    scorer = metrics.load_clip_scorer(clip, device=device, dtype=pipelines.default_dtype(device))
+    evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.metric,
+                          timing=options.timing, clock=clock)
+    threads = None
+    if device.type == "cpu":
+        threads = options.threads or _measured_threads(evaluator, say)
+        torch.set_num_threads(threads)
+    return Session(pipe, evaluator, setting, chosen, threads)
+
+
+def _measured_threads(evaluator, say) -> int:
+    """The CPU thread count that keeps latency from collapsing on a busy machine (measured)."""
+    import torch
+
+    from .timing import choose_threads
+
+    cores = os.cpu_count() or 1
+    counts = sorted({1, *(c for c in (2, 4, 8, 16, 32) if c <= cores), cores})
+
+    def time_one(count: int) -> float:
+        torch.set_num_threads(count)
+        return evaluator.time_plain_batch()
+
+    best, seen = choose_threads(time_one, counts)
+    say("CPU threads: " + ", ".join(f"{c}: slowest {max(t):.3f}s" for c, t in seen.items())
+        + f" -> {best}")
+    return best
+
+
+def current_answer(storage, setting: Setting, goal: Goal, notes=()) -> Answer | None:
+    """The answer for this setting and goal, from every combo's study of it."""
+    from .accelerators import COMBOS
+    from .search.studies import load_group
+
+    group = load_group(storage, setting, goal, COMBOS)
+    if not group:
+        return None
+    return answer(setting, goal, [(r, t) for _, r, t in group], notes)
+
+
+def save_answer(storage, setting: Setting, options: RunOptions, notes=(),
+                model: dict | None = None) -> Answer | None:
+    from .search import results
+
+    found = current_answer(storage, setting, options.goal, notes)
+    if found is not None:
+        results.merge(options.output, found, model=model)
+    return found
+
+
+def _storage(options: RunOptions):
+    from .search.studies import open_storage
+
+    if options.storage is None:
+        Path(options.studies).mkdir(parents=True, exist_ok=True)
+    return open_storage(options.storage_url, heartbeat=options.heartbeat)
+
+
+def _say(options: RunOptions):
+    def say(message: str) -> None:
+        if options.progress and options.worker is None:
+            print(message, file=sys.stderr)
+    return say
+
+
+DEGENERATE_CLIP = 5.0  # real models' images score 20-35 against their prompts
+
+
+def _degenerate_clip(options: RunOptions, session: Session) -> str | None:
+    score = session.evaluator.baseline.clip_score
+    if options.metric == "clip" and score < DEGENERATE_CLIP:
+        return (f"the plain pipeline's images score {score:.2f} against their prompts with "
+                f"{session.setting.clip_model} (real models score 20-35): CLIP losses mean "
+                f"nothing here; --metric ssim measures fidelity instead")
+    return None
+
+
+def _notes(options: RunOptions, session: Session) -> list[str]:
+    notes = [n for n in [_degenerate_clip(options, session)] if n]
+    if session.evaluator.plain_runs.noisy():
+        notes.append(f"timings on this machine spread {session.evaluator.noise:.0%}: is "
+                     f"something else running? The intervals say how far to trust them.")
+    if is_preset(options.pipe):
+        notes.append(RANDOM_WEIGHTS_NOTE)
+    return notes
+
+
+def plan_of(options: RunOptions, session: Session):
+    from .search.runner import SearchPlan
+
+    return SearchPlan(options.combos, options.trials, options.sampler, options.seed,
+                      options.sampler_seed, options.patience, options.full_front,
+                      options.stop_when_met, options.progress and options.worker is None,
+                      options.worker, session.setting.device, session.threads)
+
+
+def _already_answered(options: RunOptions, storage) -> Answer | None:
+    """The stored answer, when every combo's study has nothing left to do for these options:
+    a rerun then answers at once instead of loading the model and measuring a baseline."""
+    from .accelerators import COMBOS
+    from .answer import choose
+    from .search.runner import stalled
+    from .search.studies import load_group
+
+    try:
+        setting = setting_without_loading(options)
+    except Exception:  # configs not at hand: find out the long way
+        return None
+    group = {r.combo: (r, t) for _, r, t in load_group(storage, setting, options.goal, COMBOS)}
+    for combo in options.combos:
+        if combo not in group:
+            return None
+        record, trials = group[combo]
+        done = sum(t.evaluated for t in trials) >= options.trials \
+            or len({t.canonical for t in trials if t.answered}) >= (record.distinct_points or 0) \
+            or (options.patience and stalled(trials, options.goal, options.patience,
+                                             options.timing_precision)) \
+            or (options.stop_when_met and choose(trials, options.goal)[1])
+        feasible = choose(trials, options.goal)[0] is not None
+        if not done or (feasible and record.confirmation is None):
+            return None
+    return current_answer(storage, setting, options.goal, _stored_notes(options, setting))
+
+
+def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:
+    """The notes the run that measured these studies wrote (the noise it saw, ...)."""
+    from .search import results
+
+    slot = results.read(options.output)["settings"].get(setting.key, {})
+    earlier = slot.get("answers", {}).get(options.goal.key, {})
+    notes = earlier.get("notes") or ([RANDOM_WEIGHTS_NOTE] if is_preset(options.pipe) else [])
+    return list(notes)
+
+
+def run(options: RunOptions) -> int:
+    """`tuner run` in this process (alone, or as one of several workers)."""
+    from .artifacts import uploader
+    from .pipelines import model_fingerprint
+    from .search import results
+    from .search.runner import run_search
+    from .search.studies import DB_NAME
+
+    say = _say(options)
+    # A shared database is reached first: if it cannot be, say so before minutes of work.
+    storage = _storage(options) if options.storage else None
+    if options.worker is None and (storage or (Path(options.studies) / DB_NAME).is_file()):
+        found = _already_answered(options, storage or _storage(options))
+        if found is not None:
+            say("nothing left to do for these options: the stored answer")
+            results.merge(options.output, found)
+            return _print_answer(options, found)
+    session = build(options, say=say)
+    say(f"measuring the plain pipeline ({session.setting.key}) ...")
+    base = session.evaluator.measure_baseline()
+    say(f"baseline: {base.latency.median:.3f}s per batch (spread {base.latency.spread:.0%}), "
+        f"CLIP score {base.clip_score:.2f}")
+    degenerate = _degenerate_clip(options, session)
+    if degenerate and options.worker is None:
+        print(f"note: {degenerate}", file=sys.stderr)
+    storage = storage or _storage(options)
+    model = {"unet": model_fingerprint(session.pipe)}
+
+    def on_answer() -> None:
+        save_answer(storage, session.setting, options, _notes(options, session), model)
+
+    try:
+        run_search(session.evaluator, storage, options.goal, plan_of(options, session),
+                   prompts=session.prompts,
+                   on_evaluation=uploader(options.artifact_dir, base.images),
+                   on_answer=on_answer if options.worker is None else None)
+    except KeyboardInterrupt:
+        if options.worker is None:
+            with contextlib.suppress(Exception):  # what is known so far is not lost
+                on_answer()
+            _print_resume(options)
+        return 130
+    if options.worker is not None:
+        return 0
+    found = save_answer(storage, session.setting, options, _notes(options, session), model)
+    return _print_answer(options, found)
+
+
+def _print_answer(options: RunOptions, found: Answer | None) -> int:
+    if found is None:
+        print("no studies were run", file=sys.stderr)
+        return 1
+    print(found.table())
+    print(f"\nwrote {options.output}; studies in {_shown_url(options)}")
+    return 0
+
+
+def _shown_url(options: RunOptions) -> str:
+    """The storage URL without its password (search/urls.py)."""
+    from .search.urls import masked
+
+    return masked(options.storage_url)
+
+
+def _print_resume(options: RunOptions) -> None:
+    from .search.urls import scrubbed
+
+    command = options.resume_command()
+    shown = scrubbed(command, options.storage) if options.storage else command
+    again = "" if shown == command else \
+        "\n(with the storage URL's password, or with it in PGPASSWORD or ~/.pgpass)"
+    print(f"\ninterrupted: the running trial was marked failed and is queued to run again.\n"
+          f"Resume with:\n  {shown}{again}", file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: whatever runs stops cleanly, its trial re-queued."""
+
+
+TERMINATED_EXIT = 128 + signal.SIGTERM  # 143; Ctrl-C exits with 130
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While inside, SIGTERM raises `Terminated` once; yields a list that then holds it.
+
+    Later SIGTERMs are ignored while the first is handled (Slurm signals every process of a
+    job step, and the launcher forwards the signal too): a second interrupt would break the
+    re-queuing of the running trial. Only the main thread can install a handler; elsewhere
+    SIGTERM keeps its default.
+    """
+    import threading
+
+    seen: list[int] = []
+
+    def handler(signum, frame):
+        if not seen:
+            seen.append(signum)
+            raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield seen
+    finally:  # once terminated, the process is on its way out: a second SIGTERM stays ignored
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if seen else previous)
+
+
+# -- several workers ---------------------------------------------------------------------------
+
+
+def worker_devices(options: RunOptions) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES for each worker (None: leave the environment as it is)."""
+    import torch
+
+    from .pipelines import PipelineError, resolve_device
+
+    device = resolve_device(options.device)
+    if device.type != "cuda":
+        return [None] * options.workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    if options.workers > len(ids):
+        raise PipelineError(f"--workers {options.workers} needs as many GPUs; "
+                            f"{len(ids)} visible")
+    return ids[:options.workers]
+
+
+def run_workers(options: RunOptions) -> int:
+    """Start one worker per GPU on the shared studies; wait; answer."""
+    devices = worker_devices(options)
+    setting = setting_without_loading(options)
+    storage = _storage(options)  # created here once, so workers don't race to create tables
+    threads = str(max(1, (os.cpu_count() or 1) // options.workers))
+    procs = []
+    for index, device in enumerate(devices):
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", threads)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        # Their own session: a Ctrl-C reaches them once, forwarded by this process (as is a
+        # SIGTERM, which Kubernetes sends to this process only).
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tuner", *options.argv, "--worker", str(index)], env=env,
+            start_new_session=True))
+    _say(options)(f"started {len(procs)} workers on {_shown_url(options)}")
+    try:
+        _follow(options, storage, setting, procs)
+    except BaseException as err:  # Ctrl-C, SIGTERM, anything else: the workers stop cleanly too
+        stop = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(stop)
+        for proc in procs:
+            proc.wait()
+        if isinstance(err, KeyboardInterrupt):
+            _print_resume(options)
+            return 130
+        raise
+    failed = [p.returncode for p in procs if p.returncode != 0]
+    if failed:
+        print(f"tuner: error: {len(failed)} of {len(procs)} workers failed "
+              f"(exit codes {failed}); rerun to resume", file=sys.stderr)
+        return 1
+    return _print_answer(options, save_answer(storage, setting, options))
+
+
+def _follow(options: RunOptions, storage, setting: Setting, procs) -> None:
+    """A progress bar over all combos' evaluations, read from the storage."""
+    import optuna
+    from tqdm.auto import tqdm
+
+    from .record import trial_records
+    from .search.studies import study_name
+
+    total = options.trials * len(options.combos)
+    studies: dict[str, optuna.Study] = {}
+    with tqdm(total=total, unit="eval", file=sys.stderr, disable=not options.progress,
+              dynamic_ncols=True) as bar:
+        while any(p.poll() is None for p in procs):
+            for combo in options.combos:
+                if combo not in studies:
+                    name = study_name(setting, combo, options.goal)
+                    with contextlib.suppress(KeyError):  # the workers have not made it yet
+                        studies[combo] = optuna.load_study(study_name=name, storage=storage)
+            bar.n = sum(min(sum(r.evaluated for r in trial_records(s)), options.trials)
+                        for s in studies.values())
+            bar.refresh()
+            time.sleep(1.0)
+
+
+def launch(options: RunOptions) -> int:
+    """`tuner run`: this process alone, or a launcher of workers; SIGTERM stops it as Ctrl-C
+    does, and its exit code is then 143."""
+    with _terminate_as_interrupt() as terminated:
+        try:
+            rc = run_workers(options) if options.workers > 1 and options.worker is None \
+                else run(options)
+        except Terminated:  # before any trial ran (loading, measuring the baseline)
+            print("\ntuner: terminated", file=sys.stderr)
+            return TERMINATED_EXIT
+    return TERMINATED_EXIT if terminated and rc == 130 else rc
+
+
+__all__ = ["Session", "TERMINATED_EXIT", "Terminated", "build", "current_answer", "launch", "run",
+           "save_answer"]

@@ -1,0 +1,117 @@
+"""The options of `tuner run`, with their defaults, in one place.
+
+The command line builds its parser's defaults from this class and turns the parsed arguments
+into it (`RunOptions.from_args`); everything below the command line takes a `RunOptions`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from .accelerators import COMBOS
+from .setting import Goal, Setting
+from .timing import TimingPolicy
+
+_TIMING = TimingPolicy()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    # the model and what is generated
+    pipe: str = "SD1.5"
+    sched: str = "DDIM"
+    steps: int = 50
+    batch_size: int = 4
+    num_samples: int = 32
+    seed: int = 42
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+    prompts: str | None = None  # a captions file; None: the built-in prompts
+    device: str = "auto"
+    threads: int | None = None  # torch's CPU threads; None: measured (tuner.app)
+    # the goal
+    metric: str = "clip"
+    clip_model: str = "auto"
+    loss_budget: float = 0.02
+    loss_bound: str = "estimate"
+    req_speedup: float | None = None
+    req_time: float | None = None
+    # the search
+    combo: str = "all"
+    trials: int = 200  # evaluations per combo
+    sampler: str = "tpe"
+    sampler_seed: int | None = None
+    patience: int | None = 40
+    full_front: bool = False
+    stop_when_met: bool = False
+    # timing
+    timing_pairs: int = _TIMING.min_pairs
+    max_timing_pairs: int = _TIMING.max_pairs
+    timing_precision: float = _TIMING.precision
+    screening_precision: float = _TIMING.screening
+    # where things go
+    studies: str = "studies"
+    storage: str | None = None  # a database URL shared by several hosts, instead of studies
+    output: str = "search_params.json"
+    artifacts: bool = True  # sample images as Optuna artifacts (tuner.artifacts)
+    artifacts_dir: str | None = None  # default: <studies>/artifacts; none with a storage URL
+    # processes
+    workers: int = 1
+    worker: int | None = None  # this process's index among a launcher's workers
+    heartbeat: int = 10
+    progress: bool = True
+    argv: tuple[str, ...] = field(default=(), compare=False)  # to start workers, to resume
+
+    @classmethod
+    def default(cls, name: str):
+        found = next(f for f in fields(cls) if f.name == name)
+        return found.default if found.default is not MISSING else found.default_factory()
+
+    @classmethod
+    def from_args(cls, args, argv=()) -> RunOptions:
+        """From parsed arguments whose destinations are named as these fields."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**{**values, "argv": tuple(argv)})
+
+    @property
+    def combos(self) -> tuple[str, ...]:
+        return tuple(COMBOS) if self.combo == "all" else (self.combo,)
+
+    @property
+    def goal(self) -> Goal:
+        return Goal(self.loss_budget, self.metric, self.req_speedup, self.req_time,
+                    self.loss_bound)
+
+    @property
+    def timing(self) -> TimingPolicy:
+        return TimingPolicy(min_pairs=self.timing_pairs,
+                            max_pairs=max(self.max_timing_pairs, self.timing_pairs),
+                            precision=self.timing_precision,
+                            screening=max(self.screening_precision, self.timing_precision))
+
+    @property
+    def storage_url(self) -> str:
+        from .search.studies import storage_url
+
+        return self.storage or storage_url(self.studies)
+
+    @property
+    def artifact_dir(self) -> Path | None:
+        from .artifacts import artifact_dir
+
+        return artifact_dir(studies=self.studies, storage=self.storage,
+                            explicit=self.artifacts_dir, enabled=self.artifacts)
+
+    def setting(self, *, native: tuple[int, int], device: str, clip_model: str,
+                prompts_id: str) -> Setting:
+        return Setting(self.pipe, self.sched, self.steps, self.height or native[0],
+                       self.width or native[1], self.batch_size, self.num_samples, self.seed,
+                       device=device, clip_model=clip_model, prompts=prompts_id)
+
+    def resume_command(self) -> str:
+        return shlex.join(["tuner", *self.argv])
+
+
+__all__ = ["RunOptions"]

@@ -1,0 +1,363 @@
+"""What is stored on trials and studies, typed: the one module that knows the attribute names.
+
+Everything the evaluator measures is written to an Optuna trial's user attributes through
+`TrialRecord.write` and read back through `TrialRecord.from_trial`; a study's context (its
+setting, goal, baselines, confirmation) through `StudyRecord`. Readers (selection, the answer,
+the report, the dashboard's views) never see a string key.
+
+No torch and no Optuna import: the results readers run without either loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .setting import Goal, Setting
+from .stats import Interval
+
+# Trial user attributes.
+_CONFIG, _CANONICAL, _WORKER, _SEED = "config", "canonical", "worker", "sampler_seed"
+_SPEED, _QUALITY, _PRUNED, _SECONDS = "speed", "quality", "pruned", "seconds"
+_DUPLICATE_OF, _FAIL_REASON, _INVALID = "duplicate_of", "fail_reason", "invalid"
+# Study user attributes.
+_SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
+_POINTS, _DEVICE, _VERSIONS, _PROMPTS = "distinct_points", "device", "versions", "prompts"
+_CONFIRMATION, _PLAIN_PREFIX = "confirmation", "plain@"
+
+# Why a failed trial does not count toward the budget; the first two are run again.
+INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
+NOT_COUNTED = (INTERRUPTED, ORPHANED, SURPLUS)
+# When a configuration was found invalid: before any generation, or after generating.
+CHECKED, GENERATED = "checked", "generated"
+# Why a trial stopped before its quality was known (it ends PRUNED).
+PRUNED_SLOW, PRUNED_LOSS = "too slow", "loss over budget"
+
+
+def _interval(data: dict) -> Interval:
+    return Interval(data["value"], data["low"], data["high"], data["n"])
+
+
+def _interval_dict(value: Interval) -> dict:
+    return asdict(value)
+
+
+@dataclass(frozen=True)
+class SpeedEstimate:
+    """A configuration's speedup over the plain pipeline, measured in bracketed pairs.
+
+    `baseline_latency` is the median of the plain runs that bracketed the accelerated ones, and
+    the accelerated latency is *defined* as baseline_latency / speedup: the two latencies shown
+    always divide to the speedup shown.
+    """
+
+    speedup: Interval
+    baseline_latency: float  # seconds per batch
+    pairs: int  # bracketed pairs that went into the estimate
+    rejected: int = 0  # accelerated runs set aside: disturbed, or no clean plain run near them
+    ratios: tuple[float, ...] = ()
+
+    @property
+    def value(self) -> float:
+        return self.speedup.value
+
+    @property
+    def latency(self) -> float:
+        return self.baseline_latency / self.speedup.value
+
+    def as_dict(self) -> dict:
+        return {"speedup": _interval_dict(self.speedup), "baseline_latency": self.baseline_latency,
+                "pairs": self.pairs, "rejected": self.rejected, "ratios": list(self.ratios)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpeedEstimate:
+        return cls(_interval(data["speedup"]), data["baseline_latency"], data["pairs"],
+                   data.get("rejected", 0), tuple(data.get("ratios", ())))
+
+
+@dataclass(frozen=True)
+class QualityEstimate:
+    """Quality against the plain pipeline on the same prompts and seeds.
+
+    `loss` is the loss of the study's metric: the relative CLIP-score loss from paired
+    per-image scores, or 1 - SSIM; both with a 95 % interval over the images scored.
+    """
+
+    metric: str
+    loss: Interval
+    clip_score: float
+    clip_loss: Interval
+    psnr: float
+    ssim: float
+    images: int  # images scored: fewer than num_samples when stopped early
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "loss": _interval_dict(self.loss),
+                "clip_score": self.clip_score, "clip_loss": _interval_dict(self.clip_loss),
+                "psnr": self.psnr, "ssim": self.ssim, "images": self.images}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QualityEstimate:
+        return cls(data["metric"], _interval(data["loss"]), data["clip_score"],
+                   _interval(data["clip_loss"]), data["psnr"], data["ssim"], data["images"])
+
+    def within(self, goal: Goal) -> bool:
+        """The feasibility rule (see `Goal`)."""
+        bound = self.loss.high if goal.loss_bound == "upper" else self.loss.value
+        return bound <= goal.loss_budget
+
+    def constraint(self, goal: Goal) -> float:
+        """Optuna's constraint value: <= 0 when feasible."""
+        bound = self.loss.high if goal.loss_bound == "upper" else self.loss.value
+        return bound - goal.loss_budget
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the tuner reads it."""
+
+    number: int
+    state: str  # Optuna's TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    config: dict = field(default_factory=dict)  # {accelerator: {knob: value}}
+    canonical: str | None = None
+    worker: dict | None = None
+    sampler_seed: int | None = None
+    speed: SpeedEstimate | None = None
+    quality: QualityEstimate | None = None
+    pruned: str | None = None  # PRUNED_SLOW or PRUNED_LOSS
+    duplicate_of: int | None = None
+    fail_reason: str | None = None
+    # The configuration cannot be evaluated (NoEffect, Unsupported, ...): found CHECKED before
+    # any generation (free, like a repeat) or GENERATED, after generating its images.
+    invalid: str | None = None
+    seconds: dict = field(default_factory=dict)  # where the trial's time went
+
+    @classmethod
+    def from_trial(cls, trial) -> TrialRecord:
+        """From an Optuna FrozenTrial (or anything with number, state and user_attrs)."""
+        a = trial.user_attrs
+        return cls(
+            number=trial.number, state=trial.state.name, config=a.get(_CONFIG) or {},
+            canonical=a.get(_CANONICAL), worker=a.get(_WORKER), sampler_seed=a.get(_SEED),
+            speed=SpeedEstimate.from_dict(a[_SPEED]) if _SPEED in a else None,
+            quality=QualityEstimate.from_dict(a[_QUALITY]) if _QUALITY in a else None,
+            pruned=a.get(_PRUNED), duplicate_of=a.get(_DUPLICATE_OF),
+            fail_reason=a.get(_FAIL_REASON), invalid=a.get(_INVALID),
+            seconds=a.get(_SECONDS) or {})
+
+    # -- writing, piece by piece, onto a running optuna.Trial ----------------------------------
+
+    @staticmethod
+    def write_claim(trial, *, config: dict, canonical: str, worker: dict,
+                    sampler_seed: int | None) -> None:
+        """What a trial runs and who runs it: written first, read by other workers' dedup."""
+        trial.set_user_attr(_CONFIG, config)
+        trial.set_user_attr(_CANONICAL, canonical)
+        trial.set_user_attr(_WORKER, worker)
+        if sampler_seed is not None:
+            trial.set_user_attr(_SEED, sampler_seed)
+
+    @staticmethod
+    def write_result(trial, *, speed: SpeedEstimate | None, quality: QualityEstimate | None,
+                     pruned: str | None, seconds: dict, goal: Goal) -> None:
+        if speed is not None:
+            trial.set_user_attr(_SPEED, speed.as_dict())
+        if quality is not None:
+            trial.set_user_attr(_QUALITY, quality.as_dict())
+            trial.set_constraint("loss_budget", quality.constraint(goal))
+        if pruned is not None:
+            trial.set_user_attr(_PRUNED, pruned)
+        trial.set_user_attr(_SECONDS, seconds)
+
+    @staticmethod
+    def write_failure(trial, reason: str, *, invalid: str | None = None) -> None:
+        """`invalid`: CHECKED or GENERATED when the configuration cannot be evaluated."""
+        trial.set_user_attr(_FAIL_REASON, reason)
+        if invalid is not None:
+            trial.set_user_attr(_INVALID, invalid)
+
+    @staticmethod
+    def write_copy(trial, earlier: TrialRecord, constraints: dict[str, float]) -> None:
+        """Answer a repeated configuration with an earlier trial's numbers."""
+        trial.set_user_attr(_DUPLICATE_OF, earlier.number)
+        if earlier.speed is not None:
+            trial.set_user_attr(_SPEED, earlier.speed.as_dict())
+        if earlier.quality is not None:
+            trial.set_user_attr(_QUALITY, earlier.quality.as_dict())
+        if earlier.pruned is not None:
+            trial.set_user_attr(_PRUNED, earlier.pruned)
+        for name, value in constraints.items():
+            trial.set_constraint(name, value)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def original(self) -> bool:
+        return self.duplicate_of is None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "COMPLETE" and self.speed is not None and self.quality is not None
+
+    def feasible(self, goal: Goal) -> bool:
+        return self.complete and self.quality.within(goal)
+
+    @property
+    def answered(self) -> bool:
+        """Its configuration needs no second evaluation: scored, pruned, or found invalid."""
+        return self.canonical is not None and (
+            self.state in ("COMPLETE", "PRUNED") or (self.state == "FAIL" and self.invalid))
+
+    @property
+    def evaluated(self) -> bool:
+        """It ran the pipeline, so it counts toward --trials (repeats and configurations
+        rejected before any generation are free)."""
+        if not self.original:
+            return False
+        if self.state in ("COMPLETE", "PRUNED"):
+            return True
+        if self.state != "FAIL" or self.fail_reason is None or self.fail_reason in NOT_COUNTED:
+            return False
+        return self.invalid != CHECKED
+
+    @property
+    def retried(self) -> bool:
+        """Failed for a reason that makes it run again (interrupted, or its worker died)."""
+        return self.state == "FAIL" and self.fail_reason in (INTERRUPTED, ORPHANED)
+
+
+def trial_records(study_or_trials) -> list[TrialRecord]:
+    trials = study_or_trials.get_trials(deepcopy=False) \
+        if hasattr(study_or_trials, "get_trials") else study_or_trials
+    return [TrialRecord.from_trial(t) for t in trials]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The plain pipeline's quality reference: one per study, reused when it resumes."""
+
+    clip_scores: tuple[float, ...]
+    measured_at: str
+
+    @property
+    def clip_score(self) -> float:
+        return sum(self.clip_scores) / len(self.clip_scores) if self.clip_scores else 0.0
+
+
+@dataclass(frozen=True)
+class PlainLatency:
+    """A plain latency a worker measured (one entry per worker and run)."""
+
+    latency: float
+    spread: float
+    at: str
+    worker: dict
+    threads: int | None = None  # torch threads, on CPU
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The speedups of a study's candidates measured again against each other, interleaved
+    with plain runs, before its answer was written (see tuner/search/confirm.py)."""
+
+    race: str  # one id per race: studies confirmed in the same race share it
+    at: str
+    speeds: dict[int, SpeedEstimate]  # trial number -> confirmed speed
+    baseline_latency: float  # median of the race's plain runs
+    rounds: int
+    candidates: tuple[int, ...] = ()  # every trial that entered the race
+
+    def as_dict(self) -> dict:
+        return {"race": self.race, "at": self.at, "baseline_latency": self.baseline_latency,
+                "rounds": self.rounds, "candidates": list(self.candidates),
+                "speeds": {str(n): s.as_dict() for n, s in self.speeds.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Confirmation:
+        return cls(data["race"], data["at"],
+                   {int(n): SpeedEstimate.from_dict(s) for n, s in data["speeds"].items()},
+                   data["baseline_latency"], data["rounds"], tuple(data.get("candidates", ())))
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's context: what it measures, for what goal, and what was measured once."""
+
+    name: str
+    setting: Setting
+    goal: Goal
+    combo: str
+    baseline: Baseline | None = None
+    distinct_points: int | None = None
+    device: str = ""
+    versions: dict = field(default_factory=dict)
+    prompts: tuple[str, ...] = ()
+    plain_latencies: tuple[PlainLatency, ...] = ()
+    confirmation: Confirmation | None = None
+
+    @staticmethod
+    def is_tuner_study(user_attrs: dict) -> bool:
+        return isinstance(user_attrs.get(_SETTING), dict) and \
+            isinstance(user_attrs.get(_GOAL), dict) and bool(user_attrs.get(_COMBO))
+
+    @classmethod
+    def from_attrs(cls, name: str, a: dict) -> StudyRecord:
+        base = a.get(_BASELINE)
+        plain = sorted((PlainLatency(**v) for k, v in a.items() if k.startswith(_PLAIN_PREFIX)),
+                       key=lambda p: p.at)
+        return cls(
+            name=name, setting=Setting.from_dict(a[_SETTING]), goal=Goal.from_dict(a[_GOAL]),
+            combo=a[_COMBO],
+            baseline=Baseline(tuple(base["clip_scores"]), base["measured_at"]) if base else None,
+            distinct_points=a.get(_POINTS), device=a.get(_DEVICE, ""),
+            versions=a.get(_VERSIONS) or {}, prompts=tuple(a.get(_PROMPTS) or ()),
+            plain_latencies=tuple(plain),
+            confirmation=Confirmation.from_dict(a[_CONFIRMATION]) if a.get(_CONFIRMATION)
+            else None)
+
+    @classmethod
+    def of(cls, study) -> StudyRecord:
+        """From an optuna.Study or FrozenStudy."""
+        return cls.from_attrs(study.study_name, study.user_attrs)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def write_identity(study, *, setting: Setting, goal: Goal, combo: str,
+                       prompts: list[str]) -> None:
+        """Once, when the study is created."""
+        study.set_user_attr(_SETTING, setting.as_dict())
+        study.set_user_attr(_GOAL, goal.as_dict())
+        study.set_user_attr(_COMBO, combo)
+        study.set_user_attr(_PROMPTS, list(prompts))
+
+    @staticmethod
+    def has_identity(study) -> bool:
+        return _SETTING in study.user_attrs
+
+    @staticmethod
+    def write_context(study, *, device: str, versions: dict, distinct_points: int) -> None:
+        study.set_user_attr(_DEVICE, device)
+        study.set_user_attr(_VERSIONS, versions)
+        study.set_user_attr(_POINTS, distinct_points)
+
+    @staticmethod
+    def write_baseline(study, baseline: Baseline) -> None:
+        """The first stored (by any worker) stays the study's quality reference."""
+        if _BASELINE not in study.user_attrs:
+            study.set_user_attr(_BASELINE, {"clip_scores": list(baseline.clip_scores),
+                                            "measured_at": baseline.measured_at})
+
+    @staticmethod
+    def write_plain_latency(study, entry: PlainLatency) -> None:
+        worker = entry.worker
+        study.set_user_attr(f"{_PLAIN_PREFIX}{worker['host']}:{worker['pid']}:{entry.at}",
+                            asdict(entry))
+
+    @staticmethod
+    def write_confirmation(study, confirmation: Confirmation) -> None:
+        study.set_user_attr(_CONFIRMATION, confirmation.as_dict())
+
+
+__all__ = ["CHECKED", "GENERATED", "INTERRUPTED", "NOT_COUNTED", "ORPHANED", "PRUNED_LOSS",
+           "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "PlainLatency",
+           "QualityEstimate", "SpeedEstimate", "StudyRecord", "TrialRecord", "trial_records"]

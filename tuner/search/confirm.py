@@ -1,0 +1,85 @@
+"""Confirm before answering: measure the candidates for an answer again, against each other.
+
+A study's answer is the best of many noisy measurements, so one lucky measurement would become
+the answer. Before a study's answer is written, every candidate whose interval overlaps the
+best one's is measured again in one race, interleaved with plain runs, and the answer comes from
+those numbers; then the combos' answers are raced against each other the same way for the
+overall answer. Candidates drop out as soon as their interval shows they cannot win.
+
+This is intensification as in SMAC (Hutter, Hoos and Leyton-Brown 2011: a challenger takes the
+incumbent's place only after being compared with it on the same runs) and racing as in F-Race
+and irace (Birattari et al. 2002; Lopez-Ibanez et al. 2016: evaluate candidates round by round
+and discard those statistically worse than the best), with bracketed speedup ratios as the
+per-round observations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import optuna
+
+from ..answer import candidates, choose, speed_of, still_in_race
+from ..evaluator import Evaluator
+from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
+from ..setting import Goal
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
+          goal: Goal, required: float | None) -> None:
+    """Race the entries' configurations; add the confirmed speeds to each study's record."""
+    losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
+    race = evaluator.race([t.config for _, t in entries],
+                          lambda intervals: still_in_race(intervals, losses, required))
+    race_id, at = uuid.uuid4().hex[:12], _now()
+    for study in {id(s): s for s, _ in entries}.values():
+        mine = [(i, t) for i, (s, t) in enumerate(entries) if s is study]
+        earlier = StudyRecord.of(study).confirmation
+        speeds = dict(earlier.speeds) if earlier is not None else {}
+        speeds.update({t.number: race.speeds[i] for i, t in mine})
+        StudyRecord.write_confirmation(study, Confirmation(
+            race_id, at, speeds, race.baseline_latency, race.rounds,
+            tuple(t.number for _, t in mine)))
+
+
+def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool:
+    """Race the study's candidates; False when it has no feasible trial to confirm."""
+    records = trial_records(study)
+    required = goal.required_speedup(evaluator.plain_runs.latency)
+    found = candidates(records, goal)
+    if not found:
+        return False
+    _race(evaluator, [(study, t) for t in found], goal, required)
+    return True
+
+
+def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:
+    """Race the combos' chosen configurations whose intervals overlap the best one's; False
+    when there is nothing to compare."""
+    required = goal.required_speedup(evaluator.plain_runs.latency)
+    entries = []
+    for study in studies:
+        record = StudyRecord.of(study)
+        chosen, _ = choose(trial_records(study), goal, record.confirmation)
+        if chosen is not None:
+            entries.append((study, chosen, speed_of(chosen, record.confirmation)))
+    if len(entries) < 2:
+        return False
+    if required is None:
+        best = max(entries, key=lambda e: e[2].value)[2].speedup
+        entries = [e for e in entries if e[2].speedup.overlaps(best)]
+    else:
+        entries = [e for e in entries if e[2].speedup.high >= required] or entries
+    if len(entries) < 2:
+        return False
+    _race(evaluator, [(s, t) for s, t, _ in entries], goal, required)
+    return True
+
+
+__all__ = ["confirm_overall", "confirm_study"]

@@ -1,0 +1,180 @@
+"""Small-sample statistics for the numbers the tuner reports: every speedup and every loss
+comes with a confidence interval, and the decisions taken on them (stop timing, prune a
+configuration, call two configurations equal) are stated here as tests on those intervals.
+
+Pure Python: the results readers (`tuner show`, `tuner report`) import this without torch.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CONFIDENCE = 0.95
+
+
+# -- Student's t ------------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                   -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t distribution with `df` degrees of freedom."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        high *= 2.0
+    for _ in range(100):  # bisection: monotone, and exact to double precision
+        mid = (low + high) / 2.0
+        if t_cdf(mid, df) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
+
+
+# -- intervals --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval, from `n` observations."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def relative_half_width(self) -> float:
+        """The larger distance from the estimate to a bound, relative to the estimate."""
+        if not self.value or not math.isfinite(self.high) or not math.isfinite(self.low):
+            return math.inf
+        return max(self.value - self.low, self.high - self.value) / abs(self.value)
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.value:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Geometric mean of speedup ratios with a t-interval on their logarithms.
+
+    Ratios of latencies are log-normal rather than normal, and on the log scale a speedup and
+    its inverse are symmetric. For log-symmetric noise the geometric mean is the median; unlike
+    the sample median it has a usable interval at 3-8 observations. Untrusted measurements are
+    set aside before (timing.Brackets), which is what the median's robustness was for.
+    """
+    if not ratios or min(ratios) <= 0:
+        raise ValueError(f"need positive ratios, got {list(ratios)}")
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return Interval(math.exp(mean), 0.0, math.inf, 1)
+    half = t_quantile(0.5 + confidence / 2, len(logs) - 1) * statistics.stdev(logs) \
+        / math.sqrt(len(logs))
+    return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs))
+
+
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean with a t-interval."""
+    if not values:
+        raise ValueError("no values")
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, -math.inf, math.inf, 1)
+    half = t_quantile(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) \
+        / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def relative_loss_interval(base: Sequence[float], accelerated: Sequence[float],
+                           confidence: float = CONFIDENCE) -> Interval:
+    """The relative loss (mean(base) - mean(accelerated)) / mean(base) from paired scores.
+
+    The images are paired (same prompt, same seed), so the interval comes from the per-image
+    differences d_i = b_i - a_i: the loss L = mean(d) / mean(b) is a ratio estimator whose
+    standard error is sd(d_i - L * b_i) / (sqrt(n) * mean(b)) (the delta method). Pairing
+    removes the prompt-to-prompt variation of the scores, which is much larger than the
+    effect of an accelerator.
+    """
+    if len(base) != len(accelerated) or not base:
+        raise ValueError(f"need paired scores, got {len(base)} and {len(accelerated)}")
+    n, mean_base = len(base), statistics.fmean(base)
+    if mean_base <= 0:
+        return Interval(0.0, 0.0, 0.0, n)
+    loss = (mean_base - statistics.fmean(accelerated)) / mean_base
+    if n < 2:
+        return Interval(loss, -math.inf, math.inf, 1)
+    residuals = [(b - a) - loss * b for b, a in zip(base, accelerated)]
+    se = statistics.stdev(residuals) / (math.sqrt(n) * mean_base)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * se
+    return Interval(loss, loss - half, loss + half, n)
+
+
+def sequential_confidence(looks: int, alpha: float = 1 - CONFIDENCE) -> float:
+    """The two-sided confidence whose lower bound is a one-sided test at alpha / looks.
+
+    Looking at an accumulating sample after every batch and stopping at the first "over budget"
+    would make a false stop far likelier than alpha. Splitting alpha evenly over the planned
+    looks (Bonferroni: a conservative form of Pocock's group-sequential boundaries, Pocock 1977)
+    keeps the chance of any false stop under alpha. optuna's WilcoxonPruner applies the same
+    idea, a test after every step on the paired values so far, against the best trial.
+    """
+    return 1 - 2 * alpha / max(1, looks)
+
+
+def relative_spread(samples: Sequence[float]) -> float:
+    """(max - min) / median."""
+    if not samples:
+        return 0.0
+    median = statistics.median(samples)
+    return (max(samples) - min(samples)) / median if median else 0.0
+
+
+__all__ = ["CONFIDENCE", "Interval", "mean_interval", "ratio_interval",
+           "relative_loss_interval", "relative_spread", "sequential_confidence", "t_cdf",
+           "t_quantile"]
