@@ -177,30 +177,40 @@ def table_driven(table: Table):
          runner.canonical_key) = saved
 
 
-def replay_once(table: Table, sampler: str, seed: int, budget: int) -> dict:
-    """One search against the table: the answer's true speedup after each evaluation."""
+PATIENCES = (10, 20, 30, 40, 60)
+
+
+def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
+                patience: int | None = None, patiences: tuple[int, ...] = PATIENCES) -> dict:
+    """One search against the table. Records after how many evaluations the answer was within
+    2 % of the optimum (`found_at`) and, for each K in `patiences`, after how many a study with
+    `--patience K` would have stopped (`stops`, by the runner's own rule, `runner.stalled`).
+    The replay goes on until every K has stopped and the answer is found, or the space is
+    exhausted; `patience` is passed to the runner itself (as `--patience` is)."""
     import optuna
 
-    from tuner.search.runner import SearchPlan, run_combo
+    from tuner.record import trial_records
+    from tuner.search.runner import SearchPlan, run_combo, stalled
 
     ev = TableEvaluator(table)
     storage = optuna.storages.InMemoryStorage()
     plan = SearchPlan((table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
-                      sampler_seed=seed, patience=None, progress=False)
-    found_at, best, improved_at = None, -math.inf, []
+                      sampler_seed=seed, patience=patience, progress=False)
+    found_at, stops = None, {}
     started = time.perf_counter()
 
-    def stop_when_found(study, trial):
-        nonlocal found_at, best
-        n = len(set(ev.evaluations))
-        ok = [k for k in set(ev.evaluations) if "quality" in table.points[k]
-              and table.quality(k).within(table.goal)]
-        current = max((table.speed(k).value for k in ok), default=-math.inf)
-        if current > best * (1 + ev.timing.precision) or (best == -math.inf and ok):
-            improved_at.append(n)
-        best = max(best, current)
-        if found_at is None and table.optimum and current >= (1 - WITHIN) * table.optimum:
+    def after_trial(study, trial):
+        nonlocal found_at
+        records = trial_records(study)
+        n = sum(r.evaluated for r in records)
+        ok = [r.canonical for r in records if r.feasible(table.goal)]
+        best = max((table.speed(k).value for k in ok), default=-math.inf)
+        if found_at is None and best >= (1 - WITHIN) * table.optimum:
             found_at = n
+        for k in patiences:
+            if k not in stops and stalled(records, table.goal, k, ev.timing.precision):
+                stops[k] = n
+        if found_at is not None and len(stops) == len(patiences):
             study.stop()
 
     with table_driven(table):
@@ -208,12 +218,14 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int) -> dict:
 
         original = runner.Objective
         try:
-            runner.Objective = _stopping(original, stop_when_found)
+            runner.Objective = _stopping(original, after_trial)
             run_combo(ev, storage, table.data["combo"], table.goal, plan, prompts=[])
         finally:
             runner.Objective = original
+    evaluations = len(set(ev.evaluations))
     return {"sampler": sampler, "seed": seed, "found_at": found_at,
-            "evaluations": len(set(ev.evaluations)), "improved_at": improved_at,
+            "evaluations": evaluations, "order": ev.evaluations,
+            "stops": {k: stops.get(k, evaluations) for k in patiences},
             "seconds": time.perf_counter() - started}
 
 
@@ -230,14 +242,30 @@ def _stopping(objective_class, after_each):
     return Stopping
 
 
-def patience_outcome(run: dict, patience: int) -> bool:
-    """Whether a study with this patience would have found the answer before stopping: no
-    stretch of `patience` evaluations without progress came before it."""
-    if run["found_at"] is None:
-        return False
-    marks = [0, *run["improved_at"]]
-    gaps = [b - a for a, b in zip(marks, marks[1:])]
-    return all(g <= patience for g in gaps)
+def _quantile(values: list[float], q: float) -> float:
+    """The q-quantile by rank (the smallest value with at least q of them at or below it)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarize(runs: list[dict], patiences: tuple[int, ...] = PATIENCES) -> dict:
+    """Per sampler: evaluations until found (median, p90; never found counts as infinite),
+    and per patience K the share of runs that found the answer before stopping and the
+    evaluations a study with K spends (median, p90)."""
+    summary = {}
+    for sampler in dict.fromkeys(r["sampler"] for r in runs):
+        mine = [r for r in runs if r["sampler"] == sampler]
+        found = [r["found_at"] or math.inf for r in mine]
+        summary[sampler] = {
+            "runs": len(mine), "median": statistics.median(found), "p90": _quantile(found, 0.9),
+            "never": sum(f == math.inf for f in found),
+            "patience": {k: {"found": sum(r["found_at"] is not None
+                                          and r["found_at"] <= r["stops"][k]
+                                          for r in mine) / len(mine),
+                             "median": statistics.median(r["stops"][k] for r in mine),
+                             "p90": _quantile([r["stops"][k] for r in mine], 0.9)}
+                         for k in patiences}}
+    return summary
 
 
 def replay(args) -> None:
@@ -257,25 +285,17 @@ def replay(args) -> None:
         for seed in range(args.seeds):
             run = replay_once(table, sampler, seed, budget=grid_size)
             runs.append(run)
-            print(f"{sampler:6s} seed {seed:2d}: found at {run['found_at']} "
-                  f"({run['seconds']:.1f}s)", file=sys.stderr)
-    summary = {}
-    for sampler in args.samplers:
-        found = [r["found_at"] or math.inf for r in runs if r["sampler"] == sampler]
-        found.sort()
-        p90 = found[min(len(found) - 1, math.ceil(0.9 * len(found)) - 1)]
-        summary[sampler] = {"median": statistics.median(found), "p90": p90,
-                            "never": sum(f == math.inf for f in found),
-                            "patience": {k: sum(patience_outcome(r, k) for r in runs
-                                                if r["sampler"] == sampler) / args.seeds
-                                         for k in (10, 20, 30, 40, 60)}}
+            print(f"{sampler:6s} seed {seed:2d}: found at {run['found_at']}, stops "
+                  f"{run['stops']} ({run['seconds']:.1f}s)", file=sys.stderr)
+    summary = summarize(runs)
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"table": args.table, "budget": args.budget,
                                               "grid": grid_size, "distinct": distinct,
-                                              "optimum": table.optimum, "summary": summary,
-                                              "runs": runs}, indent=1) + "\n")
+                                              "optimum": table.optimum, "near": near,
+                                              "summary": summary, "runs": runs}, indent=1)
+                                  + "\n")
 
 
 def main() -> None:

@@ -94,6 +94,19 @@ def _until(condition, proc: subprocess.Popen, what: str, *, seconds: float = 240
         time.sleep(0.1)
 
 
+def _sigterm_once(proc: subprocess.Popen, condition, what: str, *, seconds: float = 240,
+                  exit_within: float) -> tuple[str, str]:
+    """SIGTERM `proc` once `condition()` holds; its output after it exits (killed if not)."""
+    try:
+        _until(condition, proc, what, seconds=seconds)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=exit_within)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def only_study(url: str) -> optuna.Study:
     from tuner.search.studies import open_storage
 
@@ -281,18 +294,8 @@ def test_sigterm_to_a_launcher_stops_its_workers_and_requeues_their_trials(tmp_p
             "--studies", str(studies), "--output", str(tmp_path / "out.json")]
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], env=ENV, cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not _running_trials(studies / "tuner.db"):
-            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.2)
-        launcher.send_signal(signal.SIGTERM)
-        out, err = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+    out, err = _sigterm_once(launcher, lambda: _running_trials(studies / "tuner.db"),
+                             "no trial started", exit_within=120)
     assert launcher.returncode == 143, err[-3000:]
     assert "Resume with:" in err and "Traceback" not in err
     assert _processes_naming(str(studies)) == []  # no worker left behind
@@ -319,6 +322,14 @@ def test_dashboard_refuses_a_non_loopback_host(host, tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def test_dashboard_on_all_interfaces_with_allow_remote_warns_once(tmp_path):
     studies = tmp_path / "studies"
     studies.mkdir()
@@ -329,22 +340,8 @@ def test_dashboard_on_all_interfaces_with_allow_remote_warns_once(tmp_path):
     proc = subprocess.Popen([TUNER, "dashboard", "--studies", str(studies), "--host", "0.0.0.0",
                              "--port", str(port), "--allow-remote"], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the dashboard did not answer"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = _sigterm_once(proc, lambda: _answers(f"http://127.0.0.1:{port}/dashboard/"),
+                             "the dashboard did not answer", seconds=90, exit_within=30)
     assert proc.returncode == 0
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and warnings[0].startswith("tuner: warning:")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from .workers import (confirms, others_running, process_seed, recover_orphans, t
                       wait_for_others)
 
 FREE_STREAK = 10  # trials in a row answered without an evaluation before a random point
+OTHERS_POLL = 1.0  # seconds between looks at trials other processes run
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,23 @@ def _best_label(records: list[TrialRecord], goal: Goal) -> str:
     return f"best {speed_text(best.speed)} (loss {best.quality.loss.value:.2%})"
 
 
-def _progress(records: Sequence[TrialRecord], goal: Goal, precision: float) -> tuple:
-    """How good the study's answer is, as a comparable key (larger is better)."""
+def _standing(records: Sequence[TrialRecord], goal: Goal) -> tuple[int, TrialRecord | None]:
+    """The study's answer and its rank: 0 none, 1 found (or not meeting the requirement),
+    2 meeting it."""
     chosen, met = choose(records, goal)
-    if chosen is None:
-        return (0, 0.0)
-    if met:
-        return (2, -round(chosen.quality.loss.value, 3))  # a 0.1-point lower loss counts
+    return (0 if chosen is None else 2 if met else 1), chosen
+
+
+def _improved(now: tuple, before: tuple, precision: float) -> bool:
+    (rank, chosen), (rank_before, earlier) = now, before
+    if rank != rank_before:
+        return rank > rank_before
+    if rank == 0:
+        return False
+    if rank == 2:  # meeting the requirement, the answer is the lowest loss: 0.1 point counts
+        return chosen.quality.loss.value < earlier.quality.loss.value - 0.001
     # A speedup better by less than the timing precision is not progress.
-    return (1, int(chosen.speed.value / precision))
+    return chosen.speed.value > earlier.speed.value * (1 + precision)
 
 
 def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: float) -> bool:
@@ -71,8 +81,8 @@ def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: fl
     evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
     if len(evaluated) <= patience:
         return False
-    before = _progress(evaluated[:-patience], goal, precision)
-    return _progress(evaluated, goal, precision) <= before
+    return not _improved(_standing(evaluated, goal), _standing(evaluated[:-patience], goal),
+                         precision)
 
 
 def _free_streak(records: list[TrialRecord]) -> int:
@@ -117,6 +127,7 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     objective = Objective(evaluator, combo, goal, budget=plan.trials, sampler_seed=seed,
                           full_front=plan.full_front, on_evaluation=on_evaluation)
     precision = evaluator.timing.precision
+    confirming = confirms(plan.worker_index)
     rng = random.Random(seed)
     bar = tqdm(total=plan.trials, desc=combo, unit="eval", file=sys.stderr,
                disable=not plan.progress, dynamic_ncols=True)
@@ -136,8 +147,16 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             if not bar.disable:
                 bar.set_postfix_str(_best_label(records, goal))
             answered = {r.canonical for r in records if r.answered}
-            if done + others_running(records) >= plan.trials or len(answered) >= points:
+            if done >= plan.trials or len(answered) >= points:
                 break
+            if done + others_running(records) >= plan.trials:
+                if not confirming:
+                    break
+                # The budget is full only once the trials other processes run now finish:
+                # the confirming process waits, and runs any that its dead owner leaves
+                # re-queued (workers.py, rules 2 and 6).
+                time.sleep(OTHERS_POLL)
+                continue
             if plan.stop_when_met and choose(records, goal)[1]:
                 break
             if plan.patience and stalled(records, goal, plan.patience, precision):

@@ -27,8 +27,10 @@ The contract, which every function here keeps:
    lockstep and any trial's proposal can be traced.
 6. Confirmation. A study's answer is confirmed (its candidates raced again) by one process: the
    only one, or worker 0 of a launcher; with processes on several hosts, by each of them, since
-   none knows of the others (the last confirmation written is the study's). It first waits until
-   no other process runs a trial of the study (`wait_for_others`).
+   none knows of the others (the last confirmation written is the study's). While the trials
+   other processes run could still leave the budget unfilled, it does not leave the study: it
+   waits for them, and runs any that comes back re-queued (rule 2); then it waits until no
+   other process runs a trial of the study (`wait_for_others`) and confirms.
 7. Results. A process writes the results file only for studies it confirmed; a launcher, which
    runs no trial, writes it from the stored records once every worker has exited.
 
