@@ -300,7 +300,7 @@ window.addEventListener("load", () =>
 
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "Chromium is needed: apt-get install -y chromium (.ci/run installs it)"
+    assert path, "Chromium is needed: make browser (make test installs it)"
     return path
 
 

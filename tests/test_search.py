@@ -585,6 +585,12 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
 # -- Ctrl-C mid-trial --------------------------------------------------------------------------
 
 
+def _originals(study: optuna.Study) -> list:
+    """The study's trials less repeats (the sampler may propose a configuration again; the
+    repeat is answered from the earlier trial)."""
+    return [t for t in study.get_trials() if TrialRecord.from_trial(t).original]
+
+
 def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path):
     """KeyboardInterrupt (what Ctrl-C raises) inside the second evaluation."""
     args = ["--combo", "deepcache", "--trials", "2", *FEASIBLE]
@@ -607,7 +613,7 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     chosen = next(iter(slot["answers"].values()))["chosen"]
     assert chosen["trial"] == 0 and chosen["confirmed"] is None
     study = only_study(tmp_path / "studies")
-    first, stopped, queued = study.get_trials()
+    first, stopped, queued = _originals(study)
     assert first.state == TrialState.COMPLETE
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["fail_reason"] == "interrupted"
@@ -618,7 +624,7 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     rerun = run_tuner(tmp_path, *args)
     assert rerun.rc == 0, rerun.err
     study = only_study(tmp_path / "studies")
-    trials = study.get_trials()
+    trials = _originals(study)
     assert [t.state for t in trials][:3] == [TrialState.COMPLETE, TrialState.FAIL,
                                              TrialState.COMPLETE]
     assert trials[2].params == stopped.params

@@ -282,7 +282,8 @@ def importances(c: ComboStudy):
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
        max-width: 1280px; padding: 0 24px 48px; color: #222; }
-h1 { margin-top: 24px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 40px; }
+h1 { margin-top: 24px; }
+h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 40px; }
 h3 { margin-top: 32px; } h4 { margin: 28px 0 6px; }
 .meta { color: #555; font-size: 0.92em; }
 .warning { background: #fff4d6; border: 1px solid #e0b84c; padding: 8px 12px; border-radius: 4px; }
