@@ -65,6 +65,7 @@ BAD_INPUT = [
     ("num-samples-negative", ["--num-samples", "-1"], {}),
     ("steps-not-a-number", ["--steps", "abc"], {}),
     ("trials-0", ["--trials", "0"], {}),
+    ("patience-negative", ["--patience", "-1"], {}),
     ("prompts-missing", ["--prompts", "missing.txt"], {}),
     ("prompts-empty", ["--prompts", "empty.txt"], {"empty.txt": ""}),
     ("prompts-folder", ["--prompts", "folder"], {"folder": None}),
@@ -257,3 +258,15 @@ def test_show_end_to_end_through_the_console_script(tmp_path):
                           env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr)
+
+
+def test_patience_stops_searches_but_never_the_exhaustive_grid():
+    from tuner.options import RunOptions
+
+    def options(*args):
+        return RunOptions.from_args(build_parser().parse_args(["run", *args]))
+
+    assert options().stop_after == 40
+    assert options("--patience", "7").stop_after == 7
+    assert options("--patience", "0").stop_after is None
+    assert options("--sampler", "grid", "--patience", "7").stop_after is None

@@ -69,9 +69,13 @@ def test_patience_stops_a_study_after_that_many_evaluations_without_progress(tab
 
 
 def test_summary_counts_what_patience_would_have_missed():
-    runs = [{"sampler": "tpe", "found_at": 5, "stops": {3: 4, 10: 12}},
-            {"sampler": "tpe", "found_at": None, "stops": {3: 6, 10: 16}}]
+    runs = [{"sampler": "tpe", "found_at": 5, "near_at": 2, "stops": {3: 4, 10: 12},
+             "reached": {3: 0.9, 10: 1.0}},
+            {"sampler": "tpe", "found_at": None, "near_at": 7, "stops": {3: 6, 10: 16},
+             "reached": {3: 0.8, 10: 0.96}}]
     tpe = sampler_bench.summarize(runs, patiences=(3, 10))["tpe"]
     assert tpe["median"] == float("inf") and tpe["never"] == 1
+    assert tpe["near"] == {"median": 4.5, "p90": 7}
     assert tpe["patience"][3]["found"] == 0.0 and tpe["patience"][10]["found"] == 0.5
     assert tpe["patience"][10]["median"] == 14 and tpe["patience"][10]["p90"] == 16
+    assert tpe["patience"][3]["worst_reached"] == 0.8

@@ -176,7 +176,7 @@ def plan_of(options: RunOptions, session: Session):
     from .search.runner import SearchPlan
 
     return SearchPlan(options.combos, options.trials, options.sampler, options.seed,
-                      options.sampler_seed, options.patience, options.full_front,
+                      options.sampler_seed, options.stop_after, options.full_front,
                       options.stop_when_met, options.progress and options.worker is None,
                       options.worker, session.setting.device, session.threads)
 
@@ -200,8 +200,8 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
         record, trials = group[combo]
         done = sum(t.evaluated for t in trials) >= options.trials \
             or len({t.canonical for t in trials if t.answered}) >= (record.distinct_points or 0) \
-            or (options.patience and stalled(trials, options.goal, options.patience,
-                                             options.timing_precision)) \
+            or (options.stop_after and stalled(trials, options.goal, options.stop_after,
+                                               options.timing_precision)) \
             or (options.stop_when_met and choose(trials, options.goal)[1])
         feasible = choose(trials, options.goal)[0] is not None
         if not done or (feasible and record.confirmation is None):

@@ -35,11 +35,22 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _whole_number(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
     return value
@@ -120,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
     _flag(search, "sampler-seed", type=int,
           help="fix the sampler's stream (default: one of this process's own, recorded)")
-    _flag(search, "patience", type=_positive_int, help="stop a combo's study after this many "
-          "evaluations without a better answer")
+    _flag(search, "patience", type=_whole_number, help="stop a combo's study after this many "
+          "evaluations without a better answer (0: never; the grid sampler never does)")
     _flag(search, "full-front", action="store_true", help="evaluate every configuration "
           "fully (no pruning), for the whole Pareto front")
     _flag(search, "stop-when-met", action="store_true",

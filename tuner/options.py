@@ -43,7 +43,7 @@ class RunOptions:
     trials: int = 200  # evaluations per combo
     sampler: str = "tpe"
     sampler_seed: int | None = None
-    patience: int | None = 40
+    patience: int | None = 40  # 0 or None: off (see `stop_after`)
     full_front: bool = False
     stop_when_met: bool = False
     # timing
@@ -78,6 +78,12 @@ class RunOptions:
     @property
     def combos(self) -> tuple[str, ...]:
         return tuple(COMBOS) if self.combo == "all" else (self.combo,)
+
+    @property
+    def stop_after(self) -> int | None:
+        """The patience in effect: none for the grid sampler, which is exhaustive by design
+        (BENCHMARKS.md, "Sampler", says why 40 for the others)."""
+        return None if self.sampler == "grid" or not self.patience else self.patience
 
     @property
     def goal(self) -> Goal:
