@@ -149,6 +149,10 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             answered = {r.canonical for r in records if r.answered}
             if done >= plan.trials or len(answered) >= points:
                 break
+            if plan.stop_when_met and choose(records, goal)[1]:
+                break
+            if plan.patience and stalled(records, goal, plan.patience, precision):
+                break
             if done + others_running(records) >= plan.trials:
                 if not confirming:
                     break
@@ -157,10 +161,6 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                 # re-queued (workers.py, rules 2 and 6).
                 time.sleep(OTHERS_POLL)
                 continue
-            if plan.stop_when_met and choose(records, goal)[1]:
-                break
-            if plan.patience and stalled(records, goal, plan.patience, precision):
-                break
             if _free_streak(records) >= FREE_STREAK and \
                     not _enqueue_unanswered(study, evaluator, combo, answered, rng):
                 break
