@@ -2,16 +2,21 @@
 
 `record` measures every distinct configuration of a combo once, with the tuner's own evaluator
 (speedup with its interval, loss with its interval), and writes the table. `replay` runs the
-tuner's real search layer (runner, objective with its pruning, dedup, confirmation) against the
+tuner's real search layer (runner, objective with its pruning and dedup, patience) against the
 table instead of a pipeline, as tabular HPO benchmarks do (HPOBench, NAS-Bench), for several
 samplers and seeds, and counts the evaluations until the answer is within 2 % of the table's
 optimum (the fastest feasible configuration). It also says when `--patience K` would have
 stopped each replay, and whether it had found the answer by then.
 
+The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo deepcache
+--num-samples 8; interrupted recordings resume from OUT.partial):
+
     python benchmarks/sampler_bench.py record --pipe tiny-shapes --combo deepcache+tome \\
-        --steps 20 --out benchmarks/tables/tiny-shapes-deepcache+tome.json
+        --steps 25 --batch-size 4 --num-samples 16 --device cpu --pairs 3 --max-pairs 6 \\
+        --threads 1 --out benchmarks/tables/tiny-shapes-deepcache+tome.json
     python benchmarks/sampler_bench.py replay benchmarks/tables/tiny-shapes-deepcache+tome.json \\
-        --seeds 20 --out benchmarks/results/.../replay.json
+        --seeds 20 --samplers tpe random grid --out .../replay-tpe-random-grid.json
+    python benchmarks/sampler_bench.py markdown .../replay-*.json   # BENCHMARKS.md's rows
 """
 
 from __future__ import annotations
