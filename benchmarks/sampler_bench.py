@@ -330,8 +330,9 @@ def markdown(args) -> None:
               f"{v['near']['median']:g} | {v['near']['p90']:g} |")
     print()
     for k, p in summary[args.patience_of]["patience"].items():
-        print(f"| {k} | {p['found']:.0%} | {p['median']:g} | {p['p90']:g} | "
-              f"{p['worst_reached']:.0%} of the optimum |")
+        worst = f"{p['worst_reached']:.0%} of the optimum" if p["worst_reached"] \
+            else "nothing feasible yet"
+        print(f"| {k} | {p['found']:.0%} | {p['median']:g} | {p['p90']:g} | {worst} |")
 
 
 def main() -> None:
