@@ -45,7 +45,7 @@ def make(number: int, speedup: float | None, loss: float | None, *, half: float 
                                  quality=quality(loss) if loss is not None else None,
                                  pruned=pruned, seconds={"total": 1.0}, goal=goal)
     if duplicate_of is not None:
-        TrialRecord.write_copy(trial, TrialRecord(duplicate_of, "COMPLETE"), {})
+        TrialRecord.write_copy(trial, TrialRecord(duplicate_of, "COMPLETE"), goal)
     if state == TrialState.COMPLETE:
         study.tell(trial, [speedup, loss])
     elif state == TrialState.FAIL:

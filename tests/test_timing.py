@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tuner.timing import (Clock, DeviceClock, PlainRuns, Run, Stats, TimingPolicy,
-                          bracket_ratio, choose_threads, measure_speedup, timed, timed_run)
+                          bracket_ratio, choose_threads, measure_speedup, timed_run)
 
 
 class FakeClock:
@@ -50,9 +50,9 @@ def test_fake_clock_is_a_clock():
 
 def test_timed_syncs_before_and_after_and_returns_the_advanced_time():
     clock = FakeClock()
-    result, seconds = timed(runner(clock, [2.5]), clock)
+    result, run = timed_run(runner(clock, [2.5]), clock)
     assert result == "result"
-    assert seconds == 2.5
+    assert run.seconds == 2.5
     assert clock.log == ["sync", "now", "+2.5", "sync", "now"]
 
 
@@ -74,8 +74,8 @@ def test_timed_counts_work_the_sync_waits_for():
         clock.pending += 3.0  # returns at once, the device works 3 s
         return None
 
-    _, seconds = timed(enqueue, clock)
-    assert seconds == 3.0
+    _, run = timed_run(enqueue, clock)
+    assert run.seconds == 3.0
 
 
 def test_stats_of():

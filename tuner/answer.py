@@ -234,12 +234,17 @@ class Answer:
             answer += ", confirmed"
         if self.required_speedup is None:
             return f"Fastest within {budget}: {answer}"
-        required = f"{self.required_speedup:.2f}x"
-        if self.goal.req_time is not None:
-            required += f" ({self.goal.req_time:g}s per batch)"
         if self.met:
-            return f"Meets {required} within {budget} with the lowest loss: {answer}"
-        return f"Nothing reaches {required} within {budget}; closest: {answer}"
+            return f"Meets {self.requirement} within {budget} with the lowest loss: {answer}"
+        return f"Nothing reaches {self.requirement} within {budget}; closest: {answer}"
+
+    @property
+    def requirement(self) -> str:
+        """The required speedup as shown, with the latency asked for (`--req-time`) if any."""
+        text = f"{self.required_speedup:.2f}x" if self.required_speedup is not None else "?"
+        if self.goal.req_time is not None:
+            text += f" ({self.goal.req_time:g}s per batch)"
+        return text
 
 
 def speed_text(speed: SpeedEstimate) -> str:

@@ -180,8 +180,10 @@ class Accelerated:
         if steps != tuned.steps:
             self._differs("steps", f"settings tuned for {tuned.steps} steps are used at "
                                    f"{steps} steps")
-        native = self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
-        size = (kwargs.get("height") or native, kwargs.get("width") or native)
+        from .pipelines import native_size
+
+        native_h, native_w = native_size(self.pipe)
+        size = (kwargs.get("height") or native_h, kwargs.get("width") or native_w)
         if size != (tuned.height, tuned.width):
             self._differs("size", f"settings tuned at {tuned.height}x{tuned.width} are used "
                                   f"at {size[0]}x{size[1]}")

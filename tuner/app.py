@@ -164,8 +164,9 @@ def _degenerate_clip(options: RunOptions, session: Session) -> str | None:
 
 def _notes(options: RunOptions, session: Session) -> list[str]:
     notes = [n for n in [_degenerate_clip(options, session)] if n]
-    if session.evaluator.plain_runs.noisy():
-        notes.append(f"timings on this machine spread {session.evaluator.noise:.0%}: is "
+    plain_runs = session.evaluator.plain_runs
+    if plain_runs.noisy():
+        notes.append(f"timings on this machine spread {plain_runs.spread:.0%}: is "
                      f"something else running? The intervals say how far to trust them.")
     if is_preset(options.pipe):
         notes.append(RANDOM_WEIGHTS_NOTE)
@@ -186,7 +187,7 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
     a rerun then answers at once instead of loading the model and measuring a baseline."""
     from .accelerators import COMBOS
     from .answer import choose
-    from .search.runner import stalled
+    from .search.runner import finished
     from .search.studies import load_group
 
     try:
@@ -198,11 +199,10 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
         if combo not in group:
             return None
         record, trials = group[combo]
-        done = sum(t.evaluated for t in trials) >= options.trials \
-            or len({t.canonical for t in trials if t.answered}) >= (record.distinct_points or 0) \
-            or (options.stop_after and stalled(trials, options.goal, options.stop_after,
-                                               options.timing_precision)) \
-            or (options.stop_when_met and choose(trials, options.goal)[1])
+        done = finished(trials, options.goal, points=record.distinct_points or 0,
+                        trials=options.trials, patience=options.stop_after,
+                        stop_when_met=options.stop_when_met,
+                        precision=options.timing_precision)
         feasible = choose(trials, options.goal)[0] is not None
         if not done or (feasible and record.confirmation is None):
             return None

@@ -346,10 +346,15 @@ def cmd_show(args) -> int:
     found = list(results.answers(data))
     if not found:
         return _show_from_studies(args)
-    for i, (key, answer) in enumerate(found):
-        print(("\n" if i else "") + f"{key}\n{answer.goal.key}:")
-        print("  " + answer.table().replace("\n", "\n  "))
+    _print_answers(found)
     return 0
+
+
+def _print_answers(found, *, after_text: bool = False) -> None:
+    """(setting key, Answer) pairs, each under its setting and goal, blank lines between."""
+    for i, (key, answer) in enumerate(found):
+        print(("\n" if i or after_text else "") + f"{key}\n{answer.goal.key}:")
+        print("  " + answer.table().replace("\n", "\n  "))
 
 
 def _show_from_studies(args) -> int:
@@ -366,10 +371,8 @@ def _show_from_studies(args) -> int:
         raise UsageError(f"no results in {args.output!r}; run `tuner run` first")
     print(f"no answer in {args.output!r} yet; from the studies in {args.studies!r} "
           f"(a run still going confirms its answers as each study ends):")
-    for group in groups:
-        for answer in group.answers:
-            print(f"\n{answer.setting.key}\n{answer.goal.key}:")
-            print("  " + answer.table().replace("\n", "\n  "))
+    _print_answers([(a.setting.key, a) for group in groups for a in group.answers],
+                   after_text=True)
     return 0
 
 

@@ -31,7 +31,7 @@ from .accelerators import Config
 from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate, SpeedEstimate
 from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
-                    relative_spread, sequential_confidence)
+                    sequential_confidence)
 from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, TimingPolicy,
                      measure_speedup, timed_run)
 
@@ -225,11 +225,10 @@ class Evaluator:
                 self._accelerated(config, [k], images, seconds)
                 pruned = PRUNED_LOSS if over_budget() else None
         quality = scores.estimate()
-        if quality.images == s.num_samples and \
-                torch.equal(torch.cat([images[k] for k in sorted(images)]), self.baseline.images):
+        ordered = torch.cat([images[k] for k in sorted(images)])
+        if quality.images == s.num_samples and torch.equal(ordered, self.baseline.images):
             raise accelerators.NoEffect("output is bit-identical to the plain pipeline's")
         seconds["total"] = self.clock.now() - started
-        ordered = torch.cat([images[k] for k in sorted(images)])
         return Evaluation(config={k: dict(v) for k, v in config.items()}, speed=speed,
                           quality=quality, pruned=pruned,
                           sample_images=ordered[:self.sample_count].cpu(), seconds=seconds)
@@ -273,11 +272,6 @@ class Evaluator:
         plain = [r.seconds for r in brackets[0].trusted_plain()] or \
             [r.seconds for r in race_runs]
         return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
-
-    @property
-    def noise(self) -> float:
-        """How much the recent plain runs spread: (max - min) / median."""
-        return relative_spread([r.seconds for r in self.plain_runs.runs])
 
 
 class _Scores:

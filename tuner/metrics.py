@@ -177,8 +177,7 @@ def load_clip_scorer(name: str, device: str | torch.device = "cpu",
         return CLIPScorer.from_pretrained(trained_path(name) if name in TRAINED_CLIP else name,
                                           device, dtype)
     except (OSError, ValueError) as err:
-        from .messages import first_line
-        from .pipelines import PipelineError
+        from .messages import PipelineError, first_line
 
         raise PipelineError(f"cannot load CLIP model {name!r}: {first_line(err)}") from err
 

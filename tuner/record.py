@@ -159,6 +159,12 @@ class TrialRecord:
     @staticmethod
     def write_result(trial, *, speed: SpeedEstimate | None, quality: QualityEstimate | None,
                      pruned: str | None, seconds: dict, goal: Goal) -> None:
+        TrialRecord._write_numbers(trial, speed, quality, pruned, goal)
+        trial.set_user_attr(_SECONDS, seconds)
+
+    @staticmethod
+    def _write_numbers(trial, speed: SpeedEstimate | None, quality: QualityEstimate | None,
+                       pruned: str | None, goal: Goal) -> None:
         if speed is not None:
             trial.set_user_attr(_SPEED, speed.as_dict())
         if quality is not None:
@@ -166,7 +172,6 @@ class TrialRecord:
             trial.set_constraint("loss_budget", quality.constraint(goal))
         if pruned is not None:
             trial.set_user_attr(_PRUNED, pruned)
-        trial.set_user_attr(_SECONDS, seconds)
 
     @staticmethod
     def write_failure(trial, reason: str, *, invalid: str | None = None) -> None:
@@ -176,17 +181,10 @@ class TrialRecord:
             trial.set_user_attr(_INVALID, invalid)
 
     @staticmethod
-    def write_copy(trial, earlier: TrialRecord, constraints: dict[str, float]) -> None:
+    def write_copy(trial, earlier: TrialRecord, goal: Goal) -> None:
         """Answer a repeated configuration with an earlier trial's numbers."""
         trial.set_user_attr(_DUPLICATE_OF, earlier.number)
-        if earlier.speed is not None:
-            trial.set_user_attr(_SPEED, earlier.speed.as_dict())
-        if earlier.quality is not None:
-            trial.set_user_attr(_QUALITY, earlier.quality.as_dict())
-        if earlier.pruned is not None:
-            trial.set_user_attr(_PRUNED, earlier.pruned)
-        for name, value in constraints.items():
-            trial.set_constraint(name, value)
+        TrialRecord._write_numbers(trial, earlier.speed, earlier.quality, earlier.pruned, goal)
 
     # -- reading ---------------------------------------------------------------------------
 

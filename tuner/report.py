@@ -20,7 +20,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from .answer import Answer, answer, config_text, feasible, loss_text, pareto_front, speed_text
+from .answer import (Answer, ComboAnswer, answer, config_text, feasible, loss_text, pareto_front,
+                     speed_text)
 from .messages import first_line
 from .presets import RANDOM_WEIGHTS_NOTE, is_preset
 from .record import StudyRecord, TrialRecord
@@ -61,6 +62,10 @@ class GoalGroup:
 
     def study_of(self, combo: str) -> ComboStudy:
         return next(c for c in self.combos if c.combo == combo)
+
+    def answer_of(self, study: ComboStudy) -> ComboAnswer:
+        """The answer's entry for this combo's study."""
+        return self.answer.combos[self.combos.index(study)]
 
 
 @dataclass
@@ -168,7 +173,7 @@ def scatter(c: ComboStudy, g: GoalGroup):
     Pareto front, the choice."""
     import plotly.graph_objects as go
 
-    goal, chosen = g.answer.goal, g.answer.combos[g.combos.index(c)].choice
+    goal, chosen = g.answer.goal, g.answer_of(c).choice
     points = c.scored
     ok = feasible(points, goal)
     _points(fig := go.Figure(), "infeasible or stopped for its loss",
@@ -364,10 +369,7 @@ def _goal_title(a: Answer) -> str:
     budget = a.goal.budget
     if a.goal.mode == "max_speedup":
         return f"Fastest within {budget}"
-    required = f"{a.required_speedup:.2f}x" if a.required_speedup is not None else "?"
-    if a.goal.req_time is not None:
-        required += f" ({a.goal.req_time:g}s per batch)"
-    return f"Required speedup {required} within {budget}"
+    return f"Required speedup {a.requirement} within {budget}"
 
 
 def _choice_table(page: _Page, g: GoalGroup) -> None:
@@ -425,7 +427,7 @@ def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
 
 
 def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
-    combo = next(x for x in g.answer.combos if x.combo == c.combo)
+    combo = g.answer_of(c)
     failed = sum(1 for t in c.trials if t.state == "FAIL" and t.evaluated)
     page.add(f"<h4>{html.escape(c.combo)}</h4>")
     page.add(f'<p class="meta">Study <code>{html.escape(c.study.study_name)}</code>: '

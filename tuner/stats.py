@@ -110,13 +110,8 @@ def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE) -> I
     """
     if not ratios or min(ratios) <= 0:
         raise ValueError(f"need positive ratios, got {list(ratios)}")
-    logs = [math.log(r) for r in ratios]
-    mean = statistics.fmean(logs)
-    if len(logs) < 2:
-        return Interval(math.exp(mean), 0.0, math.inf, 1)
-    half = t_quantile(0.5 + confidence / 2, len(logs) - 1) * statistics.stdev(logs) \
-        / math.sqrt(len(logs))
-    return Interval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), len(logs))
+    logs = mean_interval([math.log(r) for r in ratios], confidence)
+    return Interval(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:

@@ -74,12 +74,6 @@ def timed_run(fn: Callable[[], Any], clock: Clock) -> tuple[Any, Run]:
     return result, Run(start, clock.now() - start)
 
 
-def timed(fn: Callable[[], Any], clock: Clock) -> tuple[Any, float]:
-    """Run `fn` once; return its result and its latency in seconds, device work included."""
-    result, run = timed_run(fn, clock)
-    return result, run.seconds
-
-
 @dataclass(frozen=True)
 class Stats:
     median: float
@@ -217,6 +211,18 @@ def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int = 3) 
     return found
 
 
+def _bracketed(accelerated: Sequence[Run], plains: Sequence[Run]) -> list[Bracket]:
+    """Each accelerated run between the nearest of `plains` (in time order) before and after
+    it; runs with no plain run on one side are left out."""
+    found = []
+    for a in accelerated:
+        before = [r for r in plains if r.middle < a.middle]
+        after = [r for r in plains if r.middle > a.middle]
+        if before and after:
+            found.append(Bracket(before[-1], a, after[0]))
+    return found
+
+
 class Brackets:
     """The runs measured for one configuration, and the ratios to trust.
 
@@ -248,25 +254,12 @@ class Brackets:
     def clean(self) -> list[Bracket]:
         if not self.accelerated:
             return []
-        trusted = self.trusted_plain()
-        found = []
-        for a in _undisturbed(self.accelerated, self.plain.tolerance):
-            before = [r for r in trusted if r.middle < a.middle]
-            after = [r for r in trusted if r.middle > a.middle]
-            if before and after:
-                found.append(Bracket(before[-1], a, after[0]))
-        return found
+        return _bracketed(_undisturbed(self.accelerated, self.plain.tolerance),
+                          self.trusted_plain())
 
     def all(self) -> list[Bracket]:
         """Every accelerated run against its own neighbours, trusted or not."""
-        ordered = sorted(self.plains, key=lambda r: r.middle)
-        found = []
-        for a in self.accelerated:
-            before = [r for r in ordered if r.middle < a.middle]
-            after = [r for r in ordered if r.middle > a.middle]
-            if before and after:
-                found.append(Bracket(before[-1], a, after[0]))
-        return found
+        return _bracketed(self.accelerated, sorted(self.plains, key=lambda r: r.middle))
 
     def interval(self) -> Interval | None:
         clean = self.clean()
@@ -344,5 +337,4 @@ def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
 
 
 __all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats",
-           "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "timed",
-           "timed_run"]
+           "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "timed_run"]

@@ -32,7 +32,7 @@ def _now() -> str:
 
 
 def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
-          goal: Goal, required: float | None) -> None:
+          required: float | None) -> None:
     """Race the entries' configurations; add the confirmed speeds to each study's record."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
     race = evaluator.race([t.config for _, t in entries],
@@ -55,7 +55,7 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool
     found = candidates(records, goal)
     if not found:
         return False
-    _race(evaluator, [(study, t) for t in found], goal, required)
+    _race(evaluator, [(study, t) for t in found], required)
     return True
 
 
@@ -78,7 +78,7 @@ def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal:
         entries = [e for e in entries if e[2].speedup.high >= required] or entries
     if len(entries) < 2:
         return False
-    _race(evaluator, [(s, t) for s, t, _ in entries], goal, required)
+    _race(evaluator, [(s, t) for s, t, _ in entries], required)
     return True
 
 

@@ -104,9 +104,7 @@ class Objective:
 
     def _repeat(self, trial: optuna.Trial, earlier: TrialRecord):
         """Answer a repeated configuration from its earlier trial, without running anything."""
-        constraints = {"loss_budget": earlier.quality.constraint(self.goal)} \
-            if earlier.quality is not None else {}
-        TrialRecord.write_copy(trial, earlier, constraints)
+        TrialRecord.write_copy(trial, earlier, self.goal)
         if earlier.state == "FAIL":
             self._fail(trial, earlier.fail_reason, invalid=earlier.invalid)
         if earlier.state == "PRUNED":

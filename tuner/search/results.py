@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..answer import Answer
-from ..setting import Goal, Setting
+from ..setting import Setting
 
 FORMAT = 2
 
@@ -131,9 +131,5 @@ def merge(path: str | Path, answer: Answer, *, model: dict | None = None) -> dic
     return data
 
 
-def goal_of(entry: dict) -> Goal:
-    return Goal.from_dict(entry["goal"])
-
-
-__all__ = ["FORMAT", "ResultsError", "answers", "goal_of", "locked", "merge", "read",
+__all__ = ["FORMAT", "ResultsError", "answers", "locked", "merge", "read",
            "write_atomically"]

@@ -85,6 +85,15 @@ def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: fl
                          precision)
 
 
+def finished(records: list[TrialRecord], goal: Goal, *, points: int, trials: int,
+             patience: int | None, stop_when_met: bool, precision: float) -> bool:
+    """Whether a study has nothing left to do (the module's docstring says when)."""
+    return sum(r.evaluated for r in records) >= trials \
+        or len({r.canonical for r in records if r.answered}) >= points \
+        or bool(stop_when_met and choose(records, goal)[1]) \
+        or bool(patience and stalled(records, goal, patience, precision))
+
+
 def _free_streak(records: list[TrialRecord]) -> int:
     """Finished trials in a row, most recent first, that evaluated nothing (repeats, or
     configurations rejected before generating)."""
@@ -146,12 +155,9 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             bar.n = min(done, plan.trials)
             if not bar.disable:
                 bar.set_postfix_str(_best_label(records, goal))
-            answered = {r.canonical for r in records if r.answered}
-            if done >= plan.trials or len(answered) >= points:
-                break
-            if plan.stop_when_met and choose(records, goal)[1]:
-                break
-            if plan.patience and stalled(records, goal, plan.patience, precision):
+            if finished(records, goal, points=points, trials=plan.trials,
+                        patience=plan.patience, stop_when_met=plan.stop_when_met,
+                        precision=precision):
                 break
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -161,8 +167,8 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                 # re-queued (workers.py, rules 2 and 6).
                 time.sleep(OTHERS_POLL)
                 continue
-            if _free_streak(records) >= FREE_STREAK and \
-                    not _enqueue_unanswered(study, evaluator, combo, answered, rng):
+            if _free_streak(records) >= FREE_STREAK and not _enqueue_unanswered(
+                    study, evaluator, combo, {r.canonical for r in records if r.answered}, rng):
                 break
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
                            callbacks=[report_failure])
@@ -207,4 +213,4 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
             on_answer()
 
 
-__all__ = ["SearchPlan", "run_combo", "run_search", "stalled"]
+__all__ = ["SearchPlan", "finished", "run_combo", "run_search", "stalled"]

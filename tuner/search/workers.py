@@ -127,8 +127,7 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *,
     """The earlier trial that answered this configuration, if any (rule 3); raises `Surplus`
     when earlier trials fill the budget (rule 4)."""
     while True:
-        frozen = trial.study.get_trials(deepcopy=False)
-        records = [TrialRecord.from_trial(t) for t in frozen]
+        records = trial_records(trial.study)
         ahead = [r for r in records if r.number < trial.number]
         if sum(r.evaluated or r.state in ("RUNNING", "WAITING") for r in ahead) >= budget:
             raise Surplus
