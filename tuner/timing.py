@@ -320,7 +320,8 @@ def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
     is fastest, preferring fewer threads within 5 %.
 
     On a machine where other processes compete for the cores, using every core makes each step
-    wait for the busiest one: a batch that takes 0.45 s on one thread took 1.2-10.8 s on two.
+    wait for the busiest one: with busy neighbours on both cores of a 2-core machine, a batch
+    took up to 0.52-0.59 s on one thread and 1.12-1.47 s on two (README, "Measuring speedups").
     The slowest run shows that; the median can hide it.
     """
     seen: dict[int, list[float]] = {}
