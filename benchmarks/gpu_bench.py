@@ -11,6 +11,10 @@ estimate: bracketed pairs, added until the 95 % interval is within +-2 % (or a c
     python benchmarks/gpu_bench.py grid --out OUT         # tuner run on the DeepCache grid
     python benchmarks/gpu_bench.py cost --out OUT         # GPU-seconds per answer, defaults
     python benchmarks/gpu_bench.py cost --old OLD --trials 3 --out OUT  # tuner 0.1, per trial
+    python benchmarks/gpu_bench.py compare --out OUT      # the two, answers measured again
+
+`cost` also runs end to end on the CPU with the trained tiny-shapes pipeline, whose losses are
+real (for a toy): BENCHMARKS.md, section 3, gives the command.
 """
 
 from __future__ import annotations
@@ -148,9 +152,14 @@ def _tuner(argv: list[str], *, pythonpath: Path = ROOT, limit: float | None = No
 
 
 def _common(args) -> list[str]:
-    return ["--pipe", args.sd, "--device", DEVICE, "--steps", str(args.steps),
-            "--batch-size", "4", "--num-samples", "8", "--metric", "ssim", "--req-score-loss",
-            "0.05", "--no-progress", "--no-artifacts"]
+    argv = ["--pipe", args.sd, "--device", DEVICE, "--steps", str(args.steps),
+            "--batch-size", "4", "--num-samples", str(args.num_samples), "--metric", args.metric,
+            "--req-score-loss", str(args.budget), "--no-progress", "--no-artifacts"]
+    if args.prompts:
+        argv += ["--prompts", args.prompts]
+    if args.cost_clip:
+        argv += ["--clip-model", args.cost_clip]
+    return argv
 
 
 def grid(out: Path, args) -> None:
@@ -210,9 +219,58 @@ def cost(out: Path, args) -> None:
          "answer": json.loads(results.read_text()) if results.is_file() else None}, indent=1))
 
 
+def _chosen(answer: dict) -> dict:
+    """The chosen configuration of a search_params.json, either format (1: tuner 0.1's)."""
+    (setting,) = answer["settings"].values()
+    goals = [setting["max_speedup"]] if answer["format"] == 1 else \
+        list(setting["answers"].values())
+    (goal,) = goals
+    return goal["chosen"]
+
+
+def compare(out: Path, args) -> None:
+    """The two `cost` runs side by side: seconds, trials, and both answers measured again in
+    one race here (their own numbers are each a search's estimate, tuner 0.1's a maximum over
+    single measurements); quality of each with the full quality set."""
+    from tuner.app import build
+    from tuner.options import RunOptions
+    from tuner.timing import TimingPolicy
+
+    runs = {label: json.loads((out / f"cost-{label}.json").read_text())
+            for label in ("old", "new")}
+    report = {**header(), "runs": {}}
+    for label, run in runs.items():
+        states = [t["state"] for t in run["trials"]]
+        report["runs"][label] = {"wall_s": run["wall_s"], "trials": len(states),
+                                 "complete": states.count("COMPLETE"),
+                                 "pruned": states.count("PRUNED"),
+                                 "chosen": _chosen(run["answer"])}
+        log(f"{label}: {run['wall_s']:.0f} s, {len(states)} trials recorded "
+            f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned)")
+    ratio = runs["new"]["wall_s"] / runs["old"]["wall_s"]
+    report["new_over_old"] = ratio
+    log(f"seconds per answer, new / old: {ratio:.2f}")
+    session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4,
+                               num_samples=args.num_samples, metric=args.metric,
+                               clip_model=args.cost_clip or "auto", prompts=args.prompts,
+                               device=DEVICE, progress=False))
+    ev = session.evaluator
+    ev.timing = ev.plain_runs.policy = TimingPolicy(max_pairs=24)
+    configs = [report["runs"][label]["chosen"]["params"] for label in ("old", "new")]
+    race = ev.race(configs, keep=lambda intervals: set(intervals))
+    for label, config, speed in zip(("old", "new"), configs, race.speeds):
+        quality = ev.evaluate(config).quality
+        report["runs"][label]["measured_again"] = {"speed": speed.as_dict(),
+                                                   "quality": quality.as_dict()}
+        log(f"{label}'s answer {config}: {speed.value:.3f}x [{speed.speedup.low:.3f}, "
+            f"{speed.speedup.high:.3f}], {quality.metric} loss {quality.loss.value:.2%} "
+            f"[{quality.loss.low:.2%}, {quality.loss.high:.2%}]")
+    (out / "cost-compare.json").write_text(json.dumps(report, indent=1))
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["speedups", "grid", "cost", "lookup"])
+    parser.add_argument("part", choices=["speedups", "grid", "cost", "compare", "lookup"])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--trials", type=int, help="for cost: --trials (default: tuner's)")
@@ -222,12 +280,19 @@ def main():
     parser.add_argument("--sd", default="sd1.5-random")
     parser.add_argument("--sdxl", default="sdxl-random")
     parser.add_argument("--clip", default="clip-l-random")
+    # For cost with a trained model (both tuners take a folder): its CLIP, captions, budget.
+    parser.add_argument("--cost-clip", help="for cost: --clip-model (default: tuner's)")
+    parser.add_argument("--prompts", help="for cost: --prompts")
+    parser.add_argument("--num-samples", type=int, default=8)
+    parser.add_argument("--metric", default="ssim")
+    parser.add_argument("--budget", type=float, default=0.05, help="--req-score-loss")
     args = parser.parse_args()
     global DEVICE
     DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    {"speedups": speedups, "grid": grid, "cost": cost, "lookup": lookup}[args.part](out, args)
+    {"speedups": speedups, "grid": grid, "cost": cost, "compare": compare,
+     "lookup": lookup}[args.part](out, args)
 
 
 if __name__ == "__main__":
