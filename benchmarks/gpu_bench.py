@@ -136,7 +136,9 @@ def _tuner(argv: list[str], *, pythonpath: Path = ROOT, limit: float | None = No
     """Run `tuner run`; stopped with SIGINT (it resumes later) after `limit` seconds."""
     import signal
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    # PYTHONSAFEPATH: `-m tuner` must not find the tuner of the working directory first (it
+    # did, in this benchmark's first version: its "tuner 0.1" rows were this tuner's).
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": os.pathsep.join(
         filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "tuner", "run", *argv], env=env,
@@ -187,17 +189,22 @@ def grid(out: Path, args) -> None:
 
 
 def cost(out: Path, args) -> None:
-    """`tuner run --combo all` on the SD1.5 architecture, timed from start to answer, with this
-    tuner (its defaults: repeats free, pruning, patience) or with tuner 0.1 (`--old DIR`: 4
-    fixed pairs, no pruning, repeats counted, `--trials` per combo). Reruns resume, so a run
-    longer than one command's limit is finished by running it again (wall times add up)."""
+    """`tuner run --combo all` on `--sd` (the SD1.5 architecture by default), timed from start
+    to answer, with this tuner (its defaults: repeats free, pruning, patience) or with tuner 0.1
+    (`--old DIR`: 4 fixed pairs, no pruning, repeats counted, `--trials` per combo). Reruns
+    resume, so a run longer than one command's limit is finished by running it again (wall
+    times add up)."""
     old = args.old is not None
-    label = "old" if old else "new"
+    label = args.label or ("old" if old else "new")
     studies = out / f"cost-{label}"
     argv = [*_common(args), "--combo", "all", "--studies", str(studies), "--output",
             str(studies / "search_params.json")]
     if args.trials:
         argv += ["--trials", str(args.trials)]
+    if args.threads:
+        if old:
+            raise SystemExit("tuner 0.1 has no --threads: it takes torch's default (all cores)")
+        argv += ["--threads", str(args.threads)]
     wall, text = _tuner(argv, pythonpath=Path(args.old) if old else ROOT, limit=args.limit)
     log(f"== {label}: {wall:.1f}s\n{text[-3000:]}")
     with (out / f"cost-{label}.log").open("a") as f:
@@ -214,9 +221,13 @@ def cost(out: Path, args) -> None:
                                "seconds": (t.datetime_complete - t.datetime_start)
                                .total_seconds(), "params": t.params})
     results = studies / "search_params.json"
+    answer = json.loads(results.read_text()) if results.is_file() else None
+    if answer is not None and answer["format"] != (1 if old else 2):
+        raise SystemExit(f"the {label} run wrote results format {answer['format']}: it ran "
+                         f"the other tuner")
     (out / f"cost-{label}.json").write_text(json.dumps(
         {**header(), "argv": argv, "wall_s": wall, "trials": trials,
-         "answer": json.loads(results.read_text()) if results.is_file() else None}, indent=1))
+         "answer": answer}, indent=1))
 
 
 def _chosen(answer: dict) -> dict:
@@ -229,15 +240,15 @@ def _chosen(answer: dict) -> dict:
 
 
 def compare(out: Path, args) -> None:
-    """The two `cost` runs side by side: seconds, trials, and both answers measured again in
-    one race here (their own numbers are each a search's estimate, tuner 0.1's a maximum over
-    single measurements); quality of each with the full quality set."""
+    """The `cost` runs (`--labels`) side by side: seconds, trials, and their answers measured
+    again in one race here (their own numbers are each a search's estimate, tuner 0.1's a
+    maximum over single measurements); quality of each with the full quality set."""
     from tuner.app import build
     from tuner.options import RunOptions
     from tuner.timing import TimingPolicy
 
     runs = {label: json.loads((out / f"cost-{label}.json").read_text())
-            for label in ("old", "new")}
+            for label in args.labels}
     report = {**header(), "runs": {}}
     for label, run in runs.items():
         states = [t["state"] for t in run["trials"]]
@@ -247,18 +258,22 @@ def compare(out: Path, args) -> None:
                                  "chosen": _chosen(run["answer"])}
         log(f"{label}: {run['wall_s']:.0f} s, {len(states)} trials recorded "
             f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned)")
-    ratio = runs["new"]["wall_s"] / runs["old"]["wall_s"]
-    report["new_over_old"] = ratio
-    log(f"seconds per answer, new / old: {ratio:.2f}")
+    first = args.labels[0]
+    for label in args.labels[1:]:
+        ratio = runs[label]["wall_s"] / runs[first]["wall_s"]
+        report[f"{label}_over_{first}"] = ratio
+        log(f"seconds per answer, {label} / {first}: {ratio:.2f}")
     session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4,
                                num_samples=args.num_samples, metric=args.metric,
                                clip_model=args.cost_clip or "auto", prompts=args.prompts,
-                               device=DEVICE, progress=False))
+                               device=DEVICE, threads=args.threads, progress=False))
+    report["threads"] = session.threads
+    log(f"answers measured again with {session.threads} CPU threads")
     ev = session.evaluator
     ev.timing = ev.plain_runs.policy = TimingPolicy(max_pairs=24)
-    configs = [report["runs"][label]["chosen"]["params"] for label in ("old", "new")]
+    configs = [report["runs"][label]["chosen"]["params"] for label in args.labels]
     race = ev.race(configs, keep=lambda intervals: set(intervals))
-    for label, config, speed in zip(("old", "new"), configs, race.speeds):
+    for label, config, speed in zip(args.labels, configs, race.speeds):
         quality = ev.evaluate(config).quality
         report["runs"][label]["measured_again"] = {"speed": speed.as_dict(),
                                                    "quality": quality.as_dict()}
@@ -286,6 +301,10 @@ def main():
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--metric", default="ssim")
     parser.add_argument("--budget", type=float, default=0.05, help="--req-score-loss")
+    parser.add_argument("--threads", type=int, help="for cost and compare: CPU threads")
+    parser.add_argument("--label", help="for cost: the run's name (default old or new)")
+    parser.add_argument("--labels", nargs="+", default=["old", "new"],
+                        help="for compare: the runs, the first the reference")
     args = parser.parse_args()
     global DEVICE
     DEVICE = args.device
