@@ -10,3 +10,4 @@ python benchmarks/gpu_bench.py cost $A                           # cost-new.*
 python benchmarks/gpu_bench.py compare $A                        # compare-first.* (then cost-compare.json)
 python benchmarks/gpu_bench.py cost $A --threads 2 --label new-2threads
 python benchmarks/gpu_bench.py compare $A --threads 2 --labels old new new-2threads  # cost-compare.json
+python benchmarks/gpu_bench.py compare $A --threads 1 --labels old new new-2threads  # compare-1thread.* (written as cost-compare.json in a copy of the folder)
