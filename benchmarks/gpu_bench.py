@@ -11,10 +11,10 @@ estimate: bracketed pairs, added until the 95 % interval is within +-2 % (or a c
     python benchmarks/gpu_bench.py grid --out OUT         # tuner run on the DeepCache grid
     python benchmarks/gpu_bench.py cost --out OUT         # GPU-seconds per answer, defaults
     python benchmarks/gpu_bench.py cost --old OLD --trials 3 --out OUT  # tuner 0.1, per trial
-    python benchmarks/gpu_bench.py compare --out OUT      # the two, answers measured again
+    python benchmarks/gpu_bench.py compare --out OUT      # the runs side by side, answers raced
 
-`cost` also runs end to end on the CPU with the trained tiny-shapes pipeline, whose losses are
-real (for a toy): BENCHMARKS.md, section 3, gives the command.
+`cost` and `compare` also run on the CPU with the trained tiny-shapes pipeline, whose losses are
+real (for a toy): benchmarks/results/2026-12-01-cpu-cost/commands.sh (BENCHMARKS.md, section 3).
 """
 
 from __future__ import annotations
