@@ -209,6 +209,7 @@ def cost(out: Path, args) -> None:
     log(f"== {label}: {wall:.1f}s\n{text[-3000:]}")
     with (out / f"cost-{label}.log").open("a") as f:
         f.write(f"\n# wall {wall:.1f}s\n{text}")
+    from tuner.search.results import FORMAT
     from tuner.search.studies import locate
     import optuna
 
@@ -222,7 +223,7 @@ def cost(out: Path, args) -> None:
                                .total_seconds(), "params": t.params})
     results = studies / "search_params.json"
     answer = json.loads(results.read_text()) if results.is_file() else None
-    if answer is not None and answer["format"] != (1 if old else 2):
+    if answer is not None and answer["format"] != (1 if old else FORMAT):
         raise SystemExit(f"the {label} run wrote results format {answer['format']}: it ran "
                          f"the other tuner")
     (out / f"cost-{label}.json").write_text(json.dumps(
@@ -233,9 +234,7 @@ def cost(out: Path, args) -> None:
 def _chosen(answer: dict) -> dict:
     """The chosen configuration of a search_params.json, either format (1: tuner 0.1's)."""
     (setting,) = answer["settings"].values()
-    goals = [setting["max_speedup"]] if answer["format"] == 1 else \
-        list(setting["answers"].values())
-    (goal,) = goals
+    (goal,) = [setting["max_speedup"]] if answer["format"] == 1 else setting["answers"].values()
     return goal["chosen"]
 
 
