@@ -12,6 +12,7 @@ estimate: bracketed pairs, added until the 95 % interval is within +-2 % (or a c
     python benchmarks/gpu_bench.py cost --out OUT         # GPU-seconds per answer, defaults
     python benchmarks/gpu_bench.py cost --old OLD --trials 3 --out OUT  # tuner 0.1, per trial
     python benchmarks/gpu_bench.py compare --out OUT      # the runs side by side, answers raced
+    python benchmarks/gpu_bench.py trace --out OUT        # raw plain/accelerated run timings
 
 `cost` and `compare` also run on the CPU with the trained tiny-shapes pipeline, whose losses are
 real (for a toy): benchmarks/results/2026-12-01-cpu-cost/commands.sh (BENCHMARKS.md, section 3).
@@ -131,6 +132,45 @@ def lookup(out: Path, args) -> None:
     (out / "lookup.json").write_text(json.dumps({**header(), "rows": rows}, indent=1))
 
 
+def trace(out: Path, args) -> None:
+    """Raw timings for designing the measurement offline (benchmarks/timing_replay.py): for
+    each configuration, plain and accelerated runs of one batch alternated for `--seconds`,
+    every run recorded (start, seconds, and the apply/undo time around an accelerated one)."""
+    from tuner.app import build
+    from tuner.options import RunOptions
+
+    session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4, num_samples=8,
+                               metric="ssim", clip_model=args.clip, device=DEVICE,
+                               progress=False))
+    ev = session.evaluator
+    base = ev.measure_baseline()
+    log(f"plain {base.latency.median:.3f}s (spread {base.latency.spread:.1%})")
+    segments = []
+    for label in args.configs:
+        config, runs = SD15_CONFIGS[label], []
+
+        def record(kind: str) -> None:
+            seconds: dict = {}
+            run = ev._plain(1, seconds) if kind == "plain" else \
+                ev._accelerated(config, [1], {}, seconds)
+            runs.append({"kind": kind, "start": run.start, "seconds": run.seconds,
+                         "apply_undo": seconds.get("apply_undo", 0.0)})
+
+        ev._accelerated(config, [0], {}, {})  # warm-up
+        began = time.perf_counter()
+        while time.perf_counter() - began < args.seconds:
+            record("plain")
+            record("accelerated")
+        record("plain")
+        plain = sorted(r["seconds"] for r in runs if r["kind"] == "plain")
+        fast = sorted(r["seconds"] for r in runs if r["kind"] == "accelerated")
+        log(f"{label}: {len(runs)} runs, plain median {plain[len(plain) // 2]:.3f}s, "
+            f"accelerated median {fast[len(fast) // 2]:.3f}s")
+        segments.append({"config": label, "params": config, "runs": runs})
+    (out / "trace.json").write_text(json.dumps({**header(), "steps": args.steps,
+                                                "segments": segments}, indent=1))
+
+
 def _tuner(argv: list[str], *, pythonpath: Path = ROOT, limit: float | None = None
            ) -> tuple[float, str]:
     """Run `tuner run`; stopped with SIGINT (it resumes later) after `limit` seconds."""
@@ -197,7 +237,7 @@ def cost(out: Path, args) -> None:
     old = args.old is not None
     label = args.label or ("old" if old else "new")
     studies = out / f"cost-{label}"
-    argv = [*_common(args), "--combo", "all", "--studies", str(studies), "--output",
+    argv = [*_common(args), "--combo", args.combo, "--studies", str(studies), "--output",
             str(studies / "search_params.json")]
     if args.trials:
         argv += ["--trials", str(args.trials)]
@@ -284,7 +324,8 @@ def compare(out: Path, args) -> None:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["speedups", "grid", "cost", "compare", "lookup"])
+    parser.add_argument("part", choices=["speedups", "grid", "cost", "compare", "lookup",
+                                         "trace"])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--trials", type=int, help="for cost: --trials (default: tuner's)")
@@ -302,15 +343,21 @@ def main():
     parser.add_argument("--budget", type=float, default=0.05, help="--req-score-loss")
     parser.add_argument("--threads", type=int, help="for cost and compare: CPU threads")
     parser.add_argument("--label", help="for cost: the run's name (default old or new)")
+    parser.add_argument("--combo", default="all", help="for cost: --combo")
     parser.add_argument("--labels", nargs="+", default=["old", "new"],
                         help="for compare: the runs, the first the reference")
+    parser.add_argument("--configs", nargs="+", default=["DeepCache N=3 b0", "ToMe 0.5 md1",
+                                                          "DC N=3 + ToMe 0.5 md1"],
+                        help="for trace: configurations (names of SD15_CONFIGS)")
+    parser.add_argument("--seconds", type=float, default=120.0,
+                        help="for trace: seconds of alternating runs per configuration")
     args = parser.parse_args()
     global DEVICE
     DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     {"speedups": speedups, "grid": grid, "cost": cost, "compare": compare,
-     "lookup": lookup}[args.part](out, args)
+     "lookup": lookup, "trace": trace}[args.part](out, args)
 
 
 if __name__ == "__main__":

@@ -235,6 +235,20 @@ def test_timing_policy_is_checked():
         TimingPolicy(min_pairs=5, max_pairs=3)
 
 
+def test_a_run_is_judged_against_as_many_neighbours_as_the_policy_says():
+    """A machine slowing 2 % a run: each run is within 3 % of the one before it, but not of the
+    one three runs back, so judged against 3 neighbours the slowing runs are set aside (the
+    series itself is left empty: its tolerance stays at the policy's 3 %)."""
+    from tuner.timing import Brackets
+
+    for neighbours, trusted in ((1, 8), (3, 2)):
+        brackets = Brackets(PlainRuns(FakeClock(), TimingPolicy(neighbours=neighbours)))
+        brackets.plains.extend(Run(float(i), 1.0 + 0.02 * i) for i in range(8))
+        assert len(brackets.trusted_plain()) == trusted
+    with pytest.raises(ValueError, match="neighbours"):
+        TimingPolicy(neighbours=0)
+
+
 def test_choose_threads_takes_the_best_worst_case_and_prefers_fewer_threads():
     times = {1: [0.50, 0.50, 0.51, 0.52], 2: [0.30, 0.30, 2.4, 0.31], 4: [0.29, 0.29, 0.29, 0.7]}
     calls = {c: iter(t) for c, t in times.items()}

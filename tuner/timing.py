@@ -112,12 +112,15 @@ class TimingPolicy:
     # more than max_tolerance.
     tolerance: float = 0.03
     max_tolerance: float = 0.10
+    neighbours: int = 3  # runs of the same kind, each side in time, a run is judged against
     reuse_within: float = 30.0  # seconds: a plain run this recent opens the next bracket
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
             raise ValueError(f"need 1 <= min_pairs <= max_pairs, got {self.min_pairs} and "
                              f"{self.max_pairs}")
+        if self.neighbours < 1:
+            raise ValueError(f"need neighbours >= 1, got {self.neighbours}")
 
 
 def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
@@ -196,7 +199,7 @@ class Bracket:
         return bracket_ratio(self.before, self.accelerated, self.after)
 
 
-def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int = 3) -> list[Run]:
+def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int) -> list[Run]:
     """The runs, in time order, within `tolerance` of the fastest of their neighbours in time.
 
     Against the neighbours, not the fastest ever: when the machine's speed shifts (another job
@@ -249,12 +252,14 @@ class Brackets:
 
     def trusted_plain(self) -> list[Run]:
         """The undisturbed plain runs, in time order."""
-        return _undisturbed(self.plains, self.plain.tolerance)
+        return _undisturbed(self.plains, self.plain.tolerance,
+                            neighbours=self.plain.policy.neighbours)
 
     def clean(self) -> list[Bracket]:
         if not self.accelerated:
             return []
-        return _bracketed(_undisturbed(self.accelerated, self.plain.tolerance),
+        return _bracketed(_undisturbed(self.accelerated, self.plain.tolerance,
+                                       neighbours=self.plain.policy.neighbours),
                           self.trusted_plain())
 
     def all(self) -> list[Bracket]:

@@ -1,0 +1,133 @@
+"""Replay a recorded timing trace (`gpu_bench.py trace`) through the tuner's own speedup
+measurement (tuner.timing), to compare measurement schemes offline on real GPU noise.
+
+The trace alternates plain and accelerated runs of one configuration for minutes. A scheme with
+k accelerated runs per plain run is emulated by keeping every k-th plain run of the trace (the
+runs in between are dropped, which leaves the kept plain runs further apart in time than the
+scheme would: the emulation is, if anything, unfair to k > 1). Every start position in the trace
+is one measurement, stopped by the tuner's rule (a minimum of trusted pairs, then the interval
+within the precision, or the cap). Reference: the speedup from all of the segment's brackets,
+with the tuner's default rule. The trust rule can be varied too (`--tolerance`: the floor of the
+tolerance and its cap; `--neighbours`).
+
+    python benchmarks/timing_replay.py benchmarks/results/2026-12-01-h200-trace/trace.json
+    python benchmarks/timing_replay.py TRACE --per-plain 1 --precision 0.05 0.08 \
+        --tolerance 0.03 0.2 --neighbours 3 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tuner.stats import Interval  # noqa: E402
+from tuner.timing import Brackets, PlainRuns, Run, TimingPolicy  # noqa: E402
+
+
+class _Frozen:
+    """The clock of a replay: nothing here asks it the time."""
+
+    def now(self) -> float:
+        return 0.0
+
+    def sync(self) -> None:
+        pass
+
+
+def _series(runs: list[dict]) -> tuple[list[Run], list[Run], list[float]]:
+    """Plain runs P0..Pn and accelerated runs A0..An-1 (Ai between Pi and Pi+1), and the apply
+    and undo seconds around each accelerated run."""
+    plain = [Run(r["start"], r["seconds"]) for r in runs if r["kind"] == "plain"]
+    accelerated = [Run(r["start"], r["seconds"]) for r in runs if r["kind"] == "accelerated"]
+    overhead = [r["apply_undo"] for r in runs if r["kind"] == "accelerated"]
+    return plain, accelerated, overhead
+
+
+def reference(runs: list[dict], policy: TimingPolicy) -> Interval:
+    plain, accelerated, _ = _series(runs)
+    series = PlainRuns(_Frozen(), policy, window=len(plain))
+    brackets = Brackets(series)
+    for i, a in enumerate(accelerated):
+        brackets.add(series.add(plain[i]), a, series.add(plain[i + 1]))
+    return brackets.interval()
+
+
+def measure(runs: list[dict], start: int, k: int, policy: TimingPolicy, precision: float):
+    """One measurement from accelerated run `start` on, keeping a plain run after every k
+    accelerated ones; (interval, seconds spent) or None when the trace ends first."""
+    plain, accelerated, overhead = _series(runs)
+    series = PlainRuns(_Frozen(), policy)
+    for p in plain[max(0, start - 16 * k):start:k]:  # this process's earlier plain runs
+        series.add(p)
+    before = series.add(plain[start]) if not series.runs or series.runs[-1] != plain[start] \
+        else plain[start]
+    brackets, group, spent = Brackets(series), [], 0.0
+    for i in range(start, len(accelerated)):
+        group.append(accelerated[i])
+        spent += accelerated[i].seconds + overhead[i]
+        if (i + 1 - start) % k:
+            continue
+        after = series.add(plain[i + 1])
+        spent += after.seconds
+        for a in group:
+            brackets.add(before, a, after)
+        before, group = after, []
+        clean = len(brackets.clean())
+        interval = brackets.interval() if clean >= policy.min_pairs else None
+        if clean >= policy.max_pairs or (interval is not None
+                                         and interval.relative_half_width <= precision):
+            return interval or brackets.interval(), spent
+    return None
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("trace")
+    parser.add_argument("--per-plain", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--precision", type=float, nargs="+", default=[0.05, 0.02])
+    parser.add_argument("--tolerance", type=float, nargs="+", default=[TimingPolicy.tolerance])
+    parser.add_argument("--neighbours", type=int, nargs="+", default=[TimingPolicy.neighbours])
+    args = parser.parse_args()
+    data = json.loads(Path(args.trace).read_text())
+    print(f"{data['device']}; k = accelerated runs per plain run; tolerance = the trust rule's "
+          f"floor and cap")
+    print("| configuration | reference | precision | k | tolerance | neighbours | measurements "
+          "| seconds: median | mean | error: median | 90th pct | max | interval holds the "
+          "reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for segment in data["segments"]:
+        runs = segment["runs"]
+        truth_interval = reference(runs, TimingPolicy())
+        truth = truth_interval.value
+        for precision, k, tolerance, neighbours in itertools.product(
+                args.precision, args.per_plain, args.tolerance, args.neighbours):
+            policy = TimingPolicy(tolerance=tolerance,
+                                  max_tolerance=max(tolerance, TimingPolicy.max_tolerance),
+                                  neighbours=neighbours)
+            done = [m for start in range(len(_series(runs)[1]))
+                    if (m := measure(runs, start, k, policy, precision)) is not None]
+            if not done:
+                continue
+            seconds = [s for _, s in done]
+            errors = [abs(i.value / truth - 1) for i, _ in done]
+            held = sum(i.low <= truth <= i.high for i, _ in done) / len(done)
+            print(f"| {segment['config']} | {truth_interval} | {precision:.0%} | {k} | "
+                  f"{tolerance:.0%} | {neighbours} | {len(done)} | "
+                  f"{statistics.median(seconds):.1f} | {statistics.fmean(seconds):.1f} | "
+                  f"{statistics.median(errors):.1%} | {_pct(errors, 0.9):.1%} | "
+                  f"{max(errors):.1%} | {held:.0%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The timing replay (benchmarks/timing_replay.py) emulates measurement schemes on a recorded
+trace with the tuner's own timing code: on a synthetic trace whose answer is known, every scheme
+must find it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import timing_replay  # noqa: E402
+from tuner.timing import TimingPolicy  # noqa: E402
+
+
+def trace(pairs: int = 40, speedup: float = 2.0, slow: set[int] = frozenset()) -> list[dict]:
+    """Plain and accelerated runs alternating, the machine slowing linearly by 20 % over the
+    trace; accelerated runs whose index is in `slow` are disturbed (50 % slower)."""
+    runs, now = [], 0.0
+    for i in range(2 * pairs + 1):
+        plain = 1.0 + 0.2 * i / (2 * pairs)
+        seconds = plain if i % 2 == 0 else plain / speedup * (1.5 if i // 2 in slow else 1.0)
+        runs.append({"kind": "accelerated" if i % 2 else "plain", "start": now,
+                     "seconds": seconds, "apply_undo": 0.01 * (i % 2)})
+        now += seconds
+    return runs
+
+
+def test_every_scheme_measures_a_drifting_machine_exactly():
+    runs = trace()
+    assert timing_replay.reference(runs, TimingPolicy()).value == pytest.approx(2.0, rel=2e-3)
+    for start in range(20):
+        spent = []
+        for k in (1, 2, 3):
+            interval, seconds = timing_replay.measure(runs, start, k, TimingPolicy(), 0.05)
+            assert interval.value == pytest.approx(2.0, rel=2e-3)
+            # No noise: the minimum is enough, rounded up to whole brackets of k runs.
+            assert interval.n == -(-TimingPolicy().min_pairs // k) * k
+            spent.append(seconds)
+        # The same accelerated runs, fewer plain runs between them.
+        assert spent[0] > spent[1] > spent[2]
+
+
+def test_a_disturbed_run_is_set_aside_in_the_replay_as_in_the_tuner():
+    runs = trace(slow={5})
+    interval, _ = timing_replay.measure(runs, 3, 1, TimingPolicy(), 0.05)
+    assert interval.value == pytest.approx(2.0, rel=2e-3)
+    trusting = TimingPolicy(tolerance=1.0, max_tolerance=1.0)
+    interval, _ = timing_replay.measure(runs, 3, 1, trusting, 0.05)
+    assert interval.value < 1.95  # averaged in, the slow run drags the estimate down
+
+
+def test_the_replay_stops_when_the_trace_ends():
+    assert timing_replay.measure(trace(pairs=4), 3, 1, TimingPolicy(), 0.05) is None
