@@ -16,7 +16,13 @@ The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo d
         --threads 1 --out benchmarks/tables/tiny-shapes-deepcache+tome.json
     python benchmarks/sampler_bench.py replay benchmarks/tables/tiny-shapes-deepcache+tome.json \\
         --seeds 20 --samplers tpe random grid --out .../replay-tpe-random-grid.json
+    python benchmarks/sampler_bench.py replay ... --budget 0.05 --samplers tpe \
+        --out .../replay-tpe-1objective-0.05.json   # also 0.01, 0.02
     python benchmarks/sampler_bench.py markdown .../replay-*.json   # BENCHMARKS.md's rows
+
+The replays with speedup and loss as two objectives (`replay-tpe-random-grid.json`,
+`replay-2objectives-*`, `replay-gp.json`) ran at commit 53f231c, whose studies had two
+objectives by default.
 """
 
 from __future__ import annotations

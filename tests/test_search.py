@@ -143,8 +143,9 @@ def test_grid_covers_the_16_points_once_and_stops_by_itself(grid):
 
 def test_study_identity_context_and_records(grid):
     study = grid.study
-    assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
-    assert study.metric_names == ["speedup", "ssim_loss"]
+    # The sampler aims at the answer: one objective, the loss budget a constraint.
+    assert study.directions == [StudyDirection.MAXIMIZE]
+    assert study.metric_names == ["speedup"]
     record = StudyRecord.of(study)
     assert record.combo == "deepcache"
     s = record.setting
@@ -168,7 +169,7 @@ def test_trials_carry_values_constraint_and_their_sampler_stream(grid):
     assert complete
     for t in complete:
         r = TrialRecord.from_trial(t)
-        assert t.values == [pytest.approx(r.speed.value), pytest.approx(r.quality.loss.value)]
+        assert t.values == [pytest.approx(r.speed.value)]
         assert r.quality.loss.value == pytest.approx(1 - r.quality.ssim)
         assert t.constraints == {"loss_budget": pytest.approx(r.quality.loss.value - 0.5)}
         assert r.config == accelerators.split_params(t.params)
@@ -329,14 +330,15 @@ def test_each_requirement_is_a_study_of_its_own(req):
     assert len(req.studies) == 3
     fastest = req.studies[req.grid.study.study_name]
     assert len(fastest.get_trials()) == 16  # untouched by the requirement runs
-    single = [s for s in req.studies.values() if len(s.directions) == 1]
-    assert len(single) == 2
-    for study in single:
+    required = [s for s in req.studies.values() if s is not fastest]
+    assert len(required) == 2
+    for study in req.studies.values():  # one objective each, the fastest too
+        assert len(study.directions) == 1
         assert study.metric_names == ["speedup"]
         for t in trials_in(study, TrialState.COMPLETE):
             r = TrialRecord.from_trial(t)
             assert t.values == [pytest.approx(r.speed.value)]
-    goals = sorted(StudyRecord.of(s).goal.requirement for s in single)
+    goals = sorted(StudyRecord.of(s).goal.requirement for s in required)
     assert goals == [f"latency <= {REQ_TIME:g}s", "speedup >= 1.01x"]
 
 
@@ -647,6 +649,23 @@ def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
         Goal(), Goal(metric="ssim"), Goal(loss_budget=0.01), Goal(loss_bound="upper"),
         Goal(req_speedup=2.0), Goal(req_speedup=2.5), Goal(req_time=0.5))}
     assert len(goals) == 7
+
+
+def test_the_whole_front_is_a_two_objective_study_of_its_own():
+    from tuner.search.studies import open_study
+
+    setting = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU",
+                      clip_model="tiny-clip", prompts="abc")
+    storage = optuna.storages.InMemoryStorage()
+    answer = open_study(storage, setting, "deepcache", Goal(), ["a prompt"])
+    front = open_study(storage, setting, "deepcache", Goal(), ["a prompt"], full_front=True)
+    assert answer.study_name != front.study_name
+    assert (answer.metric_names, front.metric_names) == (["speedup"], ["speedup", "clip_loss"])
+    assert front.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    # With a requirement the answer is one configuration either way.
+    required = open_study(storage, setting, "deepcache", Goal(req_speedup=2.0), ["a prompt"],
+                          full_front=True)
+    assert required.metric_names == ["speedup"]
 
 
 def test_a_rerun_with_nothing_left_to_do_answers_without_loading_the_model(grid, tmp_path):

@@ -114,12 +114,13 @@ def _measured_threads(evaluator, say) -> int:
     return best
 
 
-def current_answer(storage, setting: Setting, goal: Goal, notes=()) -> Answer | None:
+def current_answer(storage, setting: Setting, goal: Goal, notes=(), *,
+                   full_front: bool = False) -> Answer | None:
     """The answer for this setting and goal, from every combo's study of it."""
     from .accelerators import COMBOS
     from .search.studies import load_group
 
-    group = load_group(storage, setting, goal, COMBOS)
+    group = load_group(storage, setting, goal, COMBOS, full_front=full_front)
     if not group:
         return None
     return answer(setting, goal, [(r, t) for _, r, t in group], notes)
@@ -129,7 +130,8 @@ def save_answer(storage, setting: Setting, options: RunOptions, notes=(),
                 model: dict | None = None) -> Answer | None:
     from .search import results
 
-    found = current_answer(storage, setting, options.goal, notes)
+    found = current_answer(storage, setting, options.goal, notes,
+                           full_front=options.full_front)
     if found is not None:
         results.merge(options.output, found, model=model)
     return found
@@ -194,7 +196,8 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
         setting = setting_without_loading(options)
     except Exception:  # configs not at hand: find out the long way
         return None
-    group = {r.combo: (r, t) for _, r, t in load_group(storage, setting, options.goal, COMBOS)}
+    group = {r.combo: (r, t) for _, r, t in load_group(storage, setting, options.goal, COMBOS,
+                                                        full_front=options.full_front)}
     for combo in options.combos:
         if combo not in group:
             return None
@@ -206,7 +209,8 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
         feasible = choose(trials, options.goal)[0] is not None
         if not done or (feasible and record.confirmation is None):
             return None
-    return current_answer(storage, setting, options.goal, _stored_notes(options, setting))
+    return current_answer(storage, setting, options.goal, _stored_notes(options, setting),
+                          full_front=options.full_front)
 
 
 def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:
@@ -403,7 +407,8 @@ def _follow(options: RunOptions, storage, setting: Setting, procs) -> None:
         while any(p.poll() is None for p in procs):
             for combo in options.combos:
                 if combo not in studies:
-                    name = study_name(setting, combo, options.goal)
+                    name = study_name(setting, combo, options.goal,
+                                      full_front=options.full_front)
                     with contextlib.suppress(KeyError):  # the workers have not made it yet
                         studies[combo] = optuna.load_study(study_name=name, storage=storage)
             bar.n = sum(min(sum(r.evaluated for r in trial_records(s)), options.trials)

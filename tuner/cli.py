@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "patience", type=_whole_number, help="stop a combo's study after this many "
           "evaluations without a better answer (0: never; the grid sampler never does)")
     _flag(search, "full-front", action="store_true", help="evaluate every configuration "
-          "fully (no pruning), for the whole Pareto front")
+          "fully (no pruning) and search speedup and loss as two objectives, for the whole "
+          "Pareto front (a study of its own)")
     _flag(search, "stop-when-met", action="store_true",
           help="with a requirement: stop a combo's study once a trial meets it")
 

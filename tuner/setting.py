@@ -74,8 +74,9 @@ class Setting:
 class Goal:
     """What the search is for.
 
-    With no requirement: maximise speedup and minimise loss (a Pareto front) under the loss
-    budget, and pick the fastest feasible configuration. With a required speedup (or latency,
+    With no requirement: maximise speedup under the loss budget, and pick the fastest feasible
+    configuration (`--full-front` makes loss a second objective, for the whole Pareto front:
+    search/studies.objectives). With a required speedup (or latency,
     turned into a speedup against the measured plain latency): maximise speedup under the
     budget, and pick the feasible configuration that reaches the requirement with the lowest
     loss.
@@ -95,10 +96,6 @@ class Goal:
     def mode(self) -> str:
         return "max_speedup" if self.req_speedup is None and self.req_time is None \
             else "req_speedup"
-
-    @property
-    def multi_objective(self) -> bool:
-        return self.mode == "max_speedup"
 
     @property
     def loss_name(self) -> str:

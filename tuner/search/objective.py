@@ -20,6 +20,7 @@ from ..messages import described
 from ..record import CHECKED, GENERATED, INTERRUPTED, SURPLUS, TrialRecord, trial_records
 from ..setting import Goal
 from .space import canonical_key, suggest
+from .studies import objectives
 from .workers import Surplus, earlier_answer, requeue, this_worker
 
 
@@ -94,7 +95,9 @@ class Objective:
         raise TrialFailed(reason)
 
     def _values(self, speedup: float, loss: float):
-        return (speedup, loss) if self.goal.multi_objective else speedup
+        if len(objectives(self.goal, full_front=self.full_front)) == 2:
+            return speedup, loss
+        return speedup
 
     def _record(self, trial: optuna.Trial, ev: Evaluation) -> None:
         TrialRecord.write_result(trial, speed=ev.speed, quality=ev.quality, pruned=ev.pruned,

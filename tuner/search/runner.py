@@ -128,8 +128,8 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     processes may do this at once (workers.py)."""
     s = evaluator.setting
     seed = plan.sampler_seed if plan.sampler_seed is not None else process_seed(plan.seed)
-    study = open_study(storage, s, combo, goal, prompts, make_sampler(plan.sampler, combo,
-                                                                       seed=seed))
+    study = open_study(storage, s, combo, goal, prompts,
+                       make_sampler(plan.sampler, combo, seed=seed), full_front=plan.full_front)
     points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
                              width=s.width)
     _record_context(study, evaluator, points, plan)
@@ -208,7 +208,8 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
             if on_answer is not None:
                 on_answer()
     if confirms(plan.worker_index):
-        group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS)]
+        group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS,
+                                                     full_front=plan.full_front)]
         if confirm_overall(evaluator, group, goal) and on_answer is not None:
             on_answer()
 

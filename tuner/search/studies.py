@@ -31,9 +31,26 @@ class StudiesError(ValueError):
     """The studies cannot be found or opened; one line."""
 
 
-def study_name(setting: Setting, combo: str, goal: Goal) -> str:
-    """Readable in optuna-dashboard; every part that changes the measurements is in it."""
-    objective = "speedup x loss" if goal.multi_objective else "speedup"
+def objectives(goal: Goal, *, full_front: bool = False) -> list[str]:
+    """The study's objectives (Optuna's metric names).
+
+    The answer is one configuration (the fastest feasible one, or the feasible one that meets
+    the requirement), so the sampler aims at speed, with the loss budget as a constraint
+    (Optuna's constrained TPE). Two objectives, speed and loss, would spread the search along
+    the whole Pareto front: on the sampler benchmark at a 5 % budget, multi-objective TPE left
+    the optimum unfound after 40 stale evaluations in 6 of 20 replays, one objective in 2
+    (BENCHMARKS.md, section 4). `--full-front` asks for the front: two objectives.
+    """
+    if full_front and goal.mode == "max_speedup":
+        return ["speedup", goal.loss_name]
+    return ["speedup"]
+
+
+def study_name(setting: Setting, combo: str, goal: Goal, *, full_front: bool = False) -> str:
+    """Readable in optuna-dashboard; every part that changes the measurements, or what the
+    sampler aims at, is in it."""
+    objective = "speedup x loss" if len(objectives(goal, full_front=full_front)) == 2 \
+        else "speedup"
     return " | ".join([*setting.parts, goal.key, combo, objective])
 
 
@@ -115,26 +132,26 @@ def versions() -> dict[str, str]:
 
 
 def open_study(storage, setting: Setting, combo: str, goal: Goal, prompts: list[str],
-               sampler=None) -> optuna.Study:
-    name = study_name(setting, combo, goal)
-    directions = ["maximize", "minimize"] if goal.multi_objective else ["maximize"]
+               sampler=None, *, full_front: bool = False) -> optuna.Study:
+    name = study_name(setting, combo, goal, full_front=full_front)
+    metrics = objectives(goal, full_front=full_front)
+    directions = ["maximize", "minimize"][:len(metrics)]
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 directions=directions, load_if_exists=True)
     if not StudyRecord.has_identity(study):
-        study.set_metric_names(["speedup", goal.loss_name] if goal.multi_objective
-                               else ["speedup"])
+        study.set_metric_names(metrics)
         StudyRecord.write_identity(study, setting=setting, goal=goal, combo=combo,
                                    prompts=prompts)
     return study
 
 
-def load_group(storage, setting: Setting, goal: Goal, combos
+def load_group(storage, setting: Setting, goal: Goal, combos, *, full_front: bool = False
                ) -> list[tuple[optuna.Study, StudyRecord, list[TrialRecord]]]:
     """The existing studies of `combos` for this setting and goal, in the order given."""
     names = set(optuna.get_all_study_names(storage))
     found = []
     for combo in combos:
-        name = study_name(setting, combo, goal)
+        name = study_name(setting, combo, goal, full_front=full_front)
         if name in names:
             study = optuna.load_study(study_name=name, storage=storage)
             found.append((study, StudyRecord.of(study), trial_records(study)))
@@ -213,4 +230,4 @@ def locate(studies: str | None = None, storage: str | None = None,
 
 
 __all__ = ["DB_NAME", "Studies", "StudiesError", "check_storage_url", "load_group", "locate",
-           "open_storage", "open_study", "storage_url", "study_name", "versions"]
+           "objectives", "open_storage", "open_study", "storage_url", "study_name", "versions"]
