@@ -11,3 +11,7 @@ python benchmarks/gpu_bench.py compare $A                        # compare-first
 python benchmarks/gpu_bench.py cost $A --threads 2 --label new-2threads
 python benchmarks/gpu_bench.py compare $A --threads 2 --labels old new new-2threads  # cost-compare.json
 python benchmarks/gpu_bench.py compare $A --threads 1 --labels old new new-2threads  # compare-1thread.* (written as cost-compare.json in a copy of the folder)
+# After the study became one objective (speedup, the loss budget a constraint):
+python benchmarks/gpu_bench.py cost $A --threads 2 --label new-1objective-2threads
+# raced against the earlier answers in a copy of the folder (compare writes cost-compare.json):
+python benchmarks/gpu_bench.py compare $A --threads 2 --labels old new-2threads new-1objective-2threads  # compare-1objective.*
