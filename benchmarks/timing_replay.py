@@ -65,8 +65,7 @@ def measure(runs: list[dict], start: int, k: int, policy: TimingPolicy, precisio
     series = PlainRuns(_Frozen(), policy)
     for p in plain[max(0, start - 16 * k):start:k]:  # this process's earlier plain runs
         series.add(p)
-    before = series.add(plain[start]) if not series.runs or series.runs[-1] != plain[start] \
-        else plain[start]
+    before = series.add(plain[start])
     brackets, group, spent = Brackets(series), [], 0.0
     for i in range(start, len(accelerated)):
         group.append(accelerated[i])

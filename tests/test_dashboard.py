@@ -62,8 +62,11 @@ def wait_for(url: str, proc: subprocess.Popen, *, seconds: float = 90) -> bytes:
 def test_dashboard_lists_studies_and_sample_images(studies):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # Started as from a terminal: under a shell's background job (CI scripts run so) SIGINT is
+    # ignored, and the child would inherit that, so Ctrl-C could not be tested.
     proc = subprocess.Popen([TUNER, "dashboard", "--studies", str(studies), "--port", str(port)],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         listing = json.loads(wait_for(f"{base}/api/studies", proc))
         storage = optuna.storages.RDBStorage(f"sqlite:///{studies / 'tuner.db'}")
