@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -162,10 +163,10 @@ def trace(out: Path, args) -> None:
             record("plain")
             record("accelerated")
         record("plain")
-        plain = sorted(r["seconds"] for r in runs if r["kind"] == "plain")
-        fast = sorted(r["seconds"] for r in runs if r["kind"] == "accelerated")
-        log(f"{label}: {len(runs)} runs, plain median {plain[len(plain) // 2]:.3f}s, "
-            f"accelerated median {fast[len(fast) // 2]:.3f}s")
+        plain = statistics.median(r["seconds"] for r in runs if r["kind"] == "plain")
+        fast = statistics.median(r["seconds"] for r in runs if r["kind"] == "accelerated")
+        log(f"{label}: {len(runs)} runs, plain median {plain:.3f}s, "
+            f"accelerated median {fast:.3f}s")
         segments.append({"config": label, "params": config, "runs": runs})
     (out / "trace.json").write_text(json.dumps({**header(), "steps": args.steps,
                                                 "segments": segments}, indent=1))

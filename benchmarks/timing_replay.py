@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sampler_bench import _quantile  # noqa: E402 - one rank rule for every benchmark
 from tuner.stats import Interval  # noqa: E402
 from tuner.timing import Brackets, PlainRuns, Run, TimingPolicy  # noqa: E402
 
@@ -40,7 +41,10 @@ class _Frozen:
         pass
 
 
-def _series(runs: list[dict]) -> tuple[list[Run], list[Run], list[float]]:
+Series = tuple[list[Run], list[Run], list[float]]
+
+
+def series_of(runs: list[dict]) -> Series:
     """Plain runs P0..Pn and accelerated runs A0..An-1 (Ai between Pi and Pi+1), and the apply
     and undo seconds around each accelerated run."""
     plain = [Run(r["start"], r["seconds"]) for r in runs if r["kind"] == "plain"]
@@ -49,30 +53,30 @@ def _series(runs: list[dict]) -> tuple[list[Run], list[Run], list[float]]:
     return plain, accelerated, overhead
 
 
-def reference(runs: list[dict], policy: TimingPolicy) -> Interval:
-    plain, accelerated, _ = _series(runs)
-    series = PlainRuns(_Frozen(), policy, window=len(plain))
-    brackets = Brackets(series)
+def reference(series: Series, policy: TimingPolicy) -> Interval:
+    plain, accelerated, _ = series
+    shared = PlainRuns(_Frozen(), policy, window=len(plain))
+    brackets = Brackets(shared)
     for i, a in enumerate(accelerated):
-        brackets.add(series.add(plain[i]), a, series.add(plain[i + 1]))
+        brackets.add(shared.add(plain[i]), a, shared.add(plain[i + 1]))
     return brackets.interval()
 
 
-def measure(runs: list[dict], start: int, k: int, policy: TimingPolicy, precision: float):
+def measure(series: Series, start: int, k: int, policy: TimingPolicy, precision: float):
     """One measurement from accelerated run `start` on, keeping a plain run after every k
     accelerated ones; (interval, seconds spent) or None when the trace ends first."""
-    plain, accelerated, overhead = _series(runs)
-    series = PlainRuns(_Frozen(), policy)
+    plain, accelerated, overhead = series
+    shared = PlainRuns(_Frozen(), policy)
     for p in plain[max(0, start - 16 * k):start:k]:  # this process's earlier plain runs
-        series.add(p)
-    before = series.add(plain[start])
-    brackets, group, spent = Brackets(series), [], 0.0
+        shared.add(p)
+    before = shared.add(plain[start])
+    brackets, group, spent = Brackets(shared), [], 0.0
     for i in range(start, len(accelerated)):
         group.append(accelerated[i])
         spent += accelerated[i].seconds + overhead[i]
         if (i + 1 - start) % k:
             continue
-        after = series.add(plain[i + 1])
+        after = shared.add(plain[i + 1])
         spent += after.seconds
         for a in group:
             brackets.add(before, a, after)
@@ -83,11 +87,6 @@ def measure(runs: list[dict], start: int, k: int, policy: TimingPolicy, precisio
                                          and interval.relative_half_width <= precision):
             return interval or brackets.interval(), spent
     return None
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main():
@@ -106,16 +105,16 @@ def main():
           "reference |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for segment in data["segments"]:
-        runs = segment["runs"]
-        truth_interval = reference(runs, TimingPolicy())
+        series = series_of(segment["runs"])
+        truth_interval = reference(series, TimingPolicy())
         truth = truth_interval.value
         for precision, k, tolerance, neighbours in itertools.product(
                 args.precision, args.per_plain, args.tolerance, args.neighbours):
             policy = TimingPolicy(tolerance=tolerance,
                                   max_tolerance=max(tolerance, TimingPolicy.max_tolerance),
                                   neighbours=neighbours)
-            done = [m for start in range(len(_series(runs)[1]))
-                    if (m := measure(runs, start, k, policy, precision)) is not None]
+            done = [m for start in range(len(series[1]))
+                    if (m := measure(series, start, k, policy, precision)) is not None]
             if not done:
                 continue
             seconds = [s for _, s in done]
@@ -124,7 +123,7 @@ def main():
             print(f"| {segment['config']} | {truth_interval} | {precision:.0%} | {k} | "
                   f"{tolerance:.0%} | {neighbours} | {len(done)} | "
                   f"{statistics.median(seconds):.1f} | {statistics.fmean(seconds):.1f} | "
-                  f"{statistics.median(errors):.1%} | {_pct(errors, 0.9):.1%} | "
+                  f"{statistics.median(errors):.1%} | {_quantile(errors, 0.9):.1%} | "
                   f"{max(errors):.1%} | {held:.0%} |")
 
 

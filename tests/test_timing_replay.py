@@ -15,9 +15,10 @@ import timing_replay  # noqa: E402
 from tuner.timing import TimingPolicy  # noqa: E402
 
 
-def trace(pairs: int = 40, speedup: float = 2.0, slow: set[int] = frozenset()) -> list[dict]:
+def trace(pairs: int = 40, speedup: float = 2.0, slow: set[int] = frozenset()):
     """Plain and accelerated runs alternating, the machine slowing linearly by 20 % over the
-    trace; accelerated runs whose index is in `slow` are disturbed (50 % slower)."""
+    trace; accelerated runs whose index is in `slow` are disturbed (50 % slower). As the
+    replay reads a recorded trace."""
     runs, now = [], 0.0
     for i in range(2 * pairs + 1):
         plain = 1.0 + 0.2 * i / (2 * pairs)
@@ -25,7 +26,7 @@ def trace(pairs: int = 40, speedup: float = 2.0, slow: set[int] = frozenset()) -
         runs.append({"kind": "accelerated" if i % 2 else "plain", "start": now,
                      "seconds": seconds, "apply_undo": 0.01 * (i % 2)})
         now += seconds
-    return runs
+    return timing_replay.series_of(runs)
 
 
 def test_every_scheme_measures_a_drifting_machine_exactly():
