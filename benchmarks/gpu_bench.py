@@ -13,6 +13,7 @@ estimate: bracketed pairs, added until the 95 % interval is within +-2 % (or a c
     python benchmarks/gpu_bench.py cost --old OLD --trials 3 --out OUT  # tuner 0.1, per trial
     python benchmarks/gpu_bench.py compare --out OUT      # the runs side by side, answers raced
     python benchmarks/gpu_bench.py trace --out OUT        # raw plain/accelerated run timings
+    python benchmarks/gpu_bench.py spent --out OUT        # where a cost run's seconds went
 
 `cost` and `compare` also run on the CPU with the trained tiny-shapes pipeline, whose losses are
 real (for a toy): benchmarks/results/2026-12-01-cpu-cost/commands.sh (BENCHMARKS.md, section 3).
@@ -272,6 +273,45 @@ def cost(out: Path, args) -> None:
          "answer": answer}, indent=1))
 
 
+def spent(out: Path, args) -> None:
+    """Where a `cost` run's seconds went (any machine; reads `cost-LABEL/` in --out): per combo,
+    the evaluations, their seconds by kind of run, and the share spent by evaluations that set
+    runs aside as disturbed and measured more pairs instead (timing.py's trust rule)."""
+    import optuna
+
+    from tuner.record import StudyRecord, trial_records
+    from tuner.search.studies import locate
+
+    label = args.label or "new"
+    log_text = (out / f"cost-{label}.log").read_text()
+    walls = [float(line.split()[2].rstrip("s")) for line in log_text.splitlines()
+             if line.startswith("# wall ")]
+    storage = locate(str(out / f"cost-{label}")).storage()
+    rows = []
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        done = [r for r in trial_records(study) if r.evaluated and r.seconds]
+        disturbed = [r for r in done if r.speed.rejected]
+        seconds = {kind: sum(r.seconds.get(kind, 0.0) for r in done)
+                   for kind in ("total", "plain", "accelerated", "apply_undo", "scoring")}
+        rows.append({"combo": StudyRecord.of(study).combo, "evaluations": len(done),
+                     "pruned": sum(r.state == "PRUNED" for r in done), "seconds": seconds,
+                     "with_runs_set_aside": len(disturbed),
+                     "their_seconds": sum(r.seconds["total"] for r in disturbed),
+                     "trusted_pairs": sum(r.speed.pairs for r in done),
+                     "runs_set_aside": sum(r.speed.rejected for r in done)})
+        row = rows[-1]
+        log(f"{row['combo']:22s} {row['evaluations']:4d} evaluations ({row['pruned']} pruned) "
+            f"{seconds['total']:7.1f} s: plain {seconds['plain']:.0f}, accelerated "
+            f"{seconds['accelerated']:.0f}; {len(disturbed)} set runs aside and took "
+            f"{row['their_seconds']:.0f} s; runs set aside {row['runs_set_aside']}, trusted "
+            f"pairs {row['trusted_pairs']}")
+    log(f"wall {sum(walls):.0f} s in {len(walls)} runs; evaluations "
+        f"{sum(r['seconds']['total'] for r in rows):.0f} s")
+    (out / f"spent-{label}.json").write_text(json.dumps(
+        {"wall_s": walls, "combos": rows}, indent=1) + "\n")
+
+
 def _chosen(answer: dict) -> dict:
     """The chosen configuration of a search_params.json, either format (1: tuner 0.1's)."""
     (setting,) = answer["settings"].values()
@@ -326,7 +366,7 @@ def compare(out: Path, args) -> None:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("part", choices=["speedups", "grid", "cost", "compare", "lookup",
-                                         "trace"])
+                                         "trace", "spent"])
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--trials", type=int, help="for cost: --trials (default: tuner's)")
@@ -358,7 +398,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     {"speedups": speedups, "grid": grid, "cost": cost, "compare": compare,
-     "lookup": lookup, "trace": trace}[args.part](out, args)
+     "lookup": lookup, "trace": trace, "spent": spent}[args.part](out, args)
 
 
 if __name__ == "__main__":

@@ -274,8 +274,24 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def _median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: the order statistics k and n + 1 - k with
+    k the largest rank such that P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 (the sign
+    test's interval). Its coverage is at least `confidence`; (min, max) when n is too small."""
+    ordered, n = sorted(values), len(values)
+    below, k = 0.0, 0
+    while k < n // 2:
+        below += math.comb(n, k) / 2 ** n  # P(Binomial(n, 1/2) = k), summed: P(X < k + 1)
+        if below > (1 - confidence) / 2:
+            break
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
+
+
 def summarize(runs: list[dict], patiences: tuple[int, ...] = PATIENCES) -> dict:
-    """Per sampler: evaluations until found (median, p90; never found counts as infinite),
+    """Per sampler: evaluations until found (median with its 95 % interval, p90; never found
+    counts as infinite),
     and per patience K the share of runs that found the answer before stopping and the
     evaluations a study with K spends (median, p90)."""
     summary = {}
@@ -285,6 +301,7 @@ def summarize(runs: list[dict], patiences: tuple[int, ...] = PATIENCES) -> dict:
         near = [r.get("near_at") or math.inf for r in mine]
         summary[sampler] = {
             "runs": len(mine), "median": statistics.median(found), "p90": _quantile(found, 0.9),
+            "median_interval": _median_interval(found),
             "never": sum(f == math.inf for f in found),
             "near": {"median": statistics.median(near), "p90": _quantile(near, 0.9)},
             "patience": {k: {"found": sum(r["found_at"] is not None
@@ -330,9 +347,15 @@ def markdown(args) -> None:
     """The BENCHMARKS.md rows of one or more replay files: samplers, then patience (TPE)."""
     summary = {}
     for path in args.replays:
-        summary.update(json.loads(Path(path).read_text())["summary"])
+        data = json.loads(Path(path).read_text())
+        for sampler, v in data["summary"].items():  # files written before the interval was
+            v.setdefault("median_interval", _median_interval(
+                [r["found_at"] or math.inf for r in data["runs"] if r["sampler"] == sampler]))
+        summary.update(data["summary"])
     for sampler, v in summary.items():
-        print(f"| {sampler} ({v['runs']} seeds) | {v['median']:g} | {v['p90']:g} | "
+        low, high = v["median_interval"]
+        print(f"| {sampler} ({v['runs']} seeds) | {v['median']:g} [{low:g}, {high:g}] | "
+              f"{v['p90']:g} | "
               f"{v['near']['median']:g} | {v['near']['p90']:g} |")
     print()
     for k, p in summary[args.patience_of]["patience"].items():

@@ -8,11 +8,12 @@ scheme would: the emulation is, if anything, unfair to k > 1). Every start posit
 is one measurement, stopped by the tuner's rule (a minimum of trusted pairs, then the interval
 within the precision, or the cap). Reference: the speedup from all of the segment's brackets,
 with the tuner's default rule. The trust rule can be varied too (`--tolerance`: the floor of the
-tolerance and its cap; `--neighbours`).
+tolerance, and its cap unless `--max-tolerance` gives the cap; `--neighbours`).
 
     python benchmarks/timing_replay.py benchmarks/results/2026-12-01-h200-trace/trace.json
     python benchmarks/timing_replay.py TRACE --per-plain 1 --precision 0.05 0.08 \
         --tolerance 0.03 0.2 --neighbours 3 1
+    python benchmarks/timing_replay.py TRACE --per-plain 1 --max-tolerance 0.1 0.2 0.3
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def main():
     parser.add_argument("--per-plain", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--precision", type=float, nargs="+", default=[0.05, 0.02])
     parser.add_argument("--tolerance", type=float, nargs="+", default=[TimingPolicy.tolerance])
+    parser.add_argument("--max-tolerance", type=float, nargs="+",
+                        help="the cap (default: the policy's, or the floor if larger)")
     parser.add_argument("--neighbours", type=int, nargs="+", default=[TimingPolicy.neighbours])
     args = parser.parse_args()
     data = json.loads(Path(args.trace).read_text())
@@ -108,11 +111,11 @@ def main():
         series = series_of(segment["runs"])
         truth_interval = reference(series, TimingPolicy())
         truth = truth_interval.value
-        for precision, k, tolerance, neighbours in itertools.product(
-                args.precision, args.per_plain, args.tolerance, args.neighbours):
-            policy = TimingPolicy(tolerance=tolerance,
-                                  max_tolerance=max(tolerance, TimingPolicy.max_tolerance),
-                                  neighbours=neighbours)
+        for precision, k, tolerance, cap, neighbours in itertools.product(
+                args.precision, args.per_plain, args.tolerance, args.max_tolerance or [None],
+                args.neighbours):
+            cap = max(tolerance, TimingPolicy.max_tolerance) if cap is None else cap
+            policy = TimingPolicy(tolerance=tolerance, max_tolerance=cap, neighbours=neighbours)
             done = [m for start in range(len(series[1]))
                     if (m := measure(series, start, k, policy, precision)) is not None]
             if not done:
@@ -121,7 +124,7 @@ def main():
             errors = [abs(i.value / truth - 1) for i, _ in done]
             held = sum(i.low <= truth <= i.high for i, _ in done) / len(done)
             print(f"| {segment['config']} | {truth_interval} | {precision:.0%} | {k} | "
-                  f"{tolerance:.0%} | {neighbours} | {len(done)} | "
+                  f"{tolerance:.0%}-{cap:.0%} | {neighbours} | {len(done)} | "
                   f"{statistics.median(seconds):.1f} | {statistics.fmean(seconds):.1f} | "
                   f"{statistics.median(errors):.1%} | {_quantile(errors, 0.9):.1%} | "
                   f"{max(errors):.1%} | {held:.0%} |")

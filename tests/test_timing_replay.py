@@ -55,3 +55,19 @@ def test_a_disturbed_run_is_set_aside_in_the_replay_as_in_the_tuner():
 
 def test_the_replay_stops_when_the_trace_ends():
     assert timing_replay.measure(trace(pairs=4), 3, 1, TimingPolicy(), 0.05) is None
+
+
+def test_the_simulation_without_noise_measures_the_true_speedup_in_the_minimum_of_pairs():
+    import random
+
+    import timing_sim
+
+    policy = TimingPolicy()
+    estimate, seconds = timing_sim.measure_once(policy, 0.05, 0.0, 0.0, random.Random(0))
+    assert estimate.value == pytest.approx(timing_sim.TRUTH)
+    assert estimate.pairs == policy.min_pairs and estimate.rejected == 0
+    assert seconds == pytest.approx(policy.min_pairs * (1 + 1 / timing_sim.TRUTH))
+    # With 2 % jitter per run the intervals hold the truth in most measurements.
+    noisy = [timing_sim.measure_once(policy, 0.05, 0.02, 0.0, random.Random(seed))[0]
+             for seed in range(20)]
+    assert sum(e.speedup.low <= timing_sim.TRUTH <= e.speedup.high for e in noisy) >= 15

@@ -1,0 +1,96 @@
+"""The tuner's speedup measurement (tuner.timing) on simulated runs whose true speedup is known.
+
+A trace (timing_replay.py) has real noise but no truth: its reference is itself an estimate.
+Here every run takes its true time times log-normal jitter (sigma per run), and a share of runs
+is slowed down 1.5-4x, as a bursty neighbour does. Each row is many measurements of a 2.5x
+configuration, stopped by the tuner's rule at the given precision; it reports what a measurement
+costs (in seconds of plain runs: a plain run takes 1 s) and how far its estimate is from the
+truth, and how often its 95 % interval holds the truth.
+
+    python benchmarks/timing_sim.py --out benchmarks/results/2026-12-02-timing-sim/sim.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sampler_bench import _quantile  # noqa: E402 - one rank rule for every benchmark
+from tuner.timing import PlainRuns, Run, TimingPolicy, measure_speedup  # noqa: E402
+
+TRUTH = 2.5
+
+
+class _SimulatedClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sync(self) -> None:
+        pass
+
+
+def measure_once(policy: TimingPolicy, precision: float, sigma: float, faults: float,
+                 rng: random.Random):
+    """One measurement after 4 plain runs of history; (estimate, seconds it cost)."""
+    clock = _SimulatedClock()
+    plain = PlainRuns(clock, policy)
+
+    def run(seconds: float) -> Run:
+        seconds *= math.exp(rng.gauss(0.0, sigma))
+        if rng.random() < faults:
+            seconds *= rng.uniform(1.5, 4.0)
+        started, clock.t = clock.t, clock.t + seconds
+        return Run(started, seconds)
+
+    for _ in range(4):
+        plain.add(run(1.0))
+    began = clock.t
+    estimate = measure_speedup(lambda: run(1.0), lambda: run(1.0 / TRUTH), plain,
+                               precision=precision)
+    return estimate, clock.t - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sigma", type=float, nargs="+", default=[0.02, 0.05, 0.08])
+    parser.add_argument("--faults", type=float, nargs="+", default=[0.0, 0.15])
+    parser.add_argument("--max-tolerance", type=float, nargs="+", default=[0.10, 0.20])
+    parser.add_argument("--precision", type=float, nargs="+", default=[0.05])
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    lines = [f"{args.runs} measurements of a {TRUTH}x configuration per row (seed 1); seconds "
+             "in plain runs (a plain run takes 1 s)", "",
+             "| jitter per run | runs slowed | precision | tolerance cap | seconds: mean | "
+             "median | error: median | 90th pct | max | interval holds the truth |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for sigma, faults, precision, cap in itertools.product(
+            args.sigma, args.faults, args.precision, args.max_tolerance):
+        policy, rng = TimingPolicy(max_tolerance=cap), random.Random(1)
+        done = [measure_once(policy, precision, sigma, faults, rng) for _ in range(args.runs)]
+        errors = [abs(e.value / TRUTH - 1) for e, _ in done]
+        seconds = [s for _, s in done]
+        held = sum(e.speedup.low <= TRUTH <= e.speedup.high for e, _ in done) / len(done)
+        lines.append(f"| {sigma:.0%} | {faults:.0%} | {precision:.0%} | {cap:.0%} | "
+                     f"{statistics.fmean(seconds):.1f} | {statistics.median(seconds):.1f} | "
+                     f"{statistics.median(errors):.1%} | {_quantile(errors, 0.9):.1%} | "
+                     f"{max(errors):.1%} | {held:.0%} |")
+        print(lines[-1], flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
