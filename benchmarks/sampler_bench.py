@@ -291,9 +291,8 @@ def _median_interval(values: list[float], confidence: float = 0.95) -> tuple[flo
 
 def summarize(runs: list[dict], patiences: tuple[int, ...] = PATIENCES) -> dict:
     """Per sampler: evaluations until found (median with its 95 % interval, p90; never found
-    counts as infinite),
-    and per patience K the share of runs that found the answer before stopping and the
-    evaluations a study with K spends (median, p90)."""
+    counts as infinite), and per patience K the share of runs that found the answer before
+    stopping and the evaluations a study with K spends (median, p90)."""
     summary = {}
     for sampler in dict.fromkeys(r["sampler"] for r in runs):
         mine = [r for r in runs if r["sampler"] == sampler]
