@@ -294,13 +294,13 @@ def spent(out: Path, args) -> None:
         disturbed = [r for r in done if r.speed.rejected]
         seconds = {kind: sum(r.seconds.get(kind, 0.0) for r in done)
                    for kind in ("total", "plain", "accelerated", "apply_undo", "scoring")}
-        rows.append({"combo": StudyRecord.of(study).combo, "evaluations": len(done),
-                     "pruned": sum(r.state == "PRUNED" for r in done), "seconds": seconds,
-                     "with_runs_set_aside": len(disturbed),
-                     "their_seconds": sum(r.seconds["total"] for r in disturbed),
-                     "trusted_pairs": sum(r.speed.pairs for r in done),
-                     "runs_set_aside": sum(r.speed.rejected for r in done)})
-        row = rows[-1]
+        row = {"combo": StudyRecord.of(study).combo, "evaluations": len(done),
+               "pruned": sum(r.state == "PRUNED" for r in done), "seconds": seconds,
+               "with_runs_set_aside": len(disturbed),
+               "their_seconds": sum(r.seconds["total"] for r in disturbed),
+               "trusted_pairs": sum(r.speed.pairs for r in done),
+               "runs_set_aside": sum(r.speed.rejected for r in done)}
+        rows.append(row)
         log(f"{row['combo']:22s} {row['evaluations']:4d} evaluations ({row['pruned']} pruned) "
             f"{seconds['total']:7.1f} s: plain {seconds['plain']:.0f}, accelerated "
             f"{seconds['accelerated']:.0f}; {len(disturbed)} set runs aside and took "

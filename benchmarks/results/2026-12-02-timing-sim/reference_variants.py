@@ -2,7 +2,6 @@
 reference than the fastest neighbour (the median of the neighbours, the second fastest), on
 timing_sim.py's simulated runs. Run from the repository root; output: reference-variants.txt."""
 
-import random
 import statistics
 import sys
 
@@ -32,12 +31,7 @@ for name, rule in VARIANTS.items():
     timing._undisturbed = rule
     for sigma, faults in [(0.02, 0.0), (0.05, 0.0), (0.08, 0.0), (0.02, 0.15), (0.05, 0.15),
                           (0.08, 0.15), (0.03, 0.3)]:
-        rng = random.Random(1)
-        done = [timing_sim.measure_once(TimingPolicy(), 0.05, sigma, faults, rng)
-                for _ in range(300)]
-        held = sum(e.speedup.low <= timing_sim.TRUTH <= e.speedup.high for e, _ in done) / 300
-        errors = sorted(abs(e.value / timing_sim.TRUTH - 1) for e, _ in done)
+        m = timing_sim.measured(TimingPolicy(), 0.05, sigma, faults, 300)
         print(f"{name:22s} jitter {sigma:.0%} slowed {faults:.0%}: seconds "
-              f"{statistics.fmean(s for _, s in done):5.1f}, error median "
-              f"{statistics.median(errors):.1%} p90 {errors[269]:.1%} max {errors[-1]:.1%}, "
-              f"holds {held:.0%}", flush=True)
+              f"{m['seconds']:5.1f}, error median {m['error']:.1%} p90 {m['p90']:.1%} max "
+              f"{m['max']:.1%}, holds {m['held']:.0%}", flush=True)
