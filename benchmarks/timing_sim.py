@@ -3,9 +3,11 @@
 A trace (timing_replay.py) has real noise but no truth: its reference is itself an estimate.
 Here every run takes its true time times log-normal jitter (sigma per run), and a share of runs
 is slowed down 1.5-4x, as a bursty neighbour does. Each row is many measurements of a 2.5x
-configuration, stopped by the tuner's rule at the given precision; it reports what a measurement
-costs (in seconds of plain runs: a plain run takes 1 s) and how far its estimate is from the
-truth, and how often its 95 % interval holds the truth.
+configuration, stopped by the tuner's rule at the given precision, one after another in one
+simulated process (as a study measures its configurations: the plain run that ends one
+measurement opens the next, and earlier measurements form the variance prior); it reports what a
+measurement costs (in seconds of plain runs: a plain run takes 1 s) and how far its estimate is
+from the truth, and how often its 95 % interval holds the truth.
 
     python benchmarks/timing_sim.py --out benchmarks/results/2026-12-02-timing-sim/sim.md
 """
@@ -39,33 +41,37 @@ class _SimulatedClock:
         pass
 
 
-def measure_once(policy: TimingPolicy, precision: float, sigma: float, faults: float,
-                 rng: random.Random):
-    """One measurement after 4 plain runs of history; (estimate, seconds it cost)."""
-    clock = _SimulatedClock()
-    plain = PlainRuns(clock, policy)
+class _Process:
+    """A simulated process: its clock, its series of plain runs, and its noise."""
 
-    def run(seconds: float) -> Run:
-        seconds *= math.exp(rng.gauss(0.0, sigma))
-        if rng.random() < faults:
-            seconds *= rng.uniform(1.5, 4.0)
-        started, clock.t = clock.t, clock.t + seconds
+    def __init__(self, policy: TimingPolicy, sigma: float, faults: float, rng: random.Random):
+        self.clock, self.sigma, self.faults, self.rng = _SimulatedClock(), sigma, faults, rng
+        self.plain = PlainRuns(self.clock, policy)
+        for _ in range(4):  # the baseline's plain runs
+            self.plain.add(self.run(1.0))
+
+    def run(self, seconds: float) -> Run:
+        seconds *= math.exp(self.rng.gauss(0.0, self.sigma))
+        if self.rng.random() < self.faults:
+            seconds *= self.rng.uniform(1.5, 4.0)
+        started, self.clock.t = self.clock.t, self.clock.t + seconds
         return Run(started, seconds)
 
-    for _ in range(4):
-        plain.add(run(1.0))
-    began = clock.t
-    estimate = measure_speedup(lambda: run(1.0), lambda: run(1.0 / TRUTH), plain,
-                               precision=precision)
-    return estimate, clock.t - began
+    def measure(self, precision: float):
+        """One measurement; (estimate, seconds it cost)."""
+        began = self.clock.t
+        estimate = measure_speedup(lambda: self.run(1.0), lambda: self.run(1.0 / TRUTH),
+                                   self.plain, precision=precision)
+        return estimate, self.clock.t - began
 
 
 def measured(policy: TimingPolicy, precision: float, sigma: float, faults: float,
              runs: int) -> dict:
-    """`runs` measurements (seed 1): their seconds (mean, median), errors against the truth
-    (median, 90th percentile, max) and the share of intervals that hold the truth."""
-    rng = random.Random(1)
-    done = [measure_once(policy, precision, sigma, faults, rng) for _ in range(runs)]
+    """`runs` measurements in one process (seed 1): their seconds (mean, median), errors
+    against the truth (median, 90th percentile, max) and the share of intervals that hold the
+    truth."""
+    process = _Process(policy, sigma, faults, random.Random(1))
+    done = [process.measure(precision) for _ in range(runs)]
     errors = [abs(e.value / TRUTH - 1) for e, _ in done]
     seconds = [s for _, s in done]
     return {"seconds": statistics.fmean(seconds), "median_seconds": statistics.median(seconds),
@@ -80,19 +86,21 @@ def main() -> None:
     parser.add_argument("--faults", type=float, nargs="+", default=[0.0, 0.15])
     parser.add_argument("--max-tolerance", type=float, nargs="+", default=[0.10, 0.20])
     parser.add_argument("--precision", type=float, nargs="+", default=[0.05])
+    parser.add_argument("--prior-df", type=int, nargs="+", default=[0, TimingPolicy.prior_df])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--out")
     args = parser.parse_args()
     lines = [f"{args.runs} measurements of a {TRUTH}x configuration per row (seed 1); seconds "
              "in plain runs (a plain run takes 1 s)", "",
-             "| jitter per run | runs slowed | precision | tolerance cap | seconds: mean | "
-             "median | error: median | 90th pct | max | interval holds the truth |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| jitter per run | runs slowed | precision | tolerance cap | prior df | seconds: "
+             "mean | median | error: median | 90th pct | max | interval holds the truth |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for sigma, faults, precision, cap in itertools.product(
-            args.sigma, args.faults, args.precision, args.max_tolerance):
-        m = measured(TimingPolicy(max_tolerance=cap), precision, sigma, faults, args.runs)
-        lines.append(f"| {sigma:.0%} | {faults:.0%} | {precision:.0%} | {cap:.0%} | "
+    for sigma, faults, precision, cap, prior_df in itertools.product(
+            args.sigma, args.faults, args.precision, args.max_tolerance, args.prior_df):
+        m = measured(TimingPolicy(max_tolerance=cap, prior_df=prior_df), precision, sigma,
+                     faults, args.runs)
+        lines.append(f"| {sigma:.0%} | {faults:.0%} | {precision:.0%} | {cap:.0%} | {prior_df} | "
                      f"{m['seconds']:.1f} | {m['median_seconds']:.1f} | {m['error']:.1%} | "
                      f"{m['p90']:.1%} | {m['max']:.1%} | {m['held']:.0%} |")
         print(lines[-1], flush=True)

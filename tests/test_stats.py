@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from tuner.stats import (Interval, mean_interval, ratio_interval,
+from tuner.stats import (Interval, Prior, mean_interval, ratio_interval,
                          relative_loss_interval, sequential_confidence, t_cdf, t_quantile)
 
 
@@ -46,6 +46,36 @@ def test_ratio_interval_covers_the_true_speedup_95_percent_of_the_time():
         interval = ratio_interval(sample)
         hits += interval.low <= truth <= interval.high
     assert 0.93 <= hits / runs <= 0.97
+
+
+def test_a_prior_moderates_the_variance_and_lends_its_degrees_of_freedom():
+    values = [1.0, 1.2, 0.8]  # sample variance 0.04
+    alone = mean_interval(values)
+    assert mean_interval(values, prior=Prior(0.04, 0)) == alone
+    alike = mean_interval(values, prior=Prior(0.04, 4))  # the same variance, 6 df instead of 2
+    assert alike.value == alone.value == pytest.approx(1.0)
+    assert alike.high - alike.value == pytest.approx(t_quantile(0.975, 6) * math.sqrt(0.04 / 3))
+    assert (alike.high - alike.low) / (alone.high - alone.low) == \
+        pytest.approx(t_quantile(0.975, 6) / t_quantile(0.975, 2))  # 0.57
+    # A lucky, too small variance is pulled up toward the pooled one: (2 * 0.0001 + 4 * 0.04) / 6.
+    lucky = mean_interval([1.0, 1.01, 0.99], prior=Prior(0.04, 4))
+    assert lucky.high - lucky.value == pytest.approx(
+        t_quantile(0.975, 6) * math.sqrt((2 * 0.0001 + 4 * 0.04) / 6 / 3))
+    assert lucky.high - lucky.low > 2 * (mean_interval([1.0, 1.01, 0.99]).high - 1.0)
+    # One value says nothing of its own error, whatever the others said.
+    assert mean_interval([1.0], prior=Prior(0.04, 4)).high == math.inf
+    with pytest.raises(ValueError):
+        Prior(-1.0, 4)
+
+
+def test_a_moderated_interval_covers_95_percent_when_the_variances_are_alike():
+    rng, hits, runs, sigma = random.Random(2), 0, 4000, 0.05
+    for _ in range(runs):
+        earlier = [[rng.gauss(0, sigma) for _ in range(3)] for _ in range(2)]  # 4 df in all
+        pooled = sum(2 * statistics.variance(e) for e in earlier) / 4
+        interval = mean_interval([rng.gauss(0, sigma) for _ in range(3)], prior=Prior(pooled, 4))
+        hits += interval.low <= 0.0 <= interval.high
+    assert 0.935 <= hits / runs <= 0.965
 
 
 def test_paired_relative_loss_and_why_pairing_matters():

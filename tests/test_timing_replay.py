@@ -63,11 +63,13 @@ def test_the_simulation_without_noise_measures_the_true_speedup_in_the_minimum_o
     import timing_sim
 
     policy = TimingPolicy()
-    estimate, seconds = timing_sim.measure_once(policy, 0.05, 0.0, 0.0, random.Random(0))
-    assert estimate.value == pytest.approx(timing_sim.TRUTH)
-    assert estimate.pairs == policy.min_pairs and estimate.rejected == 0
-    assert seconds == pytest.approx(policy.min_pairs * (1 + 1 / timing_sim.TRUTH))
+    process = timing_sim._Process(policy, 0.0, 0.0, random.Random(0))
+    for _ in range(2):  # the first measurement, and one with a prior from it
+        estimate, seconds = process.measure(0.05)
+        assert estimate.value == pytest.approx(timing_sim.TRUTH)
+        assert estimate.pairs == policy.min_pairs and estimate.rejected == 0
+        assert seconds == pytest.approx(policy.min_pairs * (1 + 1 / timing_sim.TRUTH))
     # With 2 % jitter per run the intervals hold the truth in most measurements.
-    noisy = [timing_sim.measure_once(policy, 0.05, 0.02, 0.0, random.Random(seed))[0]
-             for seed in range(20)]
+    process = timing_sim._Process(policy, 0.02, 0.0, random.Random(0))
+    noisy = [process.measure(0.05)[0] for _ in range(20)]
     assert sum(e.speedup.low <= timing_sim.TRUTH <= e.speedup.high for e in noisy) >= 15

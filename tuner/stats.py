@@ -100,8 +100,23 @@ class Interval:
         return f"{self.value:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
 
-def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Geometric mean of speedup ratios with a t-interval on their logarithms.
+@dataclass(frozen=True)
+class Prior:
+    """What earlier samples of the same kind say about the variance of one observation:
+    `variance`, worth `df` degrees of freedom (see `mean_interval`)."""
+
+    variance: float
+    df: float
+
+    def __post_init__(self):
+        if self.variance < 0 or self.df < 0:
+            raise ValueError(f"need variance >= 0 and df >= 0, got {self.variance}, {self.df}")
+
+
+def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
+                   prior: Prior | None = None) -> Interval:
+    """Geometric mean of speedup ratios with a t-interval on their logarithms (`prior`: of the
+    variance of one log ratio, see `mean_interval`).
 
     Ratios of latencies are log-normal rather than normal, and on the log scale a speedup and
     its inverse are symmetric. For log-symmetric noise the geometric mean is the median; unlike
@@ -110,20 +125,33 @@ def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE) -> I
     """
     if not ratios or min(ratios) <= 0:
         raise ValueError(f"need positive ratios, got {list(ratios)}")
-    logs = mean_interval([math.log(r) for r in ratios], confidence)
+    logs = mean_interval([math.log(r) for r in ratios], confidence, prior)
     return Interval(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean with a t-interval."""
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+                  prior: Prior | None = None) -> Interval:
+    """Mean with a t-interval; with a `prior`, a moderated one.
+
+    With 3 observations the sample variance is so uncertain that the t quantile is 4.3, and a
+    configuration needs many more runs than its noise calls for. When many configurations are
+    measured on one machine their variances are alike, so the sample variance is shrunk toward
+    the pooled one: s2 = (d0 s0^2 + (n-1) s^2) / (d0 + n - 1), with d0 + n - 1 degrees of
+    freedom: Smyth's moderated t statistic (Smyth 2004, "Linear models and empirical Bayes
+    methods for assessing differential expression in microarray experiments", the same
+    problem: thousands of genes, few replicates each). Smyth estimates d0 from the data; here
+    the caller caps it (TimingPolicy.prior_df), because configurations do differ in noise.
+    """
     if not values:
         raise ValueError("no values")
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return Interval(mean, -math.inf, math.inf, 1)
-    half = t_quantile(0.5 + confidence / 2, len(values) - 1) * statistics.stdev(values) \
-        / math.sqrt(len(values))
-    return Interval(mean, mean - half, mean + half, len(values))
+    n, mean = len(values), statistics.fmean(values)
+    if n < 2:  # one value says nothing of its own error, however alike the others were
+        return Interval(mean, -math.inf, math.inf, n)
+    df, squares = float(n - 1), (n - 1) * statistics.variance(values)
+    if prior is not None and prior.df > 0:
+        df, squares = df + prior.df, squares + prior.df * prior.variance
+    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(squares / df / n)
+    return Interval(mean, mean - half, mean + half, n)
 
 
 def relative_loss_interval(base: Sequence[float], accelerated: Sequence[float],
@@ -170,6 +198,6 @@ def relative_spread(samples: Sequence[float]) -> float:
     return (max(samples) - min(samples)) / median if median else 0.0
 
 
-__all__ = ["CONFIDENCE", "Interval", "mean_interval", "ratio_interval",
+__all__ = ["CONFIDENCE", "Interval", "Prior", "mean_interval", "ratio_interval",
            "relative_loss_interval", "relative_spread", "sequential_confidence", "t_cdf",
            "t_quantile"]

@@ -11,3 +11,8 @@ cp -r THIS_FOLDER/cost-new THIS_FOLDER/cost-new.log $OUT/
 python benchmarks/gpu_bench.py cost $A --limit 540 --out $OUT    # run 3 (543 s) -> this folder
 # Unfinished: the next runs resume the same way. Where the seconds went (any machine):
 python benchmarks/gpu_bench.py spent --out THIS_FOLDER            # spent-new.json
+# tuner 0.1 at the same setting (checkout of commit 419cd41 in old/, carried to the device), in
+# runs that resume the same way (cost-old/, cost-old.log, cost-old.json; unfinished):
+python benchmarks/gpu_bench.py cost $A --old old --limit 520 --out $OUT      # run 1 (522 s)
+cp -r THIS_FOLDER/cost-old THIS_FOLDER/cost-old.log $OUT/
+python benchmarks/gpu_bench.py cost $A --old old --limit 555 --out $OUT      # run 2 (557 s)
