@@ -633,6 +633,63 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     assert trials[2].system_attrs["failed_trial"] == stopped.number
 
 
+def test_ctrl_c_while_optuna_creates_a_trial_waits_for_the_objective_to_requeue_it(tmp_path):
+    """Workers rule 8: an interrupt that comes between the storage creating a trial and the
+    objective claiming it must not leave a RUNNING trial that nobody owns."""
+    import os
+    import signal
+
+    args = ["--combo", "deepcache", "--trials", "2", *FEASIBLE]
+    init = optuna.Trial.__init__
+    created = []
+
+    def interrupted_at_the_second(self, *a, **kw):  # study.ask() builds the Trial last
+        init(self, *a, **kw)
+        created.append(self.number)
+        if len(created) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, the moment the trial exists
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(optuna.Trial, "__init__", interrupted_at_the_second)
+        run = run_tuner(tmp_path, *args)
+    assert run.rc == 130 and "Resume with:" in run.err
+    study = only_study(tmp_path / "studies")
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = trials[1]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == "interrupted"
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.system_attrs["failed_trial"] for t in queued] == [stopped.number]
+    assert len(evaluated(study)) == 1
+
+
+def test_the_interrupt_gate_holds_signals_back_until_it_opens():
+    import os
+    import signal
+
+    from tuner.search.workers import InterruptGate
+
+    gate = InterruptGate()
+    with pytest.raises(KeyboardInterrupt):
+        with gate.closed():
+            os.kill(os.getpid(), signal.SIGINT)
+            held = True  # still running: the signal waits
+            with gate.open():
+                pytest.fail("open() delivers the waiting signal first")
+    assert held and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):  # never opened: delivered when closed() ends
+        with gate.closed():
+            os.kill(os.getpid(), signal.SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # an ignored signal stays ignored
+        with gate.closed():
+            os.kill(os.getpid(), signal.SIGINT)
+            with gate.open():
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
     from dataclasses import replace
 

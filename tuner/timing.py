@@ -146,7 +146,9 @@ class PlainRuns:
 
     It also keeps what the machine's noise looks like: how much consecutive plain runs differ,
     how many brackets had to be measured again, and how much the trusted ratios of the last
-    `window` measured configurations varied about their own means (`prior`).
+    `window` measured configurations varied about their own means (`prior`). All of it belongs
+    to one process and one device, and is never stored or shared: workers on other GPUs of a
+    study each keep their own, since another machine's noise is not this one's.
     """
 
     def __init__(self, clock: Clock, policy: TimingPolicy = TimingPolicy(), window: int = 16):

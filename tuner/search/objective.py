@@ -21,7 +21,7 @@ from ..record import CHECKED, GENERATED, INTERRUPTED, SURPLUS, TrialRecord, tria
 from ..setting import Goal
 from .space import canonical_key, suggest
 from .studies import objectives
-from .workers import Surplus, earlier_answer, requeue, this_worker
+from .workers import InterruptGate, Surplus, earlier_answer, requeue, this_worker
 
 
 class TrialFailed(Exception):
@@ -36,10 +36,12 @@ class Objective:
         self.sampler_seed, self.full_front = sampler_seed, full_front
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
         self.poll = poll
+        self.gate = InterruptGate()  # the caller closes it around study.optimize (rule 8)
 
     def __call__(self, trial: optuna.Trial):
         try:
-            return self._run(trial)
+            with self.gate.open():  # Ctrl-C and SIGTERM stop a trial here, not elsewhere
+                return self._run(trial)
         except KeyboardInterrupt:
             TrialRecord.write_failure(trial, INTERRUPTED)
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)

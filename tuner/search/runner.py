@@ -170,8 +170,9 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             if _free_streak(records) >= FREE_STREAK and not _enqueue_unanswered(
                     study, evaluator, combo, {r.canonical for r in records if r.answered}, rng):
                 break
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
-                           callbacks=[report_failure])
+            with objective.gate.closed():  # a trial Optuna creates is one that runs (rule 8)
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,),
+                               gc_after_trial=False, callbacks=[report_failure])
     return study
 
 
