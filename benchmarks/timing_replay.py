@@ -12,7 +12,8 @@ tolerance, and its cap unless `--max-tolerance` gives the cap; `--neighbours`), 
 weight of the variance pooled from earlier configurations (`--prior-df`; a measurement's
 earlier configurations are the trace's other segments, whose trusted ratios it pools).
 `--incumbent F` measures as the search does against an incumbent F times the reference speedup:
-a measurement also stops, pruned, once its interval lies below the incumbent.
+a measurement also stops, pruned, once its interval lies below the incumbent. `--min-pairs`
+varies the minimum of trusted pairs.
 
     python benchmarks/timing_replay.py benchmarks/results/2026-12-01-h200-trace/trace.json
     python benchmarks/timing_replay.py TRACE --per-plain 1 --precision 0.05 0.08 \

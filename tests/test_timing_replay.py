@@ -53,6 +53,21 @@ def test_a_disturbed_run_is_set_aside_in_the_replay_as_in_the_tuner():
     assert interval.value < 1.95  # averaged in, the slow run drags the estimate down
 
 
+def test_the_reference_sees_each_plain_run_once_and_pruning_stops_a_measurement_early():
+    runs = trace()
+    whole = timing_replay._whole(runs, TimingPolicy())
+    assert len(whole.plain.runs) == len(runs[0])  # counted twice, jitter would look halved
+    # Against an incumbent 25 % faster, the search stops at its minimum of pairs, pruned.
+    policy = TimingPolicy(min_pairs=3, max_pairs=12)
+    pruned, short = timing_replay.measure(runs, 0, 1, policy, 0.0, slower_than=2.5)
+    assert pruned.n == 3 and pruned.high < 2.5
+    full, long = timing_replay.measure(runs, 0, 1, policy, 0.0)  # no precision is enough
+    assert full.n == 12 and long > 3 * short
+    # Earlier configurations' ratios form the prior: with exact ratios, a zero variance.
+    prior = timing_replay.measure(runs, 0, 1, policy, 0.0, earlier=[[2.0, 2.0, 2.0]])[0]
+    assert prior.value == pytest.approx(2.0, rel=2e-3)
+
+
 def test_the_replay_stops_when_the_trace_ends():
     assert timing_replay.measure(trace(pairs=4), 3, 1, TimingPolicy(), 0.05) is None
 

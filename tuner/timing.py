@@ -14,8 +14,8 @@ never one timing divided by another taken minutes apart:
   stated precision (looser while screening, tight for an answer), or the answer the caller
   needs is already clear, or a cap is reached;
 * that interval borrows strength from the configurations measured before on this machine: its
-  variance is shrunk toward theirs (a moderated t-interval, stats.mean_interval), so a handful
-  of pairs give a usable interval instead of one four times as wide as the noise;
+  variance is shrunk toward theirs (a moderated t-interval, stats.mean_interval), so 3 pairs no
+  longer pay a t quantile of 4.3, and 3 that happen to agree no longer end a measurement early;
 * the plain runs form one series per process: the run that closes one configuration's last
   bracket opens the next configuration's first, so a configuration costs n plain runs, not n+1.
 """
@@ -112,7 +112,8 @@ class TimingPolicy:
     screening: float = 0.05
     # A run is trusted within this of the fastest comparable run, or within 3x the typical
     # difference of consecutive plain runs on this machine, whichever is larger, but never
-    # more than max_tolerance.
+    # more than max_tolerance (20 %: with 8 % jitter per run, 10 % set aside half of all runs,
+    # each measured again; runs a neighbour slows are slower than that, BENCHMARKS.md sec. 3).
     tolerance: float = 0.03
     max_tolerance: float = 0.20
     neighbours: int = 3  # runs of the same kind, each side in time, a run is judged against
