@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -243,6 +244,7 @@ def cost(out: Path, args) -> None:
             str(studies / "search_params.json")]
     if args.trials:
         argv += ["--trials", str(args.trials)]
+    argv += shlex.split(args.tuner_args)
     if args.threads:
         if old:
             raise SystemExit("tuner 0.1 has no --threads: it takes torch's default (all cores)")
@@ -385,6 +387,8 @@ def main():
     parser.add_argument("--threads", type=int, help="for cost and compare: CPU threads")
     parser.add_argument("--label", help="for cost: the run's name (default old or new)")
     parser.add_argument("--combo", default="all", help="for cost: --combo")
+    parser.add_argument("--tuner-args", default="",
+                        help="for cost: more `tuner run` arguments, one string")
     parser.add_argument("--labels", nargs="+", default=["old", "new"],
                         help="for compare: the runs, the first the reference")
     parser.add_argument("--configs", nargs="+", default=["DeepCache N=3 b0", "ToMe 0.5 md1",

@@ -96,7 +96,9 @@ def measure(series: Series, start: int, k: int, policy: TimingPolicy, precision:
     for p in plain[max(0, start - 16 * k):start:k]:  # this process's earlier plain runs
         shared.add(p)
     before = shared.add(plain[start])
-    brackets, group, spent = Brackets(shared), [], 0.0
+    # The accelerated run before the first stands in for the evaluator's warm-up run.
+    warmup = (accelerated[start - 1],) if start else ()
+    brackets, group, spent = Brackets(shared, references=warmup), [], 0.0
     for i in range(start, len(accelerated)):
         group.append(accelerated[i])
         spent += accelerated[i].seconds + overhead[i]
@@ -108,7 +110,8 @@ def measure(series: Series, start: int, k: int, policy: TimingPolicy, precision:
             brackets.add(before, a, after)
         before, group = after, []
         clean = len(brackets.clean())
-        interval = brackets.interval() if clean >= policy.min_pairs else None
+        interval = brackets.interval() if clean >= policy.min_pairs and brackets.judged() \
+            else None
         if clean >= policy.max_pairs or (interval is not None and (
                 interval.relative_half_width <= precision
                 or (slower_than is not None and interval.high < slower_than))):

@@ -7,7 +7,9 @@ configuration, stopped by the tuner's rule at the given precision, one after ano
 simulated process (as a study measures its configurations: the plain run that ends one
 measurement opens the next, and earlier measurements form the variance prior); it reports what a
 measurement costs (in seconds of plain runs: a plain run takes 1 s) and how far its estimate is
-from the truth, and how often its 95 % interval holds the truth.
+from the truth, and how often its 95 % interval holds the truth. `--incumbent F` measures as
+the search does against an incumbent F times the truth: a measurement also stops, pruned, once
+its interval lies below it (F below 1: the configuration is better, and pruning it is an error).
 
     python benchmarks/timing_sim.py --out benchmarks/results/2026-12-02-timing-sim/sim.md
 """
@@ -57,27 +59,34 @@ class _Process:
         started, self.clock.t = self.clock.t, self.clock.t + seconds
         return Run(started, seconds)
 
-    def measure(self, precision: float):
-        """One measurement; (estimate, seconds it cost)."""
+    def measure(self, precision: float, incumbent: float | None = None, judge: bool = True):
+        """One measurement after a warm-up run (which judges the timed runs when `judge`, as
+        the evaluator's does; its seconds are not counted); (estimate, seconds it cost)."""
+        warmup = self.run(1.0 / TRUTH)
         began = self.clock.t
+        below = None if incumbent is None else \
+            (lambda interval: interval is not None and interval.high < incumbent * TRUTH)
         estimate = measure_speedup(lambda: self.run(1.0), lambda: self.run(1.0 / TRUTH),
-                                   self.plain, precision=precision)
+                                   self.plain, precision=precision, decided=below,
+                                   warmup=warmup if judge else None)
         return estimate, self.clock.t - began
 
 
 def measured(policy: TimingPolicy, precision: float, sigma: float, faults: float,
-             runs: int) -> dict:
+             runs: int, incumbent: float | None = None, judge: bool = True) -> dict:
     """`runs` measurements in one process (seed 1): their seconds (mean, median), errors
-    against the truth (median, 90th percentile, max) and the share of intervals that hold the
-    truth."""
+    against the truth (median, 90th percentile, max), the share of intervals that hold the
+    truth, and the share that ended below the incumbent (pruned)."""
     process = _Process(policy, sigma, faults, random.Random(1))
-    done = [process.measure(precision) for _ in range(runs)]
+    done = [process.measure(precision, incumbent, judge) for _ in range(runs)]
     errors = [abs(e.value / TRUTH - 1) for e, _ in done]
     seconds = [s for _, s in done]
     return {"seconds": statistics.fmean(seconds), "median_seconds": statistics.median(seconds),
             "error": statistics.median(errors), "p90": _quantile(errors, 0.9),
             "max": max(errors),
-            "held": sum(e.speedup.low <= TRUTH <= e.speedup.high for e, _ in done) / runs}
+            "held": sum(e.speedup.low <= TRUTH <= e.speedup.high for e, _ in done) / runs,
+            "pruned": None if incumbent is None else
+            sum(e.speedup.high < incumbent * TRUTH for e, _ in done) / runs}
 
 
 def main() -> None:
@@ -87,22 +96,29 @@ def main() -> None:
     parser.add_argument("--max-tolerance", type=float, nargs="+", default=[0.10, 0.20])
     parser.add_argument("--precision", type=float, nargs="+", default=[0.05])
     parser.add_argument("--prior-df", type=int, nargs="+", default=[0, TimingPolicy.prior_df])
+    parser.add_argument("--min-pairs", type=int, nargs="+", default=[TimingPolicy.min_pairs])
+    parser.add_argument("--incumbent", type=float, nargs="+", default=[None])
+    parser.add_argument("--warmup-judges", choices=["yes", "no"], nargs="+", default=["yes"])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--out")
     args = parser.parse_args()
     lines = [f"{args.runs} measurements of a {TRUTH}x configuration per row (seed 1); seconds "
              "in plain runs (a plain run takes 1 s)", "",
-             "| jitter per run | runs slowed | precision | tolerance cap | prior df | seconds: "
-             "mean | median | error: median | 90th pct | max | interval holds the truth |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| jitter per run | runs slowed | precision | tolerance cap | prior df | min pairs | "
+             "warm-up judges | incumbent | seconds: mean | median | error: median | 90th pct | "
+             "max | interval holds the truth | pruned |",
+             "|---" * 15 + "|"]
     print("\n".join(lines), flush=True)
-    for sigma, faults, precision, cap, prior_df in itertools.product(
-            args.sigma, args.faults, args.precision, args.max_tolerance, args.prior_df):
-        m = measured(TimingPolicy(max_tolerance=cap, prior_df=prior_df), precision, sigma,
-                     faults, args.runs)
+    for sigma, faults, precision, cap, prior_df, pairs, judges, incumbent in itertools.product(
+            args.sigma, args.faults, args.precision, args.max_tolerance, args.prior_df,
+            args.min_pairs, args.warmup_judges, args.incumbent):
+        policy = TimingPolicy(min_pairs=pairs, max_tolerance=cap, prior_df=prior_df)
+        m = measured(policy, precision, sigma, faults, args.runs, incumbent, judges == "yes")
+        pruned = "-" if m["pruned"] is None else f"{m['pruned']:.0%}"
         lines.append(f"| {sigma:.0%} | {faults:.0%} | {precision:.0%} | {cap:.0%} | {prior_df} | "
-                     f"{m['seconds']:.1f} | {m['median_seconds']:.1f} | {m['error']:.1%} | "
-                     f"{m['p90']:.1%} | {m['max']:.1%} | {m['held']:.0%} |")
+                     f"{pairs} | {judges} | {incumbent or '-'} | {m['seconds']:.1f} | "
+                     f"{m['median_seconds']:.1f} | {m['error']:.1%} | {m['p90']:.1%} | "
+                     f"{m['max']:.1%} | {m['held']:.0%} | {pruned} |")
         print(lines[-1], flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,19 @@ def test_a_confirmed_speed_replaces_the_trials_own():
     assert choose(trials, GOAL, race)[0].number == 1
 
 
+def test_an_unraced_trial_does_not_win_on_its_own_lucky_estimate():
+    """Four candidates raced and came out lower than their first estimates; a fifth, measured
+    before the race but left out of it, keeps its own estimate and must not win on it. One
+    measured after the race may (the next race will measure it)."""
+    trials = [make(n, 2.66 - 0.01 * n, 0.01) for n in range(5)]
+    race = Confirmation("r", "t", {n: speed(2.48) for n in range(4)}, 1.5, 12, (0, 1, 2, 3),
+                        last_trial=4)
+    assert choose(trials, GOAL, race)[0].number == 0
+    later = [*trials, make(5, 2.6, 0.01)]
+    assert choose(later, GOAL, race)[0].number == 5
+    assert Confirmation.from_dict(race.as_dict()) == race
+
+
 # -- requirement mode --------------------------------------------------------------------------
 
 def test_requirement_met_by_several_takes_the_lowest_loss():

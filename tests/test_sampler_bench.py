@@ -79,3 +79,42 @@ def test_summary_counts_what_patience_would_have_missed():
     assert tpe["patience"][3]["found"] == 0.0 and tpe["patience"][10]["found"] == 0.5
     assert tpe["patience"][10]["median"] == 14 and tpe["patience"][10]["p90"] == 16
     assert tpe["patience"][3]["worst_reached"] == 0.8
+
+
+def test_a_resumed_run_with_nothing_new_keeps_its_races():
+    """The runner confirms each combo after its search, then the combos' answers against each
+    other, on every run; a finished search that resumes has nothing new, and racing it again
+    would only spend GPU time."""
+    import optuna
+
+    from tuner.record import StudyRecord
+    from tuner.search.runner import SearchPlan, run_search
+
+    tables = [json.loads(TABLE.read_text()), json.loads(TABLE.with_name(
+        "tiny-shapes-deepcache+tome.json").read_text())]
+    points = {**tables[0]["points"], **tables[1]["points"]}
+    for point in points.values():  # wide intervals: the two answers overlap, and are raced
+        if "speed" in point:
+            speedup = point["speed"]["speedup"]
+            speedup["low"], speedup["high"] = speedup["value"] / 1.5, speedup["value"] * 1.5
+    both = sampler_bench.Table({**tables[0], "grid": tables[0]["grid"] + tables[1]["grid"],
+                                "points": points}, Goal(loss_budget=0.02))
+    ev = sampler_bench.TableEvaluator(both)
+    raced = []
+    ev.race = lambda configs, keep, **kw: raced.append(len(configs)) or \
+        sampler_bench.TableEvaluator.race(ev, configs, keep, **kw)
+    storage = optuna.storages.InMemoryStorage()
+    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=8, sampler="random", seed=0,
+                      sampler_seed=0, patience=None, progress=False)
+
+    def confirmations():
+        return [StudyRecord.of(optuna.load_study(study_name=s.study_name, storage=storage))
+                .confirmation for s in optuna.get_all_study_summaries(storage)]
+
+    with sampler_bench.table_driven(both):
+        run_search(ev, storage, both.goal, plan, prompts=[])
+        first = confirmations()
+        assert len(raced) == 3  # each combo's candidates, then the two answers
+        run_search(ev, storage, both.goal, plan, prompts=[])  # resumed: nothing left to do
+    assert len(raced) == 3
+    assert confirmations() == first and all(c.last_trial is not None for c in first)

@@ -53,8 +53,18 @@ def _pick(items: Sequence, goal: Goal | None, *, speed, loss, order):
 
 def choose(trials: Iterable[TrialRecord], goal: Goal, confirmation: Confirmation | None = None
            ) -> tuple[TrialRecord | None, bool | None]:
-    """The chosen feasible trial and whether it meets the requirement (None without one)."""
-    return _pick(feasible(trials, goal), goal, speed=lambda t: speed_of(t, confirmation),
+    """The chosen feasible trial and whether it meets the requirement (None without one).
+
+    After a race, a trial measured before it that did not take part (beyond the candidates'
+    limit, or not close enough) is not chosen over those that did: a raced trial's speed was
+    measured again, without the luck that made it a candidate (the winner's curse); an unraced
+    one's own estimate still has it, and would win on it.
+    """
+    found = feasible(trials, goal)
+    if confirmation is not None and confirmation.speeds:
+        found = [t for t in found if t.number in confirmation.speeds
+                 or not confirmation.before(t.number)] or found
+    return _pick(found, goal, speed=lambda t: speed_of(t, confirmation),
                  loss=lambda t: t.quality.loss.value, order=lambda t: t.number)
 
 

@@ -201,7 +201,7 @@ class Evaluator:
             return slower_than is not None and interval is not None and \
                 interval.high < slower_than
 
-        self._accelerated(config, [0], images, seconds)  # warm-up; its images count
+        warmup = self._accelerated(config, [0], images, seconds)  # its images count
         turns = itertools.cycle(self._timed)
         batch = next(turns)
 
@@ -215,7 +215,8 @@ class Evaluator:
 
         speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
                                 precision=self.timing.screening,
-                                decided=lambda interval: over_budget() or too_slow(interval))
+                                decided=lambda interval: over_budget() or too_slow(interval),
+                                warmup=warmup)
         pruned = PRUNED_LOSS if over_budget() else \
             PRUNED_SLOW if too_slow(speed.speedup) else None
         for k in range(len(self._batches)):
@@ -249,10 +250,10 @@ class Evaluator:
         policy, seconds = self.timing, {}
         max_rounds = max_rounds or policy.max_pairs
         batch = self._timed[0]
-        for config in configs:  # warm-up: the first run after a while
-            self._accelerated(config, [batch], {}, seconds)
+        # Warm-up, the first run after a while; it judges the candidate's timed runs too.
+        warmups = [self._accelerated(config, [batch], {}, seconds) for config in configs]
         race_runs: list[Run] = []  # the race's plain runs, shared by every candidate
-        brackets = [Brackets(self.plain_runs, race_runs) for _ in configs]
+        brackets = [Brackets(self.plain_runs, race_runs, references=(w,)) for w in warmups]
         alive = set(range(len(configs)))
         before = self.plain_runs.recent() or self.plain_runs.add(self._plain(batch, seconds))
         rounds = 0
@@ -263,7 +264,7 @@ class Evaluator:
                 brackets[i].add(before, accelerated, after)
                 before = after
             rounds += 1
-            if rounds < policy.min_pairs:
+            if rounds < policy.min_pairs or not all(brackets[i].judged() for i in alive):
                 continue
             intervals = {i: brackets[i].interval() for i in alive}
             alive = {i for i in keep(intervals) if i in alive}

@@ -263,17 +263,26 @@ class Confirmation:
     baseline_latency: float  # median of the race's plain runs
     rounds: int
     candidates: tuple[int, ...] = ()  # every trial that entered the race
+    # The study's highest trial number when the race began: trials numbered above it were
+    # measured after it (None: every trial counts as measured before it).
+    last_trial: int | None = None
+
+    def before(self, trial: int) -> bool:
+        """Whether trial number `trial` was measured before this race."""
+        return self.last_trial is None or trial <= self.last_trial
 
     def as_dict(self) -> dict:
         return {"race": self.race, "at": self.at, "baseline_latency": self.baseline_latency,
                 "rounds": self.rounds, "candidates": list(self.candidates),
+                "last_trial": self.last_trial,
                 "speeds": {str(n): s.as_dict() for n, s in self.speeds.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> Confirmation:
         return cls(data["race"], data["at"],
                    {int(n): SpeedEstimate.from_dict(s) for n, s in data["speeds"].items()},
-                   data["baseline_latency"], data["rounds"], tuple(data.get("candidates", ())))
+                   data["baseline_latency"], data["rounds"], tuple(data.get("candidates", ())),
+                   data.get("last_trial"))
 
 
 @dataclass(frozen=True)

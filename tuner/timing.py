@@ -9,7 +9,8 @@ never one timing divided by another taken minutes apart:
   after it (a bracket), which cancels linear drift;
 * a run slower than the fastest comparable one beyond what this machine's own jitter explains
   (something else ran meanwhile) is not trusted, and more pairs are measured instead of
-  averaging it in (`Brackets`);
+  averaging it in (`Brackets`); a configuration's untimed warm-up run is one of the comparable
+  ones, so that two pairs can be trusted;
 * pairs are added, beyond a small minimum, until the speedup's 95 % interval is within the
   stated precision (looser while screening, tight for an answer), or the answer the caller
   needs is already clear, or a cap is reached;
@@ -103,7 +104,10 @@ class Stats:
 class TimingPolicy:
     """How hard a speedup is measured (see BENCHMARKS.md for what each choice buys)."""
 
-    min_pairs: int = 3
+    # Two pairs settle most questions "is it below the incumbent?": with the variance prior
+    # and the warm-up run among the trust rule's judges (Brackets.judged), wrong as rarely as
+    # three, for a quarter to a third less (BENCHMARKS.md sec. 3).
+    min_pairs: int = 2
     max_pairs: int = 12
     precision: float = 0.02  # an answer's 95 % interval: within +-2 % (confirmation races)
     # A configuration screened during the search needs less: enough to rank it and to prune
@@ -261,23 +265,34 @@ class Brackets:
     Interference only ever slows a run down, so the fast runs are the trustworthy ones: a run is
     trusted when it is within the tolerance (set by this machine's own jitter,
     `PlainRuns.tolerance`) of the fastest of its neighbours in time of its kind (plain runs, or
-    this configuration's accelerated runs). Each trusted accelerated run is compared with
-    the plain latency interpolated between the trusted plain runs nearest before and after it,
-    usually its own bracket, but the next clean ones when a neighbour disturbed it. A median or
-    a majority vote would not do: with one run in three slowed, disturbed runs are often as many
-    as clean ones.
+    this configuration's accelerated runs, its warm-up included). Each trusted accelerated run
+    is compared with the plain latency interpolated between the trusted plain runs nearest
+    before and after it, usually its own bracket, but the next clean ones when a neighbour
+    disturbed it. A median or a majority vote would not do: with one run in three slowed,
+    disturbed runs are often as many as clean ones.
     """
 
-    def __init__(self, plain: PlainRuns, plains: list[Run] | None = None):
+    def __init__(self, plain: PlainRuns, plains: list[Run] | None = None,
+                 references: Sequence[Run] = ()):
         self.plain = plain
         self.plains = plains if plains is not None else []  # may be shared (a race)
         self.accelerated: list[Run] = []
+        # Runs of this configuration that only judge the others (a warm-up run): with two
+        # pairs, two runs that a neighbour slowed alike would otherwise be each other's only
+        # judges.
+        self.references = list(references)
 
     def add(self, before: Run, accelerated: Run, after: Run) -> None:
         for run in (before, after):
             if run not in self.plains:
                 self.plains.append(run)
         self.accelerated.append(accelerated)
+
+    def judged(self) -> bool:
+        """Whether enough runs of this configuration were seen to trust any of them: three,
+        the warm-up included. Two runs that a neighbour slowed alike would judge each other
+        and both pass; a third, clean one is the faster and sets them aside."""
+        return len(self.accelerated) + len(self.references) >= 3
 
     def trusted_plain(self) -> list[Run]:
         """The undisturbed plain runs, in time order."""
@@ -287,8 +302,9 @@ class Brackets:
     def clean(self) -> list[Bracket]:
         if not self.accelerated:
             return []
-        return _bracketed(_undisturbed(self.accelerated, self.plain.tolerance,
-                                       neighbours=self.plain.policy.neighbours),
+        trusted = _undisturbed(self.accelerated + self.references, self.plain.tolerance,
+                               neighbours=self.plain.policy.neighbours)
+        return _bracketed([r for r in trusted if r not in self.references],
                           self.trusted_plain())
 
     def all(self) -> list[Bracket]:
@@ -324,24 +340,27 @@ class Brackets:
 
 def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], Run],
                     plain: PlainRuns, *, precision: float | None = None,
-                    decided: Callable[[Interval | None], bool] | None = None) -> SpeedEstimate:
+                    decided: Callable[[Interval | None], bool] | None = None,
+                    warmup: Run | None = None) -> SpeedEstimate:
     """Measure one configuration's speedup in bracketed pairs (see the module's docstring).
 
     After every bracket, `decided(interval)` (the interval is None before the policy's minimum
     of trusted pairs) may end the measurement once the caller's question is answered, e.g.
     "is it below the required speedup?". Each callable times one run. `precision` defaults
-    to the policy's.
+    to the policy's. `warmup`, the configuration's untimed first run, joins the trust rule's
+    judges of the accelerated runs, never their ratios.
     """
     policy = plain.policy
     before = plain.recent() or plain.add(run_plain())
-    brackets = Brackets(plain)
+    brackets = Brackets(plain, references=() if warmup is None else (warmup,))
     for _ in range(3 * policy.max_pairs):  # untrusted brackets are measured again, up to a cap
         accelerated = run_accelerated()
         after = plain.add(run_plain())
         brackets.add(before, accelerated, after)
         before = after
         clean = len(brackets.clean())
-        interval = brackets.interval() if clean >= policy.min_pairs else None
+        interval = brackets.interval() if clean >= policy.min_pairs and brackets.judged() \
+            else None
         if clean >= policy.max_pairs or (decided is not None and decided(interval)):
             break
         if interval is not None and \

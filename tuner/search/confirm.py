@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import optuna
 
-from ..answer import candidates, choose, speed_of, still_in_race
+from ..answer import candidates, choose, feasible, speed_of, still_in_race
 from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
@@ -35,6 +35,7 @@ def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecor
           required: float | None) -> None:
     """Race the entries' configurations; add the confirmed speeds to each study's record."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
+    last = {id(s): max(t.number for t in s.get_trials(deepcopy=False)) for s, _ in entries}
     race = evaluator.race([t.config for _, t in entries],
                           lambda intervals: still_in_race(intervals, losses, required))
     race_id, at = uuid.uuid4().hex[:12], _now()
@@ -45,12 +46,18 @@ def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecor
         speeds.update({t.number: race.speeds[i] for i, t in mine})
         StudyRecord.write_confirmation(study, Confirmation(
             race_id, at, speeds, race.baseline_latency, race.rounds,
-            tuple(t.number for _, t in mine)))
+            tuple(t.number for _, t in mine), last[id(study)]))
 
 
 def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool:
-    """Race the study's candidates; False when it has no feasible trial to confirm."""
+    """Race the study's candidates; False when it has no feasible trial to confirm. A study
+    resumed with nothing new since its race (every feasible trial measured before it) keeps
+    that race: racing again would spend GPU time on an answer already confirmed."""
     records = trial_records(study)
+    earlier = StudyRecord.of(study).confirmation
+    if earlier is not None and earlier.speeds and \
+            all(earlier.before(t.number) for t in feasible(records, goal)):
+        return True
     required = goal.required_speedup(evaluator.plain_runs.latency)
     found = candidates(records, goal)
     if not found:
@@ -61,7 +68,8 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool
 
 def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:
     """Race the combos' chosen configurations whose intervals overlap the best one's; False
-    when there is nothing to compare."""
+    when there is nothing to compare. When their last race was this one (a resumed run with
+    nothing new), it stands."""
     required = goal.required_speedup(evaluator.plain_runs.latency)
     entries = []
     for study in studies:
@@ -78,6 +86,10 @@ def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal:
         entries = [e for e in entries if e[2].speedup.high >= required] or entries
     if len(entries) < 2:
         return False
+    last = [StudyRecord.of(s).confirmation for s, _, _ in entries]
+    if all(c is not None and t.number in c.candidates for (_, t, _), c in zip(entries, last)) \
+            and len({c.race for c in last}) == 1:
+        return True  # these very answers were raced against each other last (a resumed run)
     _race(evaluator, [(s, t) for s, t, _ in entries], required)
     return True
 

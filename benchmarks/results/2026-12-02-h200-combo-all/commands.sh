@@ -16,3 +16,16 @@ python benchmarks/gpu_bench.py spent --out THIS_FOLDER            # spent-new.js
 python benchmarks/gpu_bench.py cost $A --old old --limit 520 --out $OUT      # run 1 (522 s)
 cp -r THIS_FOLDER/cost-old THIS_FOLDER/cost-old.log $OUT/
 python benchmarks/gpu_bench.py cost $A --old old --limit 555 --out $OUT      # run 2 (557 s)
+python benchmarks/gpu_bench.py cost $A --old old --limit 200 --out $OUT      # run 3 (202 s)
+# This tuner again, with the variance prior, the 20 % cap and two pairs at the minimum (the
+# warm-up run did not judge yet), in runs that resume the same way (cost-pairs2*):
+P="--label pairs2 --tuner-args=--timing-pairs=2"
+python benchmarks/gpu_bench.py cost $A $P --limit 530 --out $OUT       # run 1 (532 s)
+cp -r THIS_FOLDER/cost-pairs2 THIS_FOLDER/cost-pairs2.log $OUT/
+python benchmarks/gpu_bench.py cost $A $P --limit 540 --out $OUT       # run 2 (542 s)
+cp -r THIS_FOLDER/cost-pairs2 THIS_FOLDER/cost-pairs2.log $OUT/
+python benchmarks/gpu_bench.py cost $A $P --limit 240 --out $OUT       # run 3 (242 s)
+python benchmarks/gpu_bench.py spent --label pairs2 --out $OUT         # spent-pairs2.json
+# The studies database of run 3 did not come back from the GPU machine: cost-pairs2/tuner.db is
+# run 2's (the first three combos finished and confirmed); cost-pairs2.json (every trial's
+# state and seconds), spent-pairs2.json and cost-pairs2/search_params.json are run 3's.
