@@ -26,7 +26,12 @@ VARIANTS = {
     "prior_0.5": {"prior_weight": 0.5},
     # Optuna's default gamma is min(ceil(0.1 n), 25): the best 10 % are the "good" points.
     "gamma_15": {"gamma": lambda n: min(math.ceil(0.15 * n), 25)},
+    "gamma_12": {"gamma": lambda n: min(math.ceil(0.125 * n), 25)},
+    "startup_5": {"n_startup_trials": 5},
+    "startup_20": {"n_startup_trials": 20},
+    "endpoints": {"consider_endpoints": True},
 }
+UNIVARIATE = {"univariate": {}}  # multivariate=False
 name, seeds = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 100
 first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 budget = float(sys.argv[4]) if len(sys.argv) > 4 else 0.02
@@ -35,8 +40,9 @@ tuners = runner.make_sampler
 
 def make(kind, combo, *, seed):
     if kind == "tpe":  # the tuner's own TPE settings, plus the variant's
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          **VARIANTS[name])
+        return optuna.samplers.TPESampler(seed=seed, multivariate=name not in UNIVARIATE,
+                                          constant_liar=True,
+                                          **{**VARIANTS, **UNIVARIATE}[name])
     return tuners(kind, combo, seed=seed)
 
 
