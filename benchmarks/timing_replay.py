@@ -110,8 +110,7 @@ def measure(series: Series, start: int, k: int, policy: TimingPolicy, precision:
             brackets.add(before, a, after)
         before, group = after, []
         clean = len(brackets.clean())
-        interval = brackets.interval() if clean >= policy.min_pairs and brackets.judged() \
-            else None
+        interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (interval is not None and (
                 interval.relative_half_width <= precision
                 or (slower_than is not None and interval.high < slower_than))):

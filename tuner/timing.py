@@ -322,6 +322,13 @@ class Brackets:
         return Interval(ratio_interval([b.ratio for b in everything]).value, 0.0, math.inf,
                         len(everything))
 
+    def settled(self, clean: int) -> Interval | None:
+        """The interval, once `clean` (the trusted pairs so far) reaches the policy's minimum
+        and the trust rule has seen enough runs to judge (`judged`); None before."""
+        if clean < self.plain.policy.min_pairs or not self.judged():
+            return None
+        return self.interval()
+
     def estimate(self) -> SpeedEstimate:
         clean, everything = self.clean(), self.all()
         if not everything:
@@ -359,8 +366,7 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         brackets.add(before, accelerated, after)
         before = after
         clean = len(brackets.clean())
-        interval = brackets.interval() if clean >= policy.min_pairs and brackets.judged() \
-            else None
+        interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (decided is not None and decided(interval)):
             break
         if interval is not None and \

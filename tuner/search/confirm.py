@@ -35,11 +35,12 @@ def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecor
           required: float | None) -> None:
     """Race the entries' configurations; add the confirmed speeds to each study's record."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
-    last = {id(s): max(t.number for t in s.get_trials(deepcopy=False)) for s, _ in entries}
+    studies = {id(s): s for s, _ in entries}.values()
+    last = {id(s): max(t.number for t in s.get_trials(deepcopy=False)) for s in studies}
     race = evaluator.race([t.config for _, t in entries],
                           lambda intervals: still_in_race(intervals, losses, required))
     race_id, at = uuid.uuid4().hex[:12], _now()
-    for study in {id(s): s for s, _ in entries}.values():
+    for study in studies:
         mine = [(i, t) for i, (s, t) in enumerate(entries) if s is study]
         earlier = StudyRecord.of(study).confirmation
         speeds = dict(earlier.speeds) if earlier is not None else {}
@@ -71,12 +72,12 @@ def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal:
     when there is nothing to compare. When their last race was this one (a resumed run with
     nothing new), it stands."""
     required = goal.required_speedup(evaluator.plain_runs.latency)
-    entries = []
+    entries = []  # (study, its chosen trial, that trial's speed, the study's last race)
     for study in studies:
-        record = StudyRecord.of(study)
-        chosen, _ = choose(trial_records(study), goal, record.confirmation)
+        confirmation = StudyRecord.of(study).confirmation
+        chosen, _ = choose(trial_records(study), goal, confirmation)
         if chosen is not None:
-            entries.append((study, chosen, speed_of(chosen, record.confirmation)))
+            entries.append((study, chosen, speed_of(chosen, confirmation), confirmation))
     if len(entries) < 2:
         return False
     if required is None:
@@ -86,11 +87,10 @@ def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal:
         entries = [e for e in entries if e[2].speedup.high >= required] or entries
     if len(entries) < 2:
         return False
-    last = [StudyRecord.of(s).confirmation for s, _, _ in entries]
-    if all(c is not None and t.number in c.candidates for (_, t, _), c in zip(entries, last)) \
-            and len({c.race for c in last}) == 1:
+    if all(c is not None and t.number in c.candidates for _, t, _, c in entries) \
+            and len({c.race for _, _, _, c in entries}) == 1:
         return True  # these very answers were raced against each other last (a resumed run)
-    _race(evaluator, [(s, t) for s, t, _ in entries], required)
+    _race(evaluator, [(s, t) for s, t, _, _ in entries], required)
     return True
 
 
