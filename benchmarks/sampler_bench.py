@@ -153,8 +153,10 @@ class TableEvaluator:
         if "invalid" in point:
             raise NoEffect(point["invalid"])
         speed, quality = self.table.speed(key), self.table.quality(key)
-        pruned = PRUNED_SLOW if slower_than is not None and speed.speedup.high < slower_than \
-            else PRUNED_LOSS if loss_budget is not None and quality.loss.low > loss_budget \
+        if slower_than is not None and speed.speedup.high < slower_than:
+            # as the evaluator: pruned for its speed, before any quality work
+            return Evaluation(config, speed, None, PRUNED_SLOW, sample_images=None)
+        pruned = PRUNED_LOSS if loss_budget is not None and quality.loss.low > loss_budget \
             else None
         return Evaluation(config, speed, quality, pruned, sample_images=None)
 

@@ -118,3 +118,87 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
         run_search(ev, storage, both.goal, plan, prompts=[])  # resumed: nothing left to do
     assert len(raced) == 3
     assert confirmations() == first and all(c.last_trial is not None for c in first)
+
+
+def _both_tables():
+    """The DeepCache table and the DeepCache+ToMe one as one table: two combos of one run."""
+    tables = [json.loads(TABLE.read_text()), json.loads(TABLE.with_name(
+        "tiny-shapes-deepcache+tome.json").read_text())]
+    return sampler_bench.Table({**tables[0], "grid": tables[0]["grid"] + tables[1]["grid"],
+                                "points": {**tables[0]["points"], **tables[1]["points"]}},
+                               Goal(loss_budget=0.02))
+
+
+def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
+    """Looking for the fastest configuration across combos, a configuration slower than an
+    answer already confirmed cannot be the overall answer: it stops after its speed. Run alone
+    later, the combo evaluates those configurations again and gets an answer of its own."""
+    import optuna
+
+    from tuner.answer import answer
+    from tuner.record import PRUNED_FLOOR, StudyRecord, trial_records
+    from tuner.search.runner import SearchPlan, floor_of, run_search
+
+    both = _both_tables()
+    storage = optuna.storages.InMemoryStorage()
+    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
+                      sampler_seed=0, patience=None, progress=False)
+    ev = sampler_bench.TableEvaluator(both)
+    with sampler_bench.table_driven(both):
+        run_search(ev, storage, both.goal, plan, prompts=[])
+    studies = {StudyRecord.of(s).combo: s for s in (
+        optuna.load_study(study_name=n, storage=storage)
+        for n in optuna.get_all_study_names(storage))}
+    floor = floor_of([studies["deepcache"]], both.goal)
+    chosen = StudyRecord.of(studies["deepcache"]).confirmation.speeds
+    assert floor == max(s.speedup.low for s in chosen.values())
+    later = trial_records(studies["deepcache+tome"])
+    below = [r for r in later if r.pruned == PRUNED_FLOOR]
+    assert len(below) >= 10
+    for r in below:  # pruned for the floor: never scored, and truly below it
+        assert r.state == "PRUNED" and r.quality is None
+        assert r.pruned_below == floor and r.speed.speedup.high < floor
+    for r in later:  # and nothing the floor would prune was scored
+        if r.original and r.quality is not None:
+            assert r.speed.speedup.high >= floor
+    frozen = {t.number: t for t in studies["deepcache+tome"].trials}
+    assert all(frozen[r.number].intermediate_values == {0: r.speed.value} for r in below)
+    assert floor_of([studies["deepcache"]], Goal(loss_budget=0.02, req_speedup=1.2)) is None
+
+    # The same combo alone: no floor, so its floor-pruned configurations are evaluated again
+    # when proposed, and it answers on its own.
+    alone = SearchPlan(("deepcache+tome",), trials=60, sampler="random", seed=0,
+                       sampler_seed=0, patience=None, progress=False)
+    ev = sampler_bench.TableEvaluator(both)
+    with sampler_bench.table_driven(both):
+        run_search(ev, storage, both.goal, alone, prompts=[])
+    again = set(ev.evaluations) & {r.canonical for r in below}
+    assert again  # the random stream proposes the same configurations first
+    records = trial_records(optuna.load_study(study_name=studies["deepcache+tome"].study_name,
+                                              storage=storage))
+    for key in again:
+        latest = [r for r in records if r.canonical == key and r.original][-1]
+        assert latest.pruned != PRUNED_FLOOR
+    study = StudyRecord.of(studies["deepcache+tome"])
+    found = answer(study.setting, both.goal, [(study, records)])
+    assert found.combos[0].choice is not None
+
+
+def test_a_combo_without_an_answer_of_its_own_says_it_was_below_another():
+    from tuner.answer import ComboAnswer
+
+    below = ComboAnswer("deepcache+tome", "s", None, 40, 40, False, 2.77)
+    assert below.missing == "none feasible faster than 2.77x (another combo's answer)"
+    assert ComboAnswer.from_dict(below.as_dict()) == below
+    old = {k: v for k, v in below.as_dict().items() if k != "floor"}  # written before floors
+    assert ComboAnswer.from_dict(old).missing == "no feasible configuration"
+
+
+def test_a_trial_pruned_under_a_floor_settles_only_runs_with_a_floor_as_high():
+    from tuner.record import PRUNED_FLOOR, PRUNED_SLOW, TrialRecord
+
+    floored = TrialRecord(1, "PRUNED", canonical="k", pruned=PRUNED_FLOOR, pruned_below=2.0)
+    assert floored.settles(2.0) and floored.settles(2.5)
+    assert not floored.settles(1.9) and not floored.settles(None)
+    slow = TrialRecord(2, "PRUNED", canonical="k", pruned=PRUNED_SLOW, pruned_below=2.0)
+    assert slow.settles(None) and slow.settles(1.0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .record import (Confirmation, QualityEstimate, SpeedEstimate, StudyRecord, TrialRecord)
+from .record import (PRUNED_FLOOR, Confirmation, QualityEstimate, SpeedEstimate, StudyRecord,
+                     TrialRecord)
 from .setting import Goal, Setting
 from .stats import Interval
 
@@ -173,18 +174,28 @@ class ComboAnswer:
     evaluations: int  # configurations that ran the pipeline (repeats are free)
     pruned: int  # of which stopped early (too slow, or loss over budget)
     exhausted: bool  # every distinct configuration of the space was answered
+    # The highest speedup configurations were pruned under for being slower than another
+    # combo's answer (runner.floor_of), or None.
+    floor: float | None = None
+
+    @property
+    def missing(self) -> str:
+        """Why there is no choice, in words."""
+        if self.floor is not None:
+            return f"none feasible faster than {self.floor:.2f}x (another combo's answer)"
+        return "no feasible configuration"
 
     def as_dict(self) -> dict:
         return {"combo": self.combo, "study": self.study,
                 "chosen": self.choice.as_dict() if self.choice else None,
                 "evaluations": self.evaluations, "pruned": self.pruned,
-                "exhausted": self.exhausted}
+                "exhausted": self.exhausted, "floor": self.floor}
 
     @classmethod
     def from_dict(cls, data: dict) -> ComboAnswer:
         return cls(data["combo"], data["study"],
                    Choice.from_dict(data["chosen"]) if data.get("chosen") else None,
-                   data["evaluations"], data["pruned"], data["exhausted"])
+                   data["evaluations"], data["pruned"], data["exhausted"], data.get("floor"))
 
 
 @dataclass(frozen=True)
@@ -219,7 +230,7 @@ class Answer:
             note = " (space exhausted)" if c.exhausted else ""
             head = f"{c.combo:<22} {c.evaluations:>5} {c.pruned:>6}"
             if c.choice is None:
-                lines.append(f"{head} {'-':>20} {'-':>22}  no feasible configuration{note}")
+                lines.append(f"{head} {'-':>20} {'-':>22}  {c.missing}{note}")
                 continue
             lines.append(f"{head} {speed_text(c.choice.speed):>20} "
                          f"{loss_text(c.choice.quality.loss):>22}  "
@@ -305,7 +316,8 @@ def answer(setting: Setting, goal: Goal,
             study.combo, study.name, _choice(study, chosen),
             sum(t.evaluated for t in trials),
             sum(t.evaluated and t.state == "PRUNED" for t in trials),
-            study.distinct_points is not None and len(answered) >= study.distinct_points))
+            study.distinct_points is not None and len(answered) >= study.distinct_points,
+            max((t.pruned_below for t in trials if t.pruned == PRUNED_FLOOR), default=None)))
     chosen, met = overall([c.choice for c in combos], goal)
     tried = [t for _, trials in studies for t in trials if t.evaluated or t.invalid]
     identical = bool(tried) and all(t.invalid and "bit-identical" in (t.fail_reason or "")

@@ -19,6 +19,7 @@ from .stats import Interval
 _CONFIG, _CANONICAL, _WORKER, _SEED = "config", "canonical", "worker", "sampler_seed"
 _SPEED, _QUALITY, _PRUNED, _SECONDS = "speed", "quality", "pruned", "seconds"
 _DUPLICATE_OF, _FAIL_REASON, _INVALID = "duplicate_of", "fail_reason", "invalid"
+_PRUNED_BELOW = "pruned_below"
 # Study user attributes.
 _SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
 _POINTS, _DEVICE, _VERSIONS, _PROMPTS = "distinct_points", "device", "versions", "prompts"
@@ -29,8 +30,12 @@ INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
 NOT_COUNTED = (INTERRUPTED, ORPHANED, SURPLUS)
 # When a configuration was found invalid: before any generation, or after generating.
 CHECKED, GENERATED = "checked", "generated"
-# Why a trial stopped before its quality was known (it ends PRUNED).
-PRUNED_SLOW, PRUNED_LOSS = "too slow", "loss over budget"
+# Why a trial stopped before its quality was known (it ends PRUNED): slower than this study's
+# best feasible configuration or the required speedup; slower than the answer another combo
+# of the same run already confirmed (the floor: it cannot change the overall answer, though
+# it might have been this combo's own); its loss over budget.
+PRUNED_SLOW, PRUNED_FLOOR = "too slow", "slower than another combo's answer"
+PRUNED_LOSS = "loss over budget"
 
 
 def _interval(data: dict) -> Interval:
@@ -123,7 +128,8 @@ class TrialRecord:
     sampler_seed: int | None = None
     speed: SpeedEstimate | None = None
     quality: QualityEstimate | None = None
-    pruned: str | None = None  # PRUNED_SLOW or PRUNED_LOSS
+    pruned: str | None = None  # PRUNED_SLOW, PRUNED_FLOOR or PRUNED_LOSS
+    pruned_below: float | None = None  # the speedup a slow configuration was pruned under
     duplicate_of: int | None = None
     fail_reason: str | None = None
     # The configuration cannot be evaluated (NoEffect, Unsupported, ...): found CHECKED before
@@ -140,9 +146,9 @@ class TrialRecord:
             canonical=a.get(_CANONICAL), worker=a.get(_WORKER), sampler_seed=a.get(_SEED),
             speed=SpeedEstimate.from_dict(a[_SPEED]) if _SPEED in a else None,
             quality=QualityEstimate.from_dict(a[_QUALITY]) if _QUALITY in a else None,
-            pruned=a.get(_PRUNED), duplicate_of=a.get(_DUPLICATE_OF),
-            fail_reason=a.get(_FAIL_REASON), invalid=a.get(_INVALID),
-            seconds=a.get(_SECONDS) or {})
+            pruned=a.get(_PRUNED), pruned_below=a.get(_PRUNED_BELOW),
+            duplicate_of=a.get(_DUPLICATE_OF), fail_reason=a.get(_FAIL_REASON),
+            invalid=a.get(_INVALID), seconds=a.get(_SECONDS) or {})
 
     # -- writing, piece by piece, onto a running optuna.Trial ----------------------------------
 
@@ -158,13 +164,14 @@ class TrialRecord:
 
     @staticmethod
     def write_result(trial, *, speed: SpeedEstimate | None, quality: QualityEstimate | None,
-                     pruned: str | None, seconds: dict, goal: Goal) -> None:
-        TrialRecord._write_numbers(trial, speed, quality, pruned, goal)
+                     pruned: str | None, seconds: dict, goal: Goal,
+                     pruned_below: float | None = None) -> None:
+        TrialRecord._write_numbers(trial, speed, quality, pruned, pruned_below, goal)
         trial.set_user_attr(_SECONDS, seconds)
 
     @staticmethod
     def _write_numbers(trial, speed: SpeedEstimate | None, quality: QualityEstimate | None,
-                       pruned: str | None, goal: Goal) -> None:
+                       pruned: str | None, pruned_below: float | None, goal: Goal) -> None:
         if speed is not None:
             trial.set_user_attr(_SPEED, speed.as_dict())
         if quality is not None:
@@ -172,6 +179,8 @@ class TrialRecord:
             trial.set_constraint("loss_budget", quality.constraint(goal))
         if pruned is not None:
             trial.set_user_attr(_PRUNED, pruned)
+        if pruned_below is not None:
+            trial.set_user_attr(_PRUNED_BELOW, pruned_below)
 
     @staticmethod
     def write_failure(trial, reason: str, *, invalid: str | None = None) -> None:
@@ -184,7 +193,8 @@ class TrialRecord:
     def write_copy(trial, earlier: TrialRecord, goal: Goal) -> None:
         """Answer a repeated configuration with an earlier trial's numbers."""
         trial.set_user_attr(_DUPLICATE_OF, earlier.number)
-        TrialRecord._write_numbers(trial, earlier.speed, earlier.quality, earlier.pruned, goal)
+        TrialRecord._write_numbers(trial, earlier.speed, earlier.quality, earlier.pruned,
+                                   earlier.pruned_below, goal)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -204,6 +214,15 @@ class TrialRecord:
         """Its configuration needs no second evaluation: scored, pruned, or found invalid."""
         return self.canonical is not None and (
             self.state in ("COMPLETE", "PRUNED") or (self.state == "FAIL" and self.invalid))
+
+    def settles(self, floor: float | None) -> bool:
+        """Whether it answers its configuration in a run whose floor (the speedup another
+        combo's confirmed answer set, None without one) is `floor`. A configuration pruned
+        under a higher floor than this run's was never measured against this run's question:
+        it is evaluated again."""
+        if self.pruned == PRUNED_FLOOR:
+            return self.answered and floor is not None and floor >= self.pruned_below
+        return self.answered
 
     @property
     def evaluated(self) -> bool:
@@ -365,6 +384,6 @@ class StudyRecord:
         study.set_user_attr(_CONFIRMATION, confirmation.as_dict())
 
 
-__all__ = ["CHECKED", "GENERATED", "INTERRUPTED", "NOT_COUNTED", "ORPHANED", "PRUNED_LOSS",
-           "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "PlainLatency",
+__all__ = ["CHECKED", "GENERATED", "INTERRUPTED", "NOT_COUNTED", "ORPHANED", "PRUNED_FLOOR",
+           "PRUNED_LOSS", "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "PlainLatency",
            "QualityEstimate", "SpeedEstimate", "StudyRecord", "TrialRecord", "trial_records"]

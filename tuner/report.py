@@ -380,7 +380,9 @@ def _choice_table(page: _Page, g: GoalGroup) -> None:
                   if combo else '<td class="num">–</td><td class="num">–</td>')
         if choice is None:
             return (f'<tr class="{css}"><td>{html.escape(label)}</td>{counts}'
-                    f'<td colspan="6" class="note">no feasible configuration</td></tr>')
+                    f'<td colspan="6" class="note">'
+                    f'{html.escape(combo.missing if combo else "no feasible configuration")}'
+                    f'</td></tr>')
         confirmed = "yes" if choice.confirmed else "no"
         return (f'<tr class="{css}"><td>{html.escape(label)}</td>{counts}'
                 f'<td class="num">{choice.trial}</td>'

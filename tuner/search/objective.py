@@ -1,9 +1,14 @@
 """One trial: sample a configuration, evaluate it (or answer it from an earlier trial), record.
 
 Speed comes first: a configuration that cannot change the answer (below the required speedup,
-or confidently slower than the best feasible one so far) ends PRUNED with its speedup, before
-any quality work; one whose loss is confidently over budget ends PRUNED as soon as that is
-clear. `full_front` evaluates everything, for users who want the whole Pareto front.
+confidently slower than the best feasible one so far, or than the `floor` another combo's
+confirmed answer set) ends PRUNED with its speedup, before any quality work; one whose loss is
+confidently over budget ends PRUNED as soon as that is clear. `full_front` evaluates
+everything, for users who want the whole Pareto front.
+
+A pruned trial reports its speedup as its one intermediate value: Optuna's TPE ranks pruned
+trials by their last intermediate value when it needs them among its "good" ones (in a study
+whose configurations a floor prunes, it has nothing else to learn from).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from ..accelerators import AcceleratorError
 from ..answer import incumbent
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
-from ..record import CHECKED, GENERATED, INTERRUPTED, SURPLUS, TrialRecord, trial_records
+from ..record import (CHECKED, GENERATED, INTERRUPTED, PRUNED_FLOOR, PRUNED_SLOW, SURPLUS,
+                      TrialRecord, trial_records)
 from ..setting import Goal
 from .space import canonical_key, suggest
 from .studies import objectives
@@ -31,8 +37,11 @@ class TrialFailed(Exception):
 class Objective:
     def __init__(self, evaluator: Evaluator, combo: str, goal: Goal, *, budget: int,
                  sampler_seed: int | None = None, full_front: bool = False,
-                 on_evaluation=None, poll: float = 0.5):
+                 floor: float | None = None, on_evaluation=None, poll: float = 0.5):
         self.evaluator, self.combo, self.goal, self.budget = evaluator, combo, goal, budget
+        # The speedup under which no configuration of this combo can change the run's overall
+        # answer (runner.floor_of), or None.
+        self.floor = None if full_front else floor
         self.sampler_seed, self.full_front = sampler_seed, full_front
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
         self.poll = poll
@@ -57,7 +66,8 @@ class Objective:
         TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),
                                 sampler_seed=self.sampler_seed)
         try:
-            earlier = earlier_answer(trial, key, self.budget, poll=self.poll)
+            earlier = earlier_answer(trial, key, self.budget, poll=self.poll,
+                                     settles=lambda r: r.settles(self.floor))
         except Surplus:
             self._fail(trial, SURPLUS)
         if earlier is not None:
@@ -66,7 +76,7 @@ class Objective:
             accelerators.check(self.evaluator.pipe, config, steps=s.steps, seed=s.seed)
         except AcceleratorError as err:
             self._fail(trial, str(err), invalid=CHECKED)
-        slower_than = self._slower_than(trial.study)
+        slower_than, under_floor = self._slower_than(trial.study)
         try:
             evaluation = self.evaluator.evaluate(
                 config, slower_than=slower_than,
@@ -76,20 +86,34 @@ class Objective:
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
             self._fail(trial, described(err))
-        self._record(trial, evaluation)
+        pruned_below = None
+        if evaluation.pruned == PRUNED_SLOW:
+            pruned_below = slower_than
+            if under_floor:
+                evaluation.pruned = PRUNED_FLOOR
+        self._record(trial, evaluation, pruned_below)
         if evaluation.pruned is not None:
-            raise optuna.TrialPruned(evaluation.pruned)
+            self._pruned(trial, evaluation.pruned, evaluation.speed.value)
         return self._values(evaluation.speed.value, evaluation.quality.loss.value)
 
-    def _slower_than(self, study: optuna.Study) -> float | None:
-        """The speedup under which a configuration cannot change the answer."""
+    def _slower_than(self, study: optuna.Study) -> tuple[float | None, bool]:
+        """The speedup under which a configuration cannot change the answer, and whether that
+        is the floor (rather than the requirement or this study's best)."""
         if self.full_front:
-            return None
+            return None, False
         required = self.goal.required_speedup(self.evaluator.plain_runs.latency)
         if required is not None:
-            return required
+            return required, False
         best = incumbent(trial_records(study), self.goal)
-        return best.speed.speedup.low if best is not None else None
+        own = best.speed.speedup.low if best is not None else None
+        if self.floor is not None and (own is None or self.floor > own):
+            return self.floor, True
+        return own, False
+
+    @staticmethod
+    def _pruned(trial: optuna.Trial, reason: str, speedup: float):
+        trial.report(speedup, 0)  # for TPE's ranking of pruned trials (module docstring)
+        raise optuna.TrialPruned(reason)
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str, *, invalid: str | None = None):
@@ -101,9 +125,9 @@ class Objective:
             return speedup, loss
         return speedup
 
-    def _record(self, trial: optuna.Trial, ev: Evaluation) -> None:
+    def _record(self, trial: optuna.Trial, ev: Evaluation, pruned_below: float | None) -> None:
         TrialRecord.write_result(trial, speed=ev.speed, quality=ev.quality, pruned=ev.pruned,
-                                 seconds=ev.seconds, goal=self.goal)
+                                 seconds=ev.seconds, goal=self.goal, pruned_below=pruned_below)
         if self.on_evaluation is not None:
             self.on_evaluation(trial, ev)
 
@@ -113,7 +137,7 @@ class Objective:
         if earlier.state == "FAIL":
             self._fail(trial, earlier.fail_reason, invalid=earlier.invalid)
         if earlier.state == "PRUNED":
-            raise optuna.TrialPruned(earlier.pruned)
+            self._pruned(trial, earlier.pruned, earlier.speed.value)
         return self._values(earlier.speed.value, earlier.quality.loss.value)
 
 

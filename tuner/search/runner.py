@@ -4,6 +4,12 @@ A study stops when --trials configurations have been evaluated (repeats are answ
 earlier trial and are free), when its space is exhausted, when its answer has not improved for
 `patience` evaluations, or (with stop_when_met) once the requirement is met. Then its answer is
 confirmed (confirm.py), and once every combo is done, the overall answer.
+
+Looking for the fastest configuration across combos, a combo's configuration slower than the
+answer an earlier combo of the same run confirmed cannot change the overall answer: it is
+pruned after its speed, before any quality work (`floor_of`). Such a combo may then report no
+answer of its own, and stops after `patience` evaluations; run it alone for one (its
+floor-pruned trials are evaluated again).
 """
 
 from __future__ import annotations
@@ -50,8 +56,10 @@ class SearchPlan:
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
 
-def _best_label(records: list[TrialRecord], goal: Goal) -> str:
+def _best_label(records: list[TrialRecord], goal: Goal, floor: float | None) -> str:
     best = incumbent(records, goal)
+    if best is None and floor is not None:
+        return f"none feasible faster than {floor:.2f}x (another combo's answer) yet"
     if best is None:
         return "no feasible trial yet"
     return f"best {speed_text(best.speed)} (loss {best.quality.loss.value:.2%})"
@@ -86,10 +94,12 @@ def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: fl
 
 
 def finished(records: list[TrialRecord], goal: Goal, *, points: int, trials: int,
-             patience: int | None, stop_when_met: bool, precision: float) -> bool:
-    """Whether a study has nothing left to do (the module's docstring says when)."""
+             patience: int | None, stop_when_met: bool, precision: float,
+             floor: float | None = None) -> bool:
+    """Whether a study has nothing left to do (the module's docstring says when), in a run
+    whose floor is `floor`."""
     return sum(r.evaluated for r in records) >= trials \
-        or len({r.canonical for r in records if r.answered}) >= points \
+        or len({r.canonical for r in records if r.settles(floor)}) >= points \
         or bool(stop_when_met and choose(records, goal)[1]) \
         or bool(patience and stalled(records, goal, patience, precision))
 
@@ -122,10 +132,30 @@ def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
     return False
 
 
+def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
+    """Looking for the fastest configuration: the speedup under which no configuration can
+    change the overall answer, the highest lower bound of the confirmed answers of `studies`
+    (None without one, or with a requirement, whose answer is the lowest loss).
+
+    Confirmed speeds only: a study's own best estimate is the maximum of noisy measurements
+    (the winner's curse) and would prune configurations that are in fact faster."""
+    if goal.mode != "max_speedup":
+        return None
+    lows = []
+    for study in studies:
+        confirmation = StudyRecord.of(study).confirmation
+        chosen, _ = choose(trial_records(study), goal, confirmation)
+        if chosen is not None and confirmation is not None \
+                and chosen.number in confirmation.speeds:
+            lows.append(confirmation.speeds[chosen.number].speedup.low)
+    return max(lows, default=None)
+
+
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
-              prompts: list[str], on_evaluation: Callable | None = None) -> optuna.Study:
-    """Work on one combo's study until it stops (see the module's docstring). Several
-    processes may do this at once (workers.py)."""
+              prompts: list[str], on_evaluation: Callable | None = None,
+              floor: float | None = None) -> optuna.Study:
+    """Work on one combo's study until it stops (see the module's docstring), pruning
+    configurations slower than `floor`. Several processes may do this at once (workers.py)."""
     s = evaluator.setting
     seed = plan.sampler_seed if plan.sampler_seed is not None else process_seed(plan.seed)
     study = open_study(storage, s, combo, goal, prompts,
@@ -134,7 +164,8 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                              width=s.width)
     _record_context(study, evaluator, points, plan)
     objective = Objective(evaluator, combo, goal, budget=plan.trials, sampler_seed=seed,
-                          full_front=plan.full_front, on_evaluation=on_evaluation)
+                          full_front=plan.full_front, floor=floor,
+                          on_evaluation=on_evaluation)
     precision = evaluator.timing.precision
     confirming = confirms(plan.worker_index)
     rng = random.Random(seed)
@@ -154,10 +185,10 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             done = sum(r.evaluated for r in records)
             bar.n = min(done, plan.trials)
             if not bar.disable:
-                bar.set_postfix_str(_best_label(records, goal))
+                bar.set_postfix_str(_best_label(records, goal, objective.floor))
             if finished(records, goal, points=points, trials=plan.trials,
                         patience=plan.patience, stop_when_met=plan.stop_when_met,
-                        precision=precision):
+                        precision=precision, floor=objective.floor):
                 break
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -168,7 +199,8 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                 time.sleep(OTHERS_POLL)
                 continue
             if _free_streak(records) >= FREE_STREAK and not _enqueue_unanswered(
-                    study, evaluator, combo, {r.canonical for r in records if r.answered}, rng):
+                    study, evaluator, combo,
+                    {r.canonical for r in records if r.settles(objective.floor)}, rng):
                 break
             with objective.gate.closed():  # a trial Optuna creates is one that runs (rule 8)
                 study.optimize(objective, n_trials=1, catch=(TrialFailed,),
@@ -200,9 +232,11 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
     this process confirms, calling `on_answer` after each."""
     if evaluator.baseline is None:
         evaluator.measure_baseline()
+    done: list[optuna.Study] = []
     for combo in plan.combos:
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
-                          on_evaluation=on_evaluation)
+                          on_evaluation=on_evaluation, floor=floor_of(done, goal))
+        done.append(study)
         if confirms(plan.worker_index):
             wait_for_others(study)
             confirm_study(evaluator, study, goal)
@@ -215,4 +249,4 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
             on_answer()
 
 
-__all__ = ["SearchPlan", "finished", "run_combo", "run_search", "stalled"]
+__all__ = ["SearchPlan", "finished", "floor_of", "run_combo", "run_search", "stalled"]

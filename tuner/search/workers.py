@@ -17,7 +17,12 @@ The contract, which every function here keeps:
 3. Claim before work. A trial writes the canonical key of its configuration before it evaluates
    anything. It then waits for every earlier trial that runs the same configuration, or has not
    said yet what it runs, and answers from it rather than running: a configuration is evaluated
-   once per study, whichever process reaches it first (`earlier_answer`).
+   once per study, whichever process reaches it first (`earlier_answer`). One exception: a
+   trial pruned under a floor (another combo's confirmed answer, runner.floor_of) answers only
+   processes whose floor is as high; others evaluate the configuration again, and the newest
+   answer is the one used from then on. Each process reads the floor from the confirmations
+   stored when it starts a combo, so processes may prune under different floors; each trial
+   records its own (`TrialRecord.pruned_below`).
 4. Budget. A trial counts toward --trials when it ran the pipeline (`TrialRecord.evaluated`:
    repeats are free). A trial whose earlier trials already fill the budget, counting earlier
    RUNNING or WAITING trials as if they will, ends as FAIL "surplus" without running, so the
@@ -50,6 +55,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -129,19 +135,20 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
                       "retry_history": history}))
 
 
-def earlier_answer(trial: optuna.Trial, key: str, budget: int, *,
-                   poll: float = 0.5) -> TrialRecord | None:
-    """The earlier trial that answered this configuration, if any (rule 3); raises `Surplus`
-    when earlier trials fill the budget (rule 4)."""
+def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 0.5,
+                   settles: Callable[[TrialRecord], bool] = lambda r: r.answered
+                   ) -> TrialRecord | None:
+    """The earlier trial that answered this configuration, if any (rule 3), the latest of
+    those `settles` accepts; raises `Surplus` when earlier trials fill the budget (rule 4)."""
     while True:
         records = trial_records(trial.study)
         ahead = [r for r in records if r.number < trial.number]
         if sum(r.evaluated or r.state in ("RUNNING", "WAITING") for r in ahead) >= budget:
             raise Surplus
         done = [r for r in records if r.number != trial.number and r.canonical == key
-                and r.original and r.answered]
+                and r.original and settles(r)]
         if done:
-            return done[0]
+            return done[-1]
         if not any(r.state == "RUNNING" and r.canonical in (key, None) for r in ahead):
             return None
         time.sleep(poll)

@@ -29,3 +29,11 @@ python benchmarks/gpu_bench.py spent --label pairs2 --out $OUT         # spent-p
 # The studies database of run 3 did not come back from the GPU machine: cost-pairs2/tuner.db is
 # run 2's (the first three combos finished and confirmed); cost-pairs2.json (every trial's
 # state and seconds), spent-pairs2.json and cost-pairs2/search_params.json are run 3's.
+# This tuner from scratch with its defaults after the floor (pruning under another combo's
+# confirmed answer) and the warm-up run judging, two runs that resume the same way (cost-floor*;
+# run 2 was stopped by its limit after the overall race had written the answer):
+F="--label floor"
+python benchmarks/gpu_bench.py cost $A $F --limit 540 --out $OUT       # run 1 (542 s)
+cp -r THIS_FOLDER/cost-floor THIS_FOLDER/cost-floor.log $OUT/
+python benchmarks/gpu_bench.py cost $A $F --limit 540 --out $OUT       # run 2 (542 s)
+python benchmarks/gpu_bench.py spent --label floor --out THIS_FOLDER   # spent-floor.json, .txt
