@@ -283,7 +283,9 @@ def config_text(config: dict) -> str:
                     for name, params in config.items())
 
 
-def _choice(study: StudyRecord, trial: TrialRecord | None) -> Choice | None:
+def choice_of(study: StudyRecord, trial: TrialRecord | None) -> Choice | None:
+    """The study's chosen trial as an answer: its confirmed speed and race where it was
+    raced."""
     if trial is None:
         return None
     confirmation = study.confirmation
@@ -313,7 +315,7 @@ def answer(setting: Setting, goal: Goal,
         chosen, _ = choose(trials, goal, study.confirmation)
         answered = {t.canonical for t in trials if t.answered}
         combos.append(ComboAnswer(
-            study.combo, study.name, _choice(study, chosen),
+            study.combo, study.name, choice_of(study, chosen),
             sum(t.evaluated for t in trials),
             sum(t.evaluated and t.state == "PRUNED" for t in trials),
             study.distinct_points is not None and len(answered) >= study.distinct_points,
@@ -333,5 +335,5 @@ def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None
 
 
 __all__ = ["Answer", "Choice", "ComboAnswer", "answer", "baseline_latency", "candidates",
-           "choose", "config_text", "feasible", "incumbent", "loss_text", "overall",
+           "choice_of", "choose", "config_text", "feasible", "incumbent", "loss_text", "overall",
            "pareto_front", "speed_of", "speed_text", "still_in_race"]

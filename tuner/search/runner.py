@@ -25,7 +25,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, split_params
-from ..answer import choose, config_text, incumbent, speed_text
+from ..answer import choice_of, choose, config_text, incumbent, speed_text
 from ..evaluator import Evaluator
 from ..record import SURPLUS, Baseline, PlainLatency, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
@@ -143,11 +143,10 @@ def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
         return None
     lows = []
     for study in studies:
-        confirmation = StudyRecord.of(study).confirmation
-        chosen, _ = choose(trial_records(study), goal, confirmation)
-        if chosen is not None and confirmation is not None \
-                and chosen.number in confirmation.speeds:
-            lows.append(confirmation.speeds[chosen.number].speedup.low)
+        record = StudyRecord.of(study)
+        found = choice_of(record, choose(trial_records(study), goal, record.confirmation)[0])
+        if found is not None and found.confirmed:
+            lows.append(found.speed.speedup.low)
     return max(lows, default=None)
 
 
