@@ -200,7 +200,9 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
                 patience: int | None = None, patiences: tuple[int, ...] = PATIENCES) -> dict:
     """One search against the table. Records after how many evaluations the answer was within
     2 % of the optimum (`found_at`) and, for each K in `patiences`, after how many a study with
-    `--patience K` would have stopped (`stops`, by the runner's own rule, `runner.stalled`);
+    `--patience K` would have stopped (`stops`, by the runner's own rule, `runner.stalled`:
+    its races of unconfirmed progress change nothing here, as a table's race re-measures the
+    table's own estimates);
     `near_at`: within 5 % (NEAR).
     The replay goes on until every K has stopped and the answer is found, or the space is
     exhausted; `patience` is passed to the runner itself (as `--patience` is)."""

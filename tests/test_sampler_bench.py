@@ -202,3 +202,89 @@ def test_a_trial_pruned_under_a_floor_settles_only_runs_with_a_floor_as_high():
     assert not floored.settles(1.9) and not floored.settles(None)
     slow = TrialRecord(2, "PRUNED", canonical="k", pruned=PRUNED_SLOW, pruned_below=2.0)
     assert slow.settles(None) and slow.settles(1.0)
+
+
+# A configuration whose first speed estimate was lucky, and what its race measures instead.
+LUCKY = '{"deepcache": {"cache_branch_id": 3, "cache_interval": 2}}'
+
+
+def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
+    """The DeepCache table with LUCKY's first estimate 25 % too fast, searched in the order
+    of seed 2's random stream (LUCKY, the last feasible configuration of that order, is then
+    its fastest feasible one by that estimate); its race measures the table's own speed
+    (`refuted`) or the lucky one again. Returns (evaluations, races, answer's trial, speed)."""
+    import copy
+
+    import optuna
+
+    from tuner.answer import choose, speed_of
+    from tuner.evaluator import Race
+    from tuner.record import SpeedEstimate, StudyRecord, trial_records
+    from tuner.search.runner import SearchPlan, run_combo
+
+    data = json.loads(TABLE.read_text())
+    true = SpeedEstimate.from_dict(copy.deepcopy(data["points"][LUCKY]["speed"]))
+    speedup = data["points"][LUCKY]["speed"]["speedup"]
+    for bound in ("value", "low", "high"):
+        speedup[bound] *= 1.25
+    table = sampler_bench.Table(data, Goal(loss_budget=0.02))
+    ev = sampler_bench.TableEvaluator(table)
+    races = []
+
+    def race(configs, keep, **kw):
+        keys = [table.key(c) for c in configs]
+        races.append(keys)
+        return Race([true if k == LUCKY and refuted else table.speed(k) for k in keys],
+                    data["baseline_latency"], 3)
+
+    ev.race = race
+    plan = SearchPlan(("deepcache",), trials=trials, sampler="random", seed=2, sampler_seed=2,
+                      patience=patience, progress=False)
+    with sampler_bench.table_driven(table):
+        study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
+                          prompts=[])
+        from tuner.search.confirm import confirm_study
+
+        confirm_study(ev, study, table.goal)  # as run_search does after the search
+    confirmation = StudyRecord.of(study).confirmation
+    chosen, _ = choose(trial_records(study), table.goal, confirmation)
+    _lucky_search.study, _lucky_search.evaluator = study, ev  # for a look after it
+    return ev.evaluations, races, table.key(chosen.config), speed_of(chosen, confirmation)
+
+
+def test_a_lucky_estimate_is_raced_before_it_postpones_the_stop():
+    """With --patience, a new best counts as progress once its race confirms it: a lucky first
+    estimate taken back by its race does not buy `patience` more evaluations."""
+    plain = sampler_bench.replay_once(
+        sampler_bench.Table(json.loads(TABLE.read_text()), Goal(loss_budget=0.02)), "random",
+        2, budget=16, patience=3, patiences=(3,))
+    assert LUCKY in plain["order"]
+    evaluations, races, chosen, speed = _lucky_search(refuted=True, patience=3)
+    assert evaluations == plain["order"]  # stopped where the study without the luck stopped
+    assert [LUCKY] in races and chosen != LUCKY
+    assert speed.value < 1.25 * json.loads(TABLE.read_text())["points"][LUCKY]["speed"][
+        "speedup"]["value"]
+    # Confirmed by its race, the same estimate is progress, and the study goes on.
+    evaluations, races, chosen, _ = _lucky_search(refuted=False, patience=3)
+    assert len(evaluations) > len(plain["order"]) and chosen == LUCKY
+
+
+def test_trials_left_out_of_a_race_race_the_winner_whose_luck_it_took_back():
+    """Candidates race for overlapping the best first estimate. When the race measures the
+    winner far below it, configurations left out for being slower than that estimate race the
+    winner again, and the faster one is the answer, not the winner for having raced."""
+    table = sampler_bench.Table(json.loads(TABLE.read_text()), Goal(loss_budget=0.02))
+    # Six evaluations: the search stops right after LUCKY, whose lucky interval overlaps no
+    # other feasible configuration's, so it races alone first.
+    evaluations, races, chosen, speed = _lucky_search(refuted=True, patience=None, trials=6)
+    assert evaluations[-1] == LUCKY
+    assert len(races) == 2 and races[0] == [LUCKY] and LUCKY in races[1]
+    fastest = max((k for k in set(evaluations) if "quality" in table.points[k]
+                   and table.quality(k).within(table.goal)), key=lambda k: table.speed(k).value)
+    assert chosen == fastest != LUCKY and speed == table.speed(fastest)
+    # Configurations are then pruned under the answer's confirmed speed, not LUCKY's estimate.
+    from tuner.search.objective import Objective
+
+    objective = Objective(_lucky_search.evaluator, "deepcache", table.goal, budget=16)
+    assert objective._slower_than(_lucky_search.study) == (speed.speedup.low, False)
+    assert speed.speedup.low < 1.25 * table.speed(LUCKY).speedup.low

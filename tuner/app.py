@@ -205,7 +205,7 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
         done = finished(trials, options.goal, points=record.distinct_points or 0,
                         trials=options.trials, patience=options.stop_after,
                         stop_when_met=options.stop_when_met,
-                        precision=options.timing_precision)
+                        precision=options.timing_precision, confirmation=record.confirmation)
         feasible = choose(trials, options.goal)[0] is not None
         if not done or (feasible and record.confirmation is None):
             return None

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import optuna
 
-from ..answer import candidates, choose, feasible, speed_of, still_in_race
+from ..answer import CONFIRM_AT_MOST, candidates, choose, feasible, speed_of, still_in_race
 from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
@@ -64,7 +64,25 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool
     if not found:
         return False
     _race(evaluator, [(study, t) for t in found], required)
+    if goal.mode == "max_speedup":
+        _race_left_out(evaluator, study, records, goal)
     return True
+
+
+def _race_left_out(evaluator: Evaluator, study: optuna.Study, records: list[TrialRecord],
+                   goal: Goal) -> None:
+    """Candidates enter a race for overlapping the best first estimate. When the race takes
+    the winner's luck back, trials left out for being slower than that estimate may overlap
+    what it measured now; they race it once more, as challengers of the new incumbent (SMAC's
+    intensification), instead of losing to it for not having raced (answer.choose)."""
+    confirmation = StudyRecord.of(study).confirmation
+    winner, _ = choose(records, goal, confirmation)
+    best = speed_of(winner, confirmation).speedup
+    left_out = [t for t in feasible(records, goal)
+                if t.number not in confirmation.speeds and t.speed.speedup.high >= best.low]
+    left_out.sort(key=lambda t: (-t.speed.value, t.quality.loss.value, t.number))
+    if left_out:
+        _race(evaluator, [(study, t) for t in [winner, *left_out[:CONFIRM_AT_MOST - 1]]], None)
 
 
 def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:

@@ -1,8 +1,9 @@
 """One trial: sample a configuration, evaluate it (or answer it from an earlier trial), record.
 
 Speed comes first: a configuration that cannot change the answer (below the required speedup,
-confidently slower than the best feasible one so far, or than the `floor` another combo's
-confirmed answer set) ends PRUNED with its speedup, before any quality work; one whose loss is
+confidently slower than the best feasible one so far, at its confirmed speed once raced, or
+than the `floor` another combo's confirmed answer set) ends PRUNED with its speedup, before any
+quality work; one whose loss is
 confidently over budget ends PRUNED as soon as that is clear. `full_front` evaluates
 everything, for users who want the whole Pareto front.
 
@@ -19,11 +20,11 @@ import optuna
 
 from .. import accelerators
 from ..accelerators import AcceleratorError
-from ..answer import incumbent
+from ..answer import choose, speed_of
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
 from ..record import (CHECKED, GENERATED, INTERRUPTED, PRUNED_FLOOR, PRUNED_SLOW, SURPLUS,
-                      TrialRecord, trial_records)
+                      StudyRecord, TrialRecord, trial_records)
 from ..setting import Goal
 from .space import canonical_key, suggest
 from .studies import objectives
@@ -104,8 +105,11 @@ class Objective:
         required = self.goal.required_speedup(self.evaluator.plain_runs.latency)
         if required is not None:
             return required, False
-        best = incumbent(trial_records(study), self.goal)
-        own = best.speed.speedup.low if best is not None else None
+        # The study's answer so far: a race (runner.unconfirmed_progress) may have taken a
+        # lucky first estimate back, and pruning under it would drop faster configurations.
+        confirmation = StudyRecord.of(study).confirmation
+        best, _ = choose(trial_records(study), self.goal, confirmation)
+        own = speed_of(best, confirmation).speedup.low if best is not None else None
         if self.floor is not None and (own is None or self.floor > own):
             return self.floor, True
         return own, False

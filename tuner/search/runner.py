@@ -5,6 +5,12 @@ earlier trial and are free), when its space is exhausted, when its answer has no
 `patience` evaluations, or (with stop_when_met) once the requirement is met. Then its answer is
 confirmed (confirm.py), and once every combo is done, the overall answer.
 
+Progress must be confirmed before it postpones the stop: when the last `patience` evaluations
+improved the answer only through trials whose speed was never measured again, those are raced
+first (confirm.py), and the study stops if the race takes the improvement back
+(`unconfirmed_progress`). One lucky screening estimate would otherwise buy `patience` more
+evaluations.
+
 Looking for the fastest configuration across combos, a combo's configuration slower than the
 answer an earlier combo of the same run confirmed cannot change the overall answer: it is
 pruned after its speed, before any quality work (`floor_of`). Such a combo may then report no
@@ -25,9 +31,10 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, split_params
-from ..answer import choice_of, choose, config_text, incumbent, speed_text
+from ..answer import choice_of, choose, config_text, incumbent, speed_of, speed_text
 from ..evaluator import Evaluator
-from ..record import SURPLUS, Baseline, PlainLatency, StudyRecord, TrialRecord, trial_records
+from ..record import (SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord,
+                      trial_records)
 from ..setting import Goal
 from .confirm import confirm_overall, confirm_study
 from .objective import Objective, TrialFailed
@@ -65,15 +72,17 @@ def _best_label(records: list[TrialRecord], goal: Goal, floor: float | None) -> 
     return f"best {speed_text(best.speed)} (loss {best.quality.loss.value:.2%})"
 
 
-def _standing(records: Sequence[TrialRecord], goal: Goal) -> tuple[int, TrialRecord | None]:
-    """The study's answer and its rank: 0 none, 1 found (or not meeting the requirement),
-    2 meeting it."""
-    chosen, met = choose(records, goal)
-    return (0 if chosen is None else 2 if met else 1), chosen
+def _standing(records: Sequence[TrialRecord], goal: Goal, confirmation: Confirmation | None
+              ) -> tuple[int, TrialRecord | None, float]:
+    """The study's answer, its rank (0 none, 1 found or not meeting the requirement, 2 meeting
+    it) and its speedup (the confirmed one where it was raced)."""
+    chosen, met = choose(records, goal, confirmation)
+    speed = speed_of(chosen, confirmation).value if chosen is not None else 0.0
+    return (0 if chosen is None else 2 if met else 1), chosen, speed
 
 
 def _improved(now: tuple, before: tuple, precision: float) -> bool:
-    (rank, chosen), (rank_before, earlier) = now, before
+    (rank, chosen, speed), (rank_before, earlier, speed_before) = now, before
     if rank != rank_before:
         return rank > rank_before
     if rank == 0:
@@ -81,27 +90,49 @@ def _improved(now: tuple, before: tuple, precision: float) -> bool:
     if rank == 2:  # meeting the requirement, the answer is the lowest loss: 0.1 point counts
         return chosen.quality.loss.value < earlier.quality.loss.value - 0.001
     # A speedup better by less than the timing precision is not progress.
-    return chosen.speed.value > earlier.speed.value * (1 + precision)
+    return speed > speed_before * (1 + precision)
 
 
-def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: float) -> bool:
-    """Whether the last `patience` evaluations did not improve the study's answer."""
+def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: float,
+            confirmation: Confirmation | None = None, *, ignoring: frozenset[int] = frozenset()
+            ) -> bool:
+    """Whether the last `patience` evaluations did not improve the study's answer (raced trials
+    at their confirmed speed), not counting the trials numbered in `ignoring`."""
     evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
     if len(evaluated) <= patience:
         return False
-    return not _improved(_standing(evaluated, goal), _standing(evaluated[:-patience], goal),
-                         precision)
+    now = [r for r in evaluated if r.number not in ignoring]
+    return not _improved(_standing(now, goal, confirmation),
+                         _standing(evaluated[:-patience], goal, confirmation), precision)
+
+
+def unconfirmed_progress(records: list[TrialRecord], goal: Goal, patience: int,
+                         precision: float, confirmation: Confirmation | None) -> bool:
+    """Whether the study goes on only because of feasible trials of its last `patience`
+    evaluations that were measured after its last race and never raced: without them it
+    would have stalled. Racing them before they count is SMAC's intensification (Hutter, Hoos
+    and Leyton-Brown 2011: a challenger becomes the incumbent only once compared with it on
+    the same runs) applied to the stopping rule, and lazily: a race is run only when the stop
+    depends on it."""
+    evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
+    if len(evaluated) <= patience:
+        return False
+    window = evaluated[-patience:]
+    fresh = frozenset(r.number for r in window if r.original and r.feasible(goal)
+                      and (confirmation is None or not confirmation.before(r.number)))
+    return bool(fresh) and not stalled(records, goal, patience, precision, confirmation) \
+        and stalled(records, goal, patience, precision, confirmation, ignoring=fresh)
 
 
 def finished(records: list[TrialRecord], goal: Goal, *, points: int, trials: int,
              patience: int | None, stop_when_met: bool, precision: float,
-             floor: float | None = None) -> bool:
+             floor: float | None = None, confirmation: Confirmation | None = None) -> bool:
     """Whether a study has nothing left to do (the module's docstring says when), in a run
-    whose floor is `floor`."""
+    whose floor is `floor`; `confirmation` is the study's last race."""
     return sum(r.evaluated for r in records) >= trials \
         or len({r.canonical for r in records if r.settles(floor)}) >= points \
-        or bool(stop_when_met and choose(records, goal)[1]) \
-        or bool(patience and stalled(records, goal, patience, precision))
+        or bool(stop_when_met and choose(records, goal, confirmation)[1]) \
+        or bool(patience and stalled(records, goal, patience, precision, confirmation))
 
 
 def _free_streak(records: list[TrialRecord]) -> int:
@@ -181,14 +212,20 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
         while True:
             recover_orphans(study)
             records = trial_records(study)
+            confirmation = StudyRecord.of(study).confirmation
             done = sum(r.evaluated for r in records)
             bar.n = min(done, plan.trials)
             if not bar.disable:
                 bar.set_postfix_str(_best_label(records, goal, objective.floor))
             if finished(records, goal, points=points, trials=plan.trials,
                         patience=plan.patience, stop_when_met=plan.stop_when_met,
-                        precision=precision, floor=objective.floor):
+                        precision=precision, floor=objective.floor,
+                        confirmation=confirmation):
                 break
+            if confirming and plan.patience and unconfirmed_progress(
+                    records, goal, plan.patience, precision, confirmation):
+                confirm_study(evaluator, study, goal)  # then look again, with its speeds
+                continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
                     break
@@ -248,4 +285,5 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
             on_answer()
 
 
-__all__ = ["SearchPlan", "finished", "floor_of", "run_combo", "run_search", "stalled"]
+__all__ = ["SearchPlan", "finished", "floor_of", "run_combo", "run_search", "stalled",
+           "unconfirmed_progress"]

@@ -37,3 +37,12 @@ python benchmarks/gpu_bench.py cost $A $F --limit 540 --out $OUT       # run 1 (
 cp -r THIS_FOLDER/cost-floor THIS_FOLDER/cost-floor.log $OUT/
 python benchmarks/gpu_bench.py cost $A $F --limit 540 --out $OUT       # run 2 (542 s)
 python benchmarks/gpu_bench.py spent --label floor --out THIS_FOLDER   # spent-floor.json, .txt
+# tuner 0.1 resumed in a later session, three runs the same way (cost-old*; commands-old-resume.txt
+# has their times; on the device, tuner/ and gpu_bench.py were this commit's, from a copy):
+cp -r THIS_FOLDER/cost-old THIS_FOLDER/cost-old.log $OUT/
+python benchmarks/gpu_bench.py cost $A --old old --limit 540 --out $OUT      # run 4 (542 s)
+python benchmarks/gpu_bench.py cost $A --old old --limit 540 --out $OUT      # run 5 (542 s)
+python benchmarks/gpu_bench.py cost $A --old old --limit 518 --out $OUT      # run 6 (520 s)
+# Unfinished: deepcache+tome+tgate at 155 of 200 trials. The next run resumes it the same way.
+# What "progress counts once confirmed" would have done in the cost-floor run, from its records:
+python THIS_FOLDER/confirmed-progress.py > THIS_FOLDER/confirmed-progress.txt

@@ -7,3 +7,8 @@ python benchmarks/sampler_bench.py replay $T --seeds 100 --samplers tpe --budget
 python benchmarks/sampler_bench.py replay $T --seeds 100 --samplers tpe --budget 0.05 --out $D/replay-tpe-0.05-100seeds.json
 python $D/neighbours.py all 0 20 >> $D/neighbours.txt
 python $D/neighbours.py every 3 20 >> $D/neighbours.txt
+# --patience 40 run by the runner itself, 20 seeds at 2 %, before (a checkout of the commit
+# before "confirmed progress", in /tmp/before) and with it: identical on every seed, since the
+# table's races re-measure its own estimates and take nothing back.
+python $D/patience40.py /tmp/before 0.02 0 20 > $D/patience40-before.txt
+python $D/patience40.py . 0.02 0 20 > $D/patience40-confirmed-progress.txt
