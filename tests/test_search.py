@@ -33,9 +33,10 @@ from tuner.record import StudyRecord, TrialRecord, trial_records
 from tuner.setting import Goal, Setting
 
 # One timed pair: these tests are about the search; timing is tested on a simulated clock.
+# 64 x 64, a quarter of tiny-sd's pixels: these tests are about the search, not the images.
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "5", "--batch-size", "1",
         "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1",
-        "--threads", "1", "--no-progress"]
+        "--threads", "1", "--height", "64", "--width", "64", "--no-progress"]
 # SSIM loss with a loose budget: CLIP scores of random-weight models mean nothing.
 FEASIBLE = ["--metric", "ssim", "--req-score-loss", "0.5"]
 DEEPCACHE_GRID = [{"deepcache.cache_interval": i, "deepcache.cache_branch_id": b}
@@ -150,7 +151,7 @@ def test_study_identity_context_and_records(grid):
     assert record.combo == "deepcache"
     s = record.setting
     assert (s.pipe, s.scheduler, s.steps, s.height, s.width, s.batch_size, s.num_samples,
-            s.seed, s.clip_model) == ("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, "tiny-clip")
+            s.seed, s.clip_model) == ("tiny-sd", "DDIM", 5, 64, 64, 1, 2, 42, "tiny-clip")
     assert s.device.startswith("CPU") and len(s.prompts) == 10
     assert len(record.prompts) == 2  # the prompts themselves are stored with the study
     assert record.goal == Goal(loss_budget=0.5, metric="ssim")
@@ -159,7 +160,7 @@ def test_study_identity_context_and_records(grid):
     assert len(record.plain_latencies) == 1 and record.plain_latencies[0].threads == 1
     assert record.distinct_points == 16
     assert record.confirmation is not None  # the answer was raced before it was written
-    for part in ("tiny-sd", "DDIM", "5 steps", "128x128", "batch 1", "2 samples", "seed 42",
+    for part in ("tiny-sd", "DDIM", "5 steps", "64x64", "batch 1", "2 samples", "seed 42",
                  "clip tiny-clip", f"prompts {s.prompts}", "ssim loss <= 0.5", "deepcache"):
         assert part in study.study_name
 

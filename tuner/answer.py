@@ -70,8 +70,8 @@ def choose(trials: Iterable[TrialRecord], goal: Goal, confirmation: Confirmation
 
 
 def incumbent(trials: Iterable[TrialRecord], goal: Goal) -> TrialRecord | None:
-    """The fastest feasible trial so far, by its own estimate (what the search prunes against
-    when it looks for the fastest)."""
+    """The fastest feasible trial so far, by its own estimate: the first candidate of a race
+    (the search prunes under `choose`'s answer instead, at its confirmed speed once raced)."""
     return _pick(feasible(trials, goal), None, speed=lambda t: t.speed,
                  loss=lambda t: t.quality.loss.value, order=lambda t: t.number)[0]
 

@@ -3,9 +3,8 @@
 Speed comes first: a configuration that cannot change the answer (below the required speedup,
 confidently slower than the best feasible one so far, at its confirmed speed once raced, or
 than the `floor` another combo's confirmed answer set) ends PRUNED with its speedup, before any
-quality work; one whose loss is
-confidently over budget ends PRUNED as soon as that is clear. `full_front` evaluates
-everything, for users who want the whole Pareto front.
+quality work; one whose loss is confidently over budget ends PRUNED as soon as that is clear.
+`full_front` evaluates everything, for users who want the whole Pareto front.
 
 A pruned trial reports its speedup as its one intermediate value: Optuna's TPE ranks pruned
 trials by their last intermediate value when it needs them among its "good" ones (in a study

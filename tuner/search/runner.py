@@ -31,7 +31,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, split_params
-from ..answer import choice_of, choose, config_text, incumbent, speed_of, speed_text
+from ..answer import choice_of, choose, config_text, speed_of, speed_text
 from ..evaluator import Evaluator
 from ..record import (SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord,
                       trial_records)
@@ -63,13 +63,14 @@ class SearchPlan:
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
 
-def _best_label(records: list[TrialRecord], goal: Goal, floor: float | None) -> str:
-    best = incumbent(records, goal)
+def _best_label(records: list[TrialRecord], goal: Goal, floor: float | None,
+                confirmation: Confirmation | None) -> str:
+    best, _ = choose(records, goal, confirmation)
     if best is None and floor is not None:
         return f"none feasible faster than {floor:.2f}x (another combo's answer) yet"
     if best is None:
         return "no feasible trial yet"
-    return f"best {speed_text(best.speed)} (loss {best.quality.loss.value:.2%})"
+    return f"best {speed_text(speed_of(best, confirmation))} (loss {best.quality.loss.value:.2%})"
 
 
 def _standing(records: Sequence[TrialRecord], goal: Goal, confirmation: Confirmation | None
@@ -216,7 +217,7 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             done = sum(r.evaluated for r in records)
             bar.n = min(done, plan.trials)
             if not bar.disable:
-                bar.set_postfix_str(_best_label(records, goal, objective.floor))
+                bar.set_postfix_str(_best_label(records, goal, objective.floor, confirmation))
             if finished(records, goal, points=points, trials=plan.trials,
                         patience=plan.patience, stop_when_met=plan.stop_when_met,
                         precision=precision, floor=objective.floor,
