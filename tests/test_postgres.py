@@ -32,10 +32,11 @@ from postgres import running_server, why_not
 from tuner.cli import main
 from tuner.record import trial_records
 
+# 64 x 64, a quarter of tiny-sd's pixels: these tests are about the storage, not the images.
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "5", "--batch-size", "1",
         "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1",
-        "--threads", "1", "--no-progress", "--no-artifacts", "--metric", "ssim",
-        "--req-score-loss", "0.5", "--combo", "deepcache"]
+        "--threads", "1", "--height", "64", "--width", "64", "--no-progress", "--no-artifacts",
+        "--metric", "ssim", "--req-score-loss", "0.5", "--combo", "deepcache"]
 TUNER = str(Path(sys.executable).with_name("tuner"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("PGPASSWORD", None)
