@@ -212,8 +212,10 @@ def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
     """The DeepCache table with LUCKY's first estimate 25 % too fast, searched in the order
     of seed 2's random stream (LUCKY, the last feasible configuration of that order, is then
     its fastest feasible one by that estimate); its race measures the table's own speed
-    (`refuted`) or the lucky one again. Returns (evaluations, races, answer's trial, speed)."""
+    (`refuted`) or the lucky one again. Returns what the tests look at: the evaluations, the
+    races, the answer's configuration and confirmed speed, the study and the evaluator."""
     import copy
+    from types import SimpleNamespace
 
     import optuna
 
@@ -248,8 +250,9 @@ def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
         confirm_study(ev, study, table.goal)  # as run_search does after the search
     confirmation = StudyRecord.of(study).confirmation
     chosen, _ = choose(trial_records(study), table.goal, confirmation)
-    _lucky_search.study, _lucky_search.evaluator = study, ev  # for a look after it
-    return ev.evaluations, races, table.key(chosen.config), speed_of(chosen, confirmation)
+    return SimpleNamespace(evaluations=ev.evaluations, races=races,
+                           chosen=table.key(chosen.config),
+                           speed=speed_of(chosen, confirmation), study=study, evaluator=ev)
 
 
 def test_a_lucky_estimate_is_raced_before_it_postpones_the_stop():
@@ -259,14 +262,14 @@ def test_a_lucky_estimate_is_raced_before_it_postpones_the_stop():
         sampler_bench.Table(json.loads(TABLE.read_text()), Goal(loss_budget=0.02)), "random",
         2, budget=16, patience=3, patiences=(3,))
     assert LUCKY in plain["order"]
-    evaluations, races, chosen, speed = _lucky_search(refuted=True, patience=3)
-    assert evaluations == plain["order"]  # stopped where the study without the luck stopped
-    assert [LUCKY] in races and chosen != LUCKY
-    assert speed.value < 1.25 * json.loads(TABLE.read_text())["points"][LUCKY]["speed"][
+    run = _lucky_search(refuted=True, patience=3)
+    assert run.evaluations == plain["order"]  # stopped where the study without the luck stopped
+    assert [LUCKY] in run.races and run.chosen != LUCKY
+    assert run.speed.value < 1.25 * json.loads(TABLE.read_text())["points"][LUCKY]["speed"][
         "speedup"]["value"]
     # Confirmed by its race, the same estimate is progress, and the study goes on.
-    evaluations, races, chosen, _ = _lucky_search(refuted=False, patience=3)
-    assert len(evaluations) > len(plain["order"]) and chosen == LUCKY
+    run = _lucky_search(refuted=False, patience=3)
+    assert len(run.evaluations) > len(plain["order"]) and run.chosen == LUCKY
 
 
 def test_trials_left_out_of_a_race_race_the_winner_whose_luck_it_took_back():
@@ -276,15 +279,15 @@ def test_trials_left_out_of_a_race_race_the_winner_whose_luck_it_took_back():
     table = sampler_bench.Table(json.loads(TABLE.read_text()), Goal(loss_budget=0.02))
     # Six evaluations: the search stops right after LUCKY, whose lucky interval overlaps no
     # other feasible configuration's, so it races alone first.
-    evaluations, races, chosen, speed = _lucky_search(refuted=True, patience=None, trials=6)
-    assert evaluations[-1] == LUCKY
-    assert len(races) == 2 and races[0] == [LUCKY] and LUCKY in races[1]
-    fastest = max((k for k in set(evaluations) if "quality" in table.points[k]
+    run = _lucky_search(refuted=True, patience=None, trials=6)
+    assert run.evaluations[-1] == LUCKY
+    assert len(run.races) == 2 and run.races[0] == [LUCKY] and LUCKY in run.races[1]
+    fastest = max((k for k in set(run.evaluations) if "quality" in table.points[k]
                    and table.quality(k).within(table.goal)), key=lambda k: table.speed(k).value)
-    assert chosen == fastest != LUCKY and speed == table.speed(fastest)
+    assert run.chosen == fastest != LUCKY and run.speed == table.speed(fastest)
     # Configurations are then pruned under the answer's confirmed speed, not LUCKY's estimate.
     from tuner.search.objective import Objective
 
-    objective = Objective(_lucky_search.evaluator, "deepcache", table.goal, budget=16)
-    assert objective._slower_than(_lucky_search.study) == (speed.speedup.low, False)
-    assert speed.speedup.low < 1.25 * table.speed(LUCKY).speedup.low
+    objective = Objective(run.evaluator, "deepcache", table.goal, budget=16)
+    assert objective._slower_than(run.study) == (run.speed.speedup.low, False)
+    assert run.speed.speedup.low < 1.25 * table.speed(LUCKY).speedup.low

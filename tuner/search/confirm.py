@@ -32,22 +32,26 @@ def _now() -> str:
 
 
 def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
-          required: float | None) -> None:
-    """Race the entries' configurations; add the confirmed speeds to each study's record."""
+          required: float | None) -> dict[str, Confirmation]:
+    """Race the entries' configurations; add the confirmed speeds to each study's record.
+    Returns what was written, by study name."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
     studies = {id(s): s for s, _ in entries}.values()
     last = {id(s): max(t.number for t in s.get_trials(deepcopy=False)) for s in studies}
     race = evaluator.race([t.config for _, t in entries],
                           lambda intervals: still_in_race(intervals, losses, required))
     race_id, at = uuid.uuid4().hex[:12], _now()
+    written = {}
     for study in studies:
         mine = [(i, t) for i, (s, t) in enumerate(entries) if s is study]
         earlier = StudyRecord.of(study).confirmation
         speeds = dict(earlier.speeds) if earlier is not None else {}
         speeds.update({t.number: race.speeds[i] for i, t in mine})
-        StudyRecord.write_confirmation(study, Confirmation(
+        written[study.study_name] = Confirmation(
             race_id, at, speeds, race.baseline_latency, race.rounds,
-            tuple(t.number for _, t in mine), last[id(study)]))
+            tuple(t.number for _, t in mine), last[id(study)])
+        StudyRecord.write_confirmation(study, written[study.study_name])
+    return written
 
 
 def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool:
@@ -63,19 +67,18 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool
     found = candidates(records, goal)
     if not found:
         return False
-    _race(evaluator, [(study, t) for t in found], required)
+    written = _race(evaluator, [(study, t) for t in found], required)
     if goal.mode == "max_speedup":
-        _race_left_out(evaluator, study, records, goal)
+        _race_left_out(evaluator, study, records, goal, written[study.study_name])
     return True
 
 
 def _race_left_out(evaluator: Evaluator, study: optuna.Study, records: list[TrialRecord],
-                   goal: Goal) -> None:
+                   goal: Goal, confirmation: Confirmation) -> None:
     """Candidates enter a race for overlapping the best first estimate. When the race takes
     the winner's luck back, trials left out for being slower than that estimate may overlap
     what it measured now; they race it once more, as challengers of the new incumbent (SMAC's
     intensification), instead of losing to it for not having raced (answer.choose)."""
-    confirmation = StudyRecord.of(study).confirmation
     winner, _ = choose(records, goal, confirmation)
     best = speed_of(winner, confirmation).speedup
     left_out = [t for t in feasible(records, goal)

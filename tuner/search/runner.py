@@ -31,7 +31,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, split_params
-from ..answer import choice_of, choose, config_text, speed_of, speed_text
+from ..answer import choice_of, choose, config_text, feasible, speed_of, speed_text
 from ..evaluator import Evaluator
 from ..record import (SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord,
                       trial_records)
@@ -118,9 +118,8 @@ def unconfirmed_progress(records: list[TrialRecord], goal: Goal, patience: int,
     evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
     if len(evaluated) <= patience:
         return False
-    window = evaluated[-patience:]
-    fresh = frozenset(r.number for r in window if r.original and r.feasible(goal)
-                      and (confirmation is None or not confirmation.before(r.number)))
+    fresh = frozenset(r.number for r in feasible(evaluated[-patience:], goal)
+                      if confirmation is None or not confirmation.before(r.number))
     return bool(fresh) and not stalled(records, goal, patience, precision, confirmation) \
         and stalled(records, goal, patience, precision, confirmation, ignoring=fresh)
 
