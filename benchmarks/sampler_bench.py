@@ -16,6 +16,10 @@ The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo d
         --threads 1 --out benchmarks/tables/tiny-shapes-deepcache+tome.json
     python benchmarks/sampler_bench.py replay benchmarks/tables/tiny-shapes-deepcache+tome.json \\
         --seeds 20 --samplers tpe random grid --out .../replay-tpe-random-grid.json
+    # the points that may be the optimum, raced to +-1 % (the "-raced" table; see remeasure)
+    python benchmarks/sampler_bench.py remeasure \\
+        benchmarks/tables/tiny-shapes-deepcache+tome.json \\
+        --out benchmarks/tables/tiny-shapes-deepcache+tome-raced.json
     python benchmarks/sampler_bench.py replay ... --budget 0.05 --samplers tpe \
         --out .../replay-tpe-1objective-0.05.json   # also 0.01, 0.02
     python benchmarks/sampler_bench.py markdown .../replay-*.json   # BENCHMARKS.md's rows
@@ -102,21 +106,88 @@ def record(args) -> None:
           file=sys.stderr)
 
 
+def remeasure(args) -> None:
+    """Race the points that may be the table's optimum, so that "the optimum" is one.
+
+    A table's points are screening estimates (+-5 %, a few pairs each), and its maximum is a
+    maximum over noisy estimates: the winner's curse the tuner's confirmation race exists for.
+    The deepcache+tome table's optimum, 1.60x [1.44, 1.78] at 6 pairs, overlaps a dozen
+    points at 1.46-1.55x. This measures again, in one race of the tuner's own evaluator
+    (every candidate in the same rounds, interleaved with plain runs), every point that is
+    feasible at one of `--budgets` and whose interval reaches that budget's optimum's lower
+    bound, to `--precision`, and stores the result beside the screening estimate as "raced".
+    A replay then answers evaluations with the screening estimate (what a search sees) and
+    races, the optimum and "found" with the raced one, as tabular benchmarks average repeated
+    measurements into their reference values (HPOBench's multi-seed tables).
+    """
+    import torch
+
+    from tuner import accelerators
+    from tuner.app import build
+    from tuner.options import RunOptions
+
+    data = json.loads(Path(args.table).read_text())
+    contenders = {}
+    for budget in args.budgets:
+        table = Table(data, Goal(loss_budget=budget, metric=data["metric"]))
+        best = max((k for k in table.feasible()), key=lambda k: table.speed(k).value)
+        low = table.speed(best).speedup.low
+        contenders.update((k, None) for k in table.feasible()
+                          if table.speed(k).speedup.high >= low)
+    s = Setting.from_dict(data["setting"])
+    options = RunOptions(pipe=s.pipe, steps=s.steps, batch_size=s.batch_size,
+                         num_samples=s.num_samples, device="cpu" if "CPU" in s.device else "auto",
+                         metric=data["metric"], timing_precision=args.precision,
+                         max_timing_pairs=args.max_pairs, threads=data["torch_threads"],
+                         progress=False)
+    session = build(options, say=lambda m: print(m, file=sys.stderr))
+    ev = session.evaluator
+    keys = list(contenders)
+    print(f"racing {len(keys)} points ({torch.get_num_threads()} threads)", file=sys.stderr)
+    started = time.perf_counter()
+    # a point is known by its canonical key; any grid row of it gives a config to apply
+    params = {r["canonical"]: r["params"] for r in reversed(data["grid"])}
+    configs = [accelerators.split_params(params[k]) for k in keys]
+    race = ev.race(configs, keep=lambda intervals: set(intervals))
+    seconds = time.perf_counter() - started
+    for key, speed in zip(keys, race.speeds):
+        data["points"][key]["raced"] = speed.as_dict()
+        print(f"{speed.speedup.value:.3f} [{speed.speedup.low:.3f}, {speed.speedup.high:.3f}]"
+              f" (screened {Table(data, None).speed(key).value:.3f}) {key}", file=sys.stderr)
+    data["race"] = {"points": len(keys), "rounds": race.rounds, "seconds": seconds,
+                    "precision": args.precision, "baseline_latency": race.baseline_latency,
+                    "budgets": args.budgets}
+    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.out}: {len(keys)} points raced in {race.rounds} rounds, "
+          f"{seconds:.0f}s", file=sys.stderr)
+
+
 # -- replaying it ------------------------------------------------------------------------------
 
 
 class Table:
-    def __init__(self, data: dict, goal: Goal):
+    """A recorded space. `speed` is a point's screening estimate, what an evaluation returns;
+    `true_speed` its raced estimate where `remeasure` raced it, the screening one elsewhere:
+    the optimum and "found" are judged by it, and a replayed race returns it."""
+
+    def __init__(self, data: dict, goal: Goal | None):
         self.data, self.goal = data, goal
         self.key_of = {json.dumps(r["params"], sort_keys=True): r["canonical"]
                        for r in data["grid"]}
         self.points = data["points"]
-        feasible = [self.speed(k).value for k, p in self.points.items()
-                    if "quality" in p and self.quality(k).within(goal)]
-        self.optimum = max(feasible) if feasible else None
+        speeds = [self.true_speed(k).value for k in self.feasible()] if goal else []
+        self.optimum = max(speeds) if speeds else None
+
+    def feasible(self) -> list[str]:
+        return [k for k, p in self.points.items()
+                if "quality" in p and self.quality(k).within(self.goal)]
 
     def speed(self, key: str) -> SpeedEstimate:
         return SpeedEstimate.from_dict(self.points[key]["speed"])
+
+    def true_speed(self, key: str) -> SpeedEstimate:
+        point = self.points[key]
+        return SpeedEstimate.from_dict(point.get("raced", point["speed"]))
 
     def quality(self, key: str) -> QualityEstimate:
         return QualityEstimate.from_dict(self.points[key]["quality"])
@@ -163,7 +234,7 @@ class TableEvaluator:
     def race(self, configs, keep, *, max_rounds=None):
         from tuner.evaluator import Race
 
-        return Race([self.table.speed(self.table.key(c)) for c in configs],
+        return Race([self.table.true_speed(self.table.key(c)) for c in configs],
                     self.table.data["baseline_latency"], 0)
 
 
@@ -224,7 +295,7 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
         records = trial_records(study)
         n = sum(r.evaluated for r in records)
         ok = [r.canonical for r in records if r.feasible(table.goal)]
-        best = max((table.speed(k).value for k in ok), default=0.0)
+        best = max((table.true_speed(k).value for k in ok), default=0.0)
         if found_at is None and best >= (1 - WITHIN) * table.optimum:
             found_at = n
         if near_at is None and best >= (1 - NEAR) * table.optimum:
@@ -325,9 +396,8 @@ def replay(args) -> None:
     if table.optimum is None:
         sys.exit("no feasible point in the table at this budget")
     distinct, grid_size = len(table.points), len(data["grid"])
-    near = sum(1 for k, p in table.points.items() if "quality" in p
-               and table.quality(k).within(goal)
-               and table.speed(k).value >= (1 - WITHIN) * table.optimum)
+    near = sum(1 for k in table.feasible()
+               if table.true_speed(k).value >= (1 - WITHIN) * table.optimum)
     print(f"{args.table}: {grid_size} grid points, {distinct} distinct; optimum "
           f"{table.optimum:.3f}x; within {WITHIN:.0%} of it: {near} points", file=sys.stderr)
     runs = []
@@ -388,6 +458,12 @@ def main() -> None:
     rep.add_argument("--seeds", type=int, default=20)
     rep.add_argument("--samplers", nargs="+", default=["tpe", "random", "grid", "gp"])
     rep.add_argument("--out")
+    rem = sub.add_parser("remeasure")
+    rem.add_argument("table")
+    rem.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.02, 0.05])
+    rem.add_argument("--precision", type=float, default=0.01)
+    rem.add_argument("--max-pairs", type=int, default=24)
+    rem.add_argument("--out", required=True)
     md = sub.add_parser("markdown")
     md.add_argument("replays", nargs="+")
     md.add_argument("--patience-of", default="tpe")
@@ -395,7 +471,8 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    {"record": record, "replay": replay, "markdown": markdown}[args.command](args)
+    {"record": record, "remeasure": remeasure, "replay": replay,
+     "markdown": markdown}[args.command](args)
 
 
 if __name__ == "__main__":

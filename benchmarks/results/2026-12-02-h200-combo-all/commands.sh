@@ -46,3 +46,16 @@ python benchmarks/gpu_bench.py cost $A --old old --limit 518 --out $OUT      # r
 # Unfinished: deepcache+tome+tgate at 155 of 200 trials. The next run resumes it the same way.
 # What "progress counts once confirmed" would have done in the cost-floor run, from its records:
 python THIS_FOLDER/confirmed-progress.py > THIS_FOLDER/confirmed-progress.txt
+# A later session, on one H200 (tuner/ and gpu_bench.py of commit ae64f4a, from a copy):
+# tuner 0.1 finished, run 7 (282 s), then this tuner from scratch with confirmed progress, three
+# runs that resume the same way (cost-confirmed*; the first began in the same device call):
+cp -r THIS_FOLDER/cost-old THIS_FOLDER/cost-old.log $OUT/
+python benchmarks/gpu_bench.py cost $A --old old --limit 420 --out $OUT      # run 7 (282 s): done
+python benchmarks/gpu_bench.py cost $A --label confirmed --limit 275 --out $OUT     # run 1 (274 s)
+cp -r THIS_FOLDER/cost-confirmed THIS_FOLDER/cost-confirmed.log $OUT/
+python benchmarks/gpu_bench.py cost $A --label confirmed --limit 555 --out $OUT     # run 2 (558 s)
+cp -r THIS_FOLDER/cost-confirmed THIS_FOLDER/cost-confirmed.log $OUT/
+python benchmarks/gpu_bench.py cost $A --label confirmed --limit 475 --out $OUT     # run 3 (71 s): done
+python benchmarks/gpu_bench.py spent --label confirmed --out THIS_FOLDER     # spent-confirmed.json
+# cost-old/tuner.db did not come back from run 7 (too many files in $OUT): it is run 6's. Run
+# 7's trials (every trial's state and seconds) and its answer are in cost-old.json and cost-old.log.
