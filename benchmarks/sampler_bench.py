@@ -130,10 +130,11 @@ def remeasure(args) -> None:
     contenders = {}
     for budget in args.budgets:
         table = Table(data, Goal(loss_budget=budget, metric=data["metric"]))
-        best = max((k for k in table.feasible()), key=lambda k: table.speed(k).value)
-        low = table.speed(best).speedup.low
-        contenders.update((k, None) for k in table.feasible()
-                          if table.speed(k).speedup.high >= low)
+        feasible = table.feasible()
+        if not feasible:
+            continue
+        low = table.speed(max(feasible, key=lambda k: table.speed(k).value)).speedup.low
+        contenders.update((k, None) for k in feasible if table.speed(k).speedup.high >= low)
     s = Setting.from_dict(data["setting"])
     options = RunOptions(pipe=s.pipe, steps=s.steps, batch_size=s.batch_size,
                          num_samples=s.num_samples, device="cpu" if "CPU" in s.device else "auto",
@@ -272,8 +273,8 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
     """One search against the table. Records after how many evaluations the answer was within
     2 % of the optimum (`found_at`) and, for each K in `patiences`, after how many a study with
     `--patience K` would have stopped (`stops`, by the runner's own rule, `runner.stalled`:
-    its races of unconfirmed progress change nothing here, as a table's race re-measures the
-    table's own estimates);
+    computed from the records alone: no race of unconfirmed progress runs in a replay, and on
+    a table without raced points one would re-measure the table's own estimates);
     `near_at`: within 5 % (NEAR).
     The replay goes on until every K has stopped and the answer is found, or the space is
     exhausted; `patience` is passed to the runner itself (as `--patience` is)."""
