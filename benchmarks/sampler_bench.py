@@ -152,9 +152,10 @@ def remeasure(args) -> None:
     race = ev.race(configs, keep=lambda intervals: set(intervals))
     seconds = time.perf_counter() - started
     for key, speed in zip(keys, race.speeds):
+        screened = SpeedEstimate.from_dict(data["points"][key]["speed"])
         data["points"][key]["raced"] = speed.as_dict()
         print(f"{speed.speedup.value:.3f} [{speed.speedup.low:.3f}, {speed.speedup.high:.3f}]"
-              f" (screened {Table(data, None).speed(key).value:.3f}) {key}", file=sys.stderr)
+              f" (screened {screened.value:.3f}) {key}", file=sys.stderr)
     data["race"] = {"points": len(keys), "rounds": race.rounds, "seconds": seconds,
                     "precision": args.precision, "baseline_latency": race.baseline_latency,
                     "budgets": args.budgets}

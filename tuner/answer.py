@@ -76,6 +76,12 @@ def incumbent(trials: Iterable[TrialRecord], goal: Goal) -> TrialRecord | None:
                  loss=lambda t: t.quality.loss.value, order=lambda t: t.number)[0]
 
 
+def fastest_first(trial: TrialRecord) -> tuple:
+    """Sort key of feasible trials by their own estimate: faster first, then lower loss, then
+    earlier (the order in which they enter a race)."""
+    return -trial.speed.value, trial.quality.loss.value, trial.number
+
+
 def candidates(trials: Sequence[TrialRecord], goal: Goal,
                limit: int = CONFIRM_AT_MOST) -> list[TrialRecord]:
     """The trials whose speedups must be measured again before an answer is given: every
@@ -87,7 +93,7 @@ def candidates(trials: Sequence[TrialRecord], goal: Goal,
     best = incumbent(found, goal)
     if goal.mode == "max_speedup":
         close = [t for t in found if t.speed.speedup.overlaps(best.speed.speedup)]
-        close.sort(key=lambda t: (-t.speed.value, t.quality.loss.value, t.number))
+        close.sort(key=fastest_first)
         return [best] + [t for t in close if t is not best][:limit - 1]
     reaching = [t for t in found if goal.reaches(t.speed.speedup.high, t.speed.baseline_latency)]
     reaching.sort(key=lambda t: (t.quality.loss.value, -t.speed.value, t.number))

@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 
 import optuna
 
-from ..answer import CONFIRM_AT_MOST, candidates, choose, feasible, speed_of, still_in_race
+from ..answer import (CONFIRM_AT_MOST, candidates, choose, fastest_first, feasible, speed_of,
+                      still_in_race)
 from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
@@ -83,7 +84,7 @@ def _race_left_out(evaluator: Evaluator, study: optuna.Study, records: list[Tria
     best = speed_of(winner, confirmation).speedup
     left_out = [t for t in feasible(records, goal)
                 if t.number not in confirmation.speeds and t.speed.speedup.high >= best.low]
-    left_out.sort(key=lambda t: (-t.speed.value, t.quality.loss.value, t.number))
+    left_out.sort(key=fastest_first)
     if left_out:
         _race(evaluator, [(study, t) for t in [winner, *left_out[:CONFIRM_AT_MOST - 1]]], None)
 
