@@ -270,3 +270,15 @@ def test_patience_stops_searches_but_never_the_exhaustive_grid():
     assert options("--patience", "7").stop_after == 7
     assert options("--patience", "0").stop_after is None
     assert options("--sampler", "grid", "--patience", "7").stop_after is None
+
+
+@pytest.mark.parametrize("device, points", [("cpu", 16), ("cuda", 32)])
+def test_the_grid_size_check_counts_the_graphs_knob_on_cuda(device, points, tmp_path,
+                                                            monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [a if a != "cpu" else device for a in TINY]
+    assert main(["run", *args[:-1], str(points - 1), "--sampler", "grid"]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert f"deepcache has {points} points" in err
+    assert list(tmp_path.iterdir()) == []

@@ -345,3 +345,36 @@ def test_a_loss_confidently_over_budget_stops_the_evaluation(tiny_sd, scorer, mo
     clock.runs = {"plain": 0, "accelerated": 0}
     kept = ev.evaluate(config, loss_budget=0.5)  # far within a loose budget: nothing stops
     assert kept.pruned is None and kept.quality.images == 12
+
+
+def test_capture_seconds_are_counted_apart(tiny_sd, scorer, monkeypatch):
+    """CUDA graphs capture within a configuration's first run, or within a timed one when the
+    capture cache dropped them: those seconds are recorded as "capture", not as its speed.
+    Failed at 653c5be: the timed run that captured measured 0.5x for a 2x configuration."""
+    from tuner import accelerators
+
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=4, steps=2)  # batches 2, 2
+    prompts = choose_prompts(BUILTIN_PROMPTS, 4, seed=5)
+    clock, spent, accelerated = BatchClock(), [0.0], [0]
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
+                   baseline_repeats=1)
+    original = ev._generate
+
+    def generate(run, batch):
+        images = original(run, batch)
+        clock.t += batch["count"] * (1.0 if run is tiny_sd else 0.5)
+        if run is not tiny_sd:
+            accelerated[0] += 1
+            if accelerated[0] in (1, 3):  # the warm-up, and the second timed run
+                clock.t += 3.0
+                spent[0] += 3.0
+        return images
+
+    monkeypatch.setattr(ev, "_generate", generate)
+    monkeypatch.setattr(accelerators, "capture_seconds", lambda: spent[0])
+    e = ev.evaluate(DEEPCACHE)
+    assert accelerated[0] >= 3
+    assert set(e.speed.ratios) == {2.0}
+    assert e.seconds["capture"] == pytest.approx(6.0)
+    assert e.seconds["accelerated"] == pytest.approx(1.0 * accelerated[0])
+    assert e.seconds["apply_undo"] == pytest.approx(0.0)

@@ -12,6 +12,9 @@
 
 Generate through the handle, not through `pipe(...)`: T-GATE generates through its own
 `pipe.tgate(...)`, and the handle is the callable that runs every chosen accelerator.
+
+On a GPU, `"graphs": {"enabled": 1}` beside DeepCache (or alone) replays the UNet's step kinds as
+CUDA graphs, captured at the first call of each shape (accelerators/graphs.py).
 """
 
 from __future__ import annotations

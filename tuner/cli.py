@@ -234,8 +234,13 @@ def _check_run_args(args) -> None:
     check_pipe_name(args.pipe)
     if args.sampler == "grid":
         combos = RunOptions(combo=args.combo).combos
-        too_large = [f"{c} has {grid_size(c):,} points" for c in combos
-                     if grid_size(c) > args.trials]
+        device = args.device
+        if device == "auto":  # the grid gains knobs on CUDA (accelerators.members)
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        sizes = {c: grid_size(c, device=device) for c in combos}
+        too_large = [f"{c} has {sizes[c]:,} points" for c in combos if sizes[c] > args.trials]
         if too_large:
             raise UsageError(f"--sampler grid needs --trials at least the grid size: "
                              f"{'; '.join(too_large)} (--trials {args.trials})")

@@ -14,11 +14,14 @@ from collections.abc import Iterator, Mapping
 from .base import (Accelerator, AcceleratorError, DecimalKnob, Generate, IntKnob, Knob, NoEffect,
                    Params, Unsupported, leftovers)
 from .deepcache import DeepCache
+from .graphs import Graphs, capture_seconds
 from .tgate import TGate
 from .tome import ToMe
 
-# Application order: T-GATE first, since it replaces the pipeline call the others wrap.
-ACCELERATORS: dict[str, type[Accelerator]] = {"tgate": TGate, "deepcache": DeepCache, "tome": ToMe}
+# Application order: T-GATE first, since it replaces the pipeline call the others wrap; graphs
+# last, since they capture the UNet call the others patched.
+ACCELERATORS: dict[str, type[Accelerator]] = {"tgate": TGate, "deepcache": DeepCache, "tome": ToMe,
+                                              "graphs": Graphs}
 
 COMBOS: dict[str, tuple[str, ...]] = {
     "deepcache": ("deepcache",),
@@ -30,8 +33,21 @@ COMBOS: dict[str, tuple[str, ...]] = {
 Config = Mapping[str, Params]  # accelerator name -> its params
 
 
+def device_of(pipe) -> str:
+    """"cuda", "cpu", ...: the device type of a pipeline (without importing torch)."""
+    return str(getattr(pipe, "device", "cpu")).split(":")[0]
+
+
+def members(combo: str, *, device: str = "cpu") -> tuple[str, ...]:
+    """The accelerators a study of `combo` searches on `device`: the combo's own, and those that
+    are an on/off knob there (`optional_on`) and conflict with none of them."""
+    own = COMBOS[combo]
+    return own + tuple(name for name, cls in ACCELERATORS.items()
+                       if device in cls.optional_on and not set(cls.conflicts) & set(own))
+
+
 def combo_of(config: Config) -> str:
-    names = set(config)
+    names = set(config) - {n for n, cls in ACCELERATORS.items() if cls.optional_on}
     for combo, members in COMBOS.items():
         if set(members) == names:
             return combo
@@ -63,6 +79,11 @@ def check(pipe, config: Config, *, steps: int, seed: int = 0) -> None:
 
 
 def _check(pipe, members, config: Config, steps: int) -> None:
+    for accelerator, _ in members:
+        clash = next((n for n in accelerator.conflicts if n in config), None)
+        if clash is not None:
+            raise Unsupported(f"{accelerator.name} cannot run with {clash}: a replay does not "
+                              f"follow {accelerator.conflicts[clash]}")
     for accelerator, params in members:
         accelerator.check(pipe, params, steps=steps, absorbed=_absorbed(accelerator, config))
 
@@ -93,15 +114,15 @@ def apply(pipe, config: Config, *, steps: int, seed: int = 0) -> Iterator[Genera
         yield generate
 
 
-def grid(combo: str) -> dict[str, list]:
-    """Every knob of a combo with all its values, keyed `accelerator.knob`."""
+def grid(combo: str, *, device: str = "cpu") -> dict[str, list]:
+    """Every knob of a combo on `device` with all its values, keyed `accelerator.knob`."""
     return {f"{name}.{knob}": ACCELERATORS[name].space[knob].values()
-            for name in COMBOS[combo] for knob in ACCELERATORS[name].space}
+            for name in members(combo, device=device) for knob in ACCELERATORS[name].space}
 
 
-def grid_size(combo: str) -> int:
+def grid_size(combo: str, *, device: str = "cpu") -> int:
     size = 1
-    for values in grid(combo).values():
+    for values in grid(combo, device=device).values():
         size *= len(values)
     return size
 
@@ -117,4 +138,5 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
 
 __all__ = ["ACCELERATORS", "COMBOS", "Accelerator", "AcceleratorError", "Config", "DecimalKnob",
            "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical", "check",
-           "combo_of", "grid", "grid_size", "instances", "leftovers", "split_params"]
+           "capture_seconds", "combo_of", "device_of", "grid", "grid_size", "instances",
+           "leftovers", "members", "split_params"]

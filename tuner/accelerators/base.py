@@ -69,6 +69,10 @@ class Accelerator(ABC):
     space: ClassVar[Mapping[str, Knob]]
     # Accelerators this one applies itself when both are in a combo (their params are passed in).
     absorbs: ClassVar[tuple[str, ...]] = ()
+    # Accelerators this one cannot run with: name -> the reason (`Unsupported` before any work).
+    conflicts: ClassVar[Mapping[str, str]] = {}
+    # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
+    optional_on: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, seed: int = 0):
         self.seed = seed  # for accelerators that draw random numbers

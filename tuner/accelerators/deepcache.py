@@ -71,6 +71,7 @@ class DeepCache(Accelerator):
             helper.set_params(**params)
             helper.enable()
             _find_steps_once(pipe, helper)
+            pipe.deepcache = helper  # as tgate's loaders do: graphs replay its step kinds
             try:
                 yield generate
             finally:

@@ -60,7 +60,8 @@ class Objective:
 
     def _run(self, trial: optuna.Trial):
         s = self.evaluator.setting
-        config = suggest(trial, self.combo)
+        config = suggest(trial, self.combo,
+                         device=accelerators.device_of(self.evaluator.pipe))
         key = canonical_key(self.evaluator.pipe, config, steps=s.steps, height=s.height,
                             width=s.width)
         TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 import optuna
 from tqdm.auto import tqdm
 
-from ..accelerators import COMBOS, split_params
+from ..accelerators import COMBOS, device_of, split_params
 from ..answer import choice_of, choose, config_text, feasible, speed_of, speed_text
 from ..evaluator import Evaluator
 from ..record import (SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord,
@@ -154,7 +154,7 @@ def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
     proposing answered points would otherwise spin without evaluating anything)."""
     s = evaluator.setting
     for _ in range(1000):
-        params = random_point(combo, rng)
+        params = random_point(combo, rng, device=device_of(evaluator.pipe))
         key = canonical_key(evaluator.pipe, split_params(params), steps=s.steps,
                             height=s.height, width=s.width)
         if key not in answered:
@@ -188,8 +188,10 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     configurations slower than `floor`. Several processes may do this at once (workers.py)."""
     s = evaluator.setting
     seed = plan.sampler_seed if plan.sampler_seed is not None else process_seed(plan.seed)
+    device = device_of(evaluator.pipe)
     study = open_study(storage, s, combo, goal, prompts,
-                       make_sampler(plan.sampler, combo, seed=seed), full_front=plan.full_front)
+                       make_sampler(plan.sampler, combo, seed=seed, device=device),
+                       full_front=plan.full_front)
     points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
                              width=s.width)
     _record_context(study, evaluator, points, plan)

@@ -9,7 +9,7 @@ import random
 import optuna
 
 from .. import accelerators
-from ..accelerators import ACCELERATORS, COMBOS, DecimalKnob, IntKnob, Knob
+from ..accelerators import ACCELERATORS, DecimalKnob, IntKnob, Knob
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, knob: Knob):
@@ -20,11 +20,12 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, knob: Knob):
     raise TypeError(f"no Optuna distribution for {knob!r}")
 
 
-def suggest(trial: optuna.trial.BaseTrial, combo: str) -> dict[str, dict]:
-    """Sample one configuration of `combo`: {accelerator: {knob: value}}."""
+def suggest(trial: optuna.trial.BaseTrial, combo: str, *,
+            device: str = "cpu") -> dict[str, dict]:
+    """Sample one configuration of `combo` on `device`: {accelerator: {knob: value}}."""
     return {name: {key: _suggest(trial, f"{name}.{key}", knob)
                    for key, knob in ACCELERATORS[name].space.items()}
-            for name in COMBOS[combo]}
+            for name in accelerators.members(combo, device=device)}
 
 
 def config_key(config) -> str:
@@ -44,7 +45,7 @@ def distinct_points(pipe, combo: str, *, steps: int, height: int, width: int) ->
     Canonical forms are per accelerator, so the count is a product of small counts.
     """
     total = 1
-    for name in COMBOS[combo]:
+    for name in accelerators.members(combo, device=accelerators.device_of(pipe)):
         accelerator = ACCELERATORS[name]()
         knobs = accelerator.space
         points = (dict(zip(knobs, values))
@@ -54,17 +55,19 @@ def distinct_points(pipe, combo: str, *, steps: int, height: int, width: int) ->
     return total
 
 
-def random_point(combo: str, rng: random.Random) -> dict[str, object]:
-    """A uniformly drawn point of `combo`'s space, as Optuna's flat params."""
-    return {key: rng.choice(values) for key, values in accelerators.grid(combo).items()}
+def random_point(combo: str, rng: random.Random, *, device: str = "cpu") -> dict[str, object]:
+    """A uniformly drawn point of `combo`'s space on `device`, as Optuna's flat params."""
+    return {key: rng.choice(values)
+            for key, values in accelerators.grid(combo, device=device).items()}
 
 
 SAMPLERS = ("tpe", "random", "grid", "gp")
 
 
-def make_sampler(kind: str, combo: str, *, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(kind: str, combo: str, *, seed: int,
+                 device: str = "cpu") -> optuna.samplers.BaseSampler:
     if kind == "grid":
-        return optuna.samplers.GridSampler(accelerators.grid(combo), seed=seed)
+        return optuna.samplers.GridSampler(accelerators.grid(combo, device=device), seed=seed)
     if kind == "tpe":
         # constant_liar keeps parallel workers from proposing the same point at the same time.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)

@@ -1,0 +1,145 @@
+"""CUDA graphs: replay the UNet's kernels instead of launching them one by one from Python.
+
+A graph records the path that ran at capture, so DeepCache's two step kinds are two graphs: the
+full step (which refreshes DeepCache's cached features) and the shallow step (which reads them);
+without DeepCache the whole UNet is one graph. The step index is counted on the host, per
+generation, so nothing in the UNet call waits for the GPU. Capture happens in the first
+generation of a configuration (the evaluator's untimed warm-up), kept across applications in a
+small LRU cache. Output is bit-identical to eager. Idea: DeepCache's issue #26 (compile the full
+and the shallow model apart); recipe: PyTorch's CUDA Graphs notes (side-stream warm-up, static
+inputs copied into before each replay).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import Mapping
+
+from .base import Accelerator, Generate, IntKnob, Params, Unsupported, restoring
+
+# An entry: one UNet's graphs for one step-kind family (plain, or DeepCache's full and shallow
+# pair of one cache_branch_id: intervals only choose which replays, so N=2..5 share it) and one
+# input signature (shapes, dtypes, other arguments). It holds static inputs and one memory pool:
+# on an H200, +0.07 GiB for plain SD1.5 at 512², batch 4, +0.49 GiB for a DeepCache pair (its
+# cached features). The UNet's weights must stay where they were captured.
+CACHE_SIZE = 5  # entries kept, least recently used dropped; `clear()` frees them all
+_cache: collections.OrderedDict = collections.OrderedDict()
+_spent = [0.0]  # seconds spent capturing, in this process
+
+
+def capture_seconds() -> float:
+    return _spent[0]
+
+
+def clear() -> None:
+    _cache.clear()
+
+
+def step_kind(step: int, interval: int | None) -> str:
+    """Which graph replays at `step` (counted from the generation's first UNet call)."""
+    return "plain" if interval is None else "full" if step % interval == 0 else "shallow"
+
+
+def _signature(leaves, spec) -> tuple:
+    import torch
+
+    return (str(spec), torch.is_inference_mode_enabled(), tuple(
+        (tuple(x.shape), x.dtype, str(x.device)) if torch.is_tensor(x) else repr(x)
+        for x in leaves))
+
+
+def _capture(call, static, pool=None):
+    import torch
+
+    args, kwargs = static
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: lazy initialisation happens outside the capture
+        for _ in range(2):
+            call(*args, **kwargs)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = call(*args, **kwargs)
+    return graph, out
+
+
+class Graphs(Accelerator):
+    name = "graphs"
+    space = {"enabled": IntKnob(0, 1)}
+    optional_on = ("cuda",)  # a study on a GPU measures each configuration with and without
+    # Tried on an H200 (BENCHMARKS.md, section 5): under ToMe the capture fails (its merges draw
+    # from a CUDA generator seeded per generation); under T-GATE the output differs (its caches
+    # and guidance change by step), and with DeepCache its resets bypass the graphs.
+    conflicts = {"tome": "ToMe's per-generation random merges", "tgate": "T-GATE's step schedule"}
+
+    def check(self, pipe, params, *, steps, absorbed):
+        # enabled=0 is the eager side of the knob: a study measures it like any other point.
+        if params["enabled"] and str(pipe.device).split(":")[0] != "cuda":
+            raise Unsupported(f"graphs need a CUDA device; the pipeline is on {pipe.device}")
+
+    @contextlib.contextmanager
+    def patch(self, pipe, params: Params, generate: Generate, *,
+              absorbed: Mapping[str, Params]):
+        import torch
+        from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+        if not params["enabled"]:
+            yield generate
+            return
+        unet, helper = pipe.unet, pipe.__dict__.get("deepcache")  # DeepCache's helper, if on
+        call = helper.function_dict["unet_forward"] if helper else unet.forward  # no step lookup
+        interval = helper.params["cache_interval"] if helper else None
+        family = ("deepcache", helper.params["cache_block_id"],
+                  helper.params["cache_layer_id"]) if helper else ("plain",)
+        steps, seen = [0], [None]
+
+        def forward(sample, timestep, *args, **kwargs):
+            schedule = getattr(pipe.scheduler, "timesteps", None)
+            if schedule is not seen[0]:  # set_timesteps ran: a new generation, from pipe(...) too
+                seen[0], steps[0] = schedule, 0
+            step, steps[0] = steps[0], steps[0] + 1
+            kind = step_kind(step, interval)
+            if not torch.is_tensor(timestep):
+                timestep = torch.tensor(timestep, device=sample.device)
+            leaves, spec = tree_flatten(((sample, timestep, *args), kwargs))
+            key = (id(unet), next(unet.parameters()).data_ptr(), family,
+                   _signature(leaves, spec))
+            entry = _cache.get(key)
+            if entry is None:
+                static = [x.clone() if torch.is_tensor(x) else x for x in leaves]
+                entry = _cache[key] = {"static": static, "inputs": tree_unflatten(static, spec),
+                                       "graphs": {}}
+                while len(_cache) > CACHE_SIZE:
+                    _cache.popitem(last=False)
+            _cache.move_to_end(key)
+            static = entry["static"]
+            for mine, given in zip(static, leaves):
+                if torch.is_tensor(given):
+                    mine.copy_(given)
+            graphs = entry["graphs"]
+            if kind not in graphs:
+                began = time.perf_counter()
+                if helper:  # the step the captured path belongs to; shallow reads full's cache
+                    helper.start_timestep, helper.cur_timestep = 0, int(kind == "shallow")
+                    if kind == "shallow":
+                        helper.cached_output = dict(entry["cached"])
+                pool = next((g.pool() for g, _ in graphs.values()), None)  # one per entry
+                graphs[kind] = _capture(call, entry["inputs"], pool)
+                if kind == "full":
+                    entry["cached"] = dict(helper.cached_output)
+                torch.cuda.synchronize()
+                _spent[0] += time.perf_counter() - began
+            graph, out = graphs[kind]
+            graph.replay()
+            return tree_map(lambda x: x.clone() if torch.is_tensor(x) else x, out)
+
+        def run(*args, **kwargs):
+            steps[0] = 0  # a new generation starts at step 0
+            return generate(*args, **kwargs)
+
+        with restoring(pipe):
+            unet.forward = forward
+            yield run
