@@ -141,7 +141,7 @@ class _Replay:
 def fake_gpu(monkeypatch, tiny_sd):
     captured = []
 
-    def capture(call, static, pool=None):
+    def capture(call, static, pool=None, *, compiling=False):
         helper = tiny_sd.__dict__.get("deepcache")
         state = (helper.start_timestep, helper.cur_timestep) if helper else None
         out = call(*static[0], **static[1])
@@ -236,3 +236,75 @@ def test_generations_through_the_pipeline_itself_count_steps_from_0(tiny_sd, fak
         with Graphs().patch(tiny_sd, ON["graphs"], run, absorbed={}):
             assert torch.equal(_generate(tiny_sd), eager)
             assert torch.equal(_generate(tiny_sd), eager)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler step's timestep, read on the host
+
+
+def test_host_timestep_reads_the_schedule_elements_the_loop_makes():
+    schedule = torch.tensor([981, 961, 941, 921])
+    values = schedule.tolist()
+    assert [graphs_module.host_timestep(t, schedule, values) for t in schedule] == values
+    tail = schedule[2:]  # img2img's loop runs over a slice of the schedule
+    assert [graphs_module.host_timestep(t, schedule, values) for t in tail] == [941, 921]
+    for other in (torch.tensor(961), schedule.clone()[1], schedule.float()[1], 961):
+        assert graphs_module.host_timestep(other, schedule, values) is other
+    assert torch.is_tensor(graphs_module.host_timestep(schedule[1], schedule, None))
+
+
+def test_ddim_is_handed_host_timesteps_and_gets_its_step_back(tiny_sd, fake_gpu, monkeypatch):
+    """DDIM's step syncs on a device timestep (`prev_timestep >= 0`) at every step; under
+    graphs it gets the same value as a host integer, and the output stays the eager one."""
+    seen = []
+    inner = type(tiny_sd.scheduler).step
+
+    def spy(self, model_output, timestep, *args, **kwargs):
+        seen.append(timestep)
+        return inner(self, model_output, timestep, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_sd.scheduler), "step", spy)
+    with apply(tiny_sd, dc(3), steps=STEPS) as run:
+        eager = _generate(run)
+    assert all(torch.is_tensor(t) for t in seen)
+    schedule = tiny_sd.scheduler.timesteps.tolist()
+    seen.clear()
+    for images in _graphed(tiny_sd, dc(3)):
+        assert torch.equal(images, eager)
+    assert seen == schedule * 2 and all(type(t) is int for t in seen)
+    assert "step" not in tiny_sd.scheduler.__dict__
+    seen.clear()
+    monkeypatch.setattr(graphs_module, "options", graphs_module.Options(host_timesteps=False))
+    assert torch.equal(_graphed(tiny_sd, dc(3))[0], eager)
+    assert all(torch.is_tensor(t) for t in seen)
+
+
+def test_schedulers_that_reject_integers_keep_device_timesteps(tiny_sd, fake_gpu):
+    from diffusers import EulerDiscreteScheduler
+
+    ddim = tiny_sd.scheduler
+    tiny_sd.scheduler = EulerDiscreteScheduler.from_config(ddim.config)
+    try:
+        plain = _generate(tiny_sd)
+        with Graphs().patch(tiny_sd, ON["graphs"], tiny_sd.__call__, absorbed={}) as fast:
+            assert "step" not in tiny_sd.scheduler.__dict__
+            assert torch.equal(_generate(fast), plain)
+    finally:
+        tiny_sd.scheduler = ddim
+
+
+def test_compiled_graphs_are_cached_apart(tiny_sd, fake_gpu, monkeypatch):
+    compiled = []
+
+    def fake_compile(call, mode):
+        compiled.append(mode)
+        return call
+
+    monkeypatch.setattr(graphs_module, "_compiled", fake_compile)
+    _graphed(tiny_sd, dc(3))
+    assert compiled == [] and len(graphs_module._cache) == 1
+    monkeypatch.setattr(graphs_module, "options", graphs_module.Options(compile="default"))
+    _graphed(tiny_sd, dc(3))
+    _graphed(tiny_sd, dc(5))  # same branch, same compiled entry
+    assert compiled == ["default"] and len(graphs_module._cache) == 2
+    assert len(fake_gpu) == 4  # full and shallow, eager and compiled

@@ -8,14 +8,27 @@ generation of a configuration (the evaluator's untimed warm-up), kept across app
 small LRU cache. Output is bit-identical to eager. Idea: DeepCache's issue #26 (compile the full
 and the shallow model apart); recipe: PyTorch's CUDA Graphs notes (side-stream warm-up, static
 inputs copied into before each replay).
+
+Between UNet calls the pipeline runs classifier-free guidance and the scheduler step eagerly.
+DDIM (and DDPM) look their coefficients up by the timestep's value, and the pipeline hands them
+the timestep as a 0-dim GPU tensor, so every step waits for the GPU (`prev_timestep >= 0`): the
+GPU then idles while the host launches the next step. Under graphs the scheduler is handed the
+same timestep as a host integer, read from a host copy of the schedule (one sync per
+generation), and the host runs ahead of the GPU; the arithmetic is the same, bit for bit.
+
+`options.compile` (off by default) runs the captured paths through `torch.compile` first, so the
+graphs replay Inductor's fused kernels: not bit-identical (BENCHMARKS.md, section 5, gives the
+measured difference and speed). Idea: torch.compile's mode="reduce-overhead", which also captures
+Inductor's output in CUDA graphs, here under our own capture of DeepCache's two step kinds.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from .base import Accelerator, Generate, IntKnob, Params, Unsupported, restoring
 
@@ -26,11 +39,34 @@ from .base import Accelerator, Generate, IntKnob, Params, Unsupported, restoring
 # cached features). The UNet's weights must stay where they were captured.
 CACHE_SIZE = 5  # entries kept, least recently used dropped; `clear()` frees them all
 _cache: collections.OrderedDict = collections.OrderedDict()
-_spent = [0.0]  # seconds spent capturing, in this process
+_spent = {"capture": 0.0, "compile": 0.0}  # seconds, in this process
+
+# Schedulers that index their coefficients by the timestep's value and accept a host integer
+# (Euler-type schedulers reject integers; UniPC and DPM-Solver++ count steps and do not sync).
+HOST_TIMESTEP_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How graphs are made. `compile`: a `torch.compile` mode for the captured paths, or None
+    (eager kernels, bit-identical output). `host_timesteps`: hand DDIM/DDPM's step the timestep
+    as a host integer (no sync per step; bit-identical)."""
+
+    compile: str | None = None
+    host_timesteps: bool = True
+
+
+options = Options()
 
 
 def capture_seconds() -> float:
-    return _spent[0]
+    """Seconds spent capturing graphs in this process, compiling included."""
+    return _spent["capture"]
+
+
+def compile_seconds() -> float:
+    """The part of `capture_seconds` spent in `torch.compile`'s first calls."""
+    return _spent["compile"]
 
 
 def clear() -> None:
@@ -50,15 +86,40 @@ def _signature(leaves, spec) -> tuple:
         for x in leaves))
 
 
-def _capture(call, static, pool=None):
+def host_timestep(timestep, schedule, values: Sequence | None):
+    """The host number for `timestep` when it is an element of `schedule` (a view into it, as the
+    pipeline's loop makes them), read from `values`, the schedule's host copy; else `timestep`
+    itself. Reads no device memory."""
+    import torch
+
+    if (values is None or not torch.is_tensor(timestep) or not torch.is_tensor(schedule)
+            or timestep.dim() != 0 or schedule.dim() != 1 or schedule.stride() != (1,)
+            or timestep.device != schedule.device or timestep.dtype != schedule.dtype
+            or timestep.untyped_storage().data_ptr() != schedule.untyped_storage().data_ptr()):
+        return timestep
+    index = timestep.storage_offset() - schedule.storage_offset()
+    return values[index] if 0 <= index < len(values) else timestep
+
+
+def _compiled(call, mode: str):
+    import torch
+
+    return torch.compile(call, mode=mode, dynamic=False)
+
+
+def _capture(call, static, pool=None, *, compiling: bool = False):
     import torch
 
     args, kwargs = static
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up: lazy initialisation happens outside the capture
-        for _ in range(2):
-            call(*args, **kwargs)
+        began = time.perf_counter()
+        call(*args, **kwargs)  # compiles, when `call` is compiled
+        if compiling:
+            torch.cuda.synchronize()
+            _spent["compile"] += time.perf_counter() - began
+        call(*args, **kwargs)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, pool=pool):
@@ -94,18 +155,27 @@ class Graphs(Accelerator):
         interval = helper.params["cache_interval"] if helper else None
         family = ("deepcache", helper.params["cache_block_id"],
                   helper.params["cache_layer_id"]) if helper else ("plain",)
-        steps, seen = [0], [None]
+        made = options  # as applied: the cache keys on it
+        steps, seen, values = [0], [None], [None]
+        scheduler = pipe.scheduler
+        inner_step = scheduler.step if made.host_timesteps and type(
+            scheduler).__name__ in HOST_TIMESTEP_SCHEDULERS else None
+
+        def scheduler_step(model_output, timestep, *args, **kwargs):
+            return inner_step(model_output, host_timestep(timestep, seen[0], values[0]), *args,
+                              **kwargs)
 
         def forward(sample, timestep, *args, **kwargs):
             schedule = getattr(pipe.scheduler, "timesteps", None)
             if schedule is not seen[0]:  # set_timesteps ran: a new generation, from pipe(...) too
                 seen[0], steps[0] = schedule, 0
+                values[0] = schedule.tolist() if inner_step and torch.is_tensor(schedule) else None
             step, steps[0] = steps[0], steps[0] + 1
             kind = step_kind(step, interval)
             if not torch.is_tensor(timestep):
                 timestep = torch.tensor(timestep, device=sample.device)
             leaves, spec = tree_flatten(((sample, timestep, *args), kwargs))
-            key = (id(unet), next(unet.parameters()).data_ptr(), family,
+            key = (id(unet), next(unet.parameters()).data_ptr(), family, made.compile,
                    _signature(leaves, spec))
             entry = _cache.get(key)
             if entry is None:
@@ -127,11 +197,14 @@ class Graphs(Accelerator):
                     if kind == "shallow":
                         helper.cached_output = dict(entry["cached"])
                 pool = next((g.pool() for g, _ in graphs.values()), None)  # one per entry
-                graphs[kind] = _capture(call, entry["inputs"], pool)
+                if made.compile and "compiled" not in entry:
+                    entry["compiled"] = _compiled(call, made.compile)
+                graphs[kind] = _capture(entry.get("compiled", call), entry["inputs"], pool,
+                                        compiling=bool(made.compile))
                 if kind == "full":
                     entry["cached"] = dict(helper.cached_output)
                 torch.cuda.synchronize()
-                _spent[0] += time.perf_counter() - began
+                _spent["capture"] += time.perf_counter() - began
             graph, out = graphs[kind]
             graph.replay()
             return tree_map(lambda x: x.clone() if torch.is_tensor(x) else x, out)
@@ -142,4 +215,13 @@ class Graphs(Accelerator):
 
         with restoring(pipe):
             unet.forward = forward
-            yield run
+            before = scheduler.__dict__.get("step")
+            if inner_step is not None:
+                scheduler.step = scheduler_step
+            try:
+                yield run
+            finally:
+                if inner_step is not None:
+                    scheduler.__dict__.pop("step", None)
+                    if before is not None:
+                        scheduler.step = before
