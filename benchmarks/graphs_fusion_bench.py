@@ -93,7 +93,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "steps": args.steps, "outputs": {}, "capture": {}}
+              "steps": args.steps, "outputs": {}}
 
     def save():
         (out / "graphs_fusion_bench.json").write_text(json.dumps(report, indent=1))
