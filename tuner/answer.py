@@ -84,9 +84,11 @@ def fastest_first(trial: TrialRecord) -> tuple:
 
 def candidates(trials: Sequence[TrialRecord], goal: Goal,
                limit: int = CONFIRM_AT_MOST) -> list[TrialRecord]:
-    """The trials whose speedups must be measured again before an answer is given: every
-    feasible trial whose interval overlaps the best one's (with a requirement: whose interval
-    may reach it, by loss), up to `limit`."""
+    """The trials whose speedups must be measured again before an answer is given, up to
+    `limit`: every feasible trial whose interval overlaps the best one's. With a requirement:
+    the trial that would be chosen now (the lowest loss among those reaching it, else the
+    fastest), the fastest one reaching it (the answer should the race take the first below
+    it), then those whose interval may reach it with a lower loss than the first, by loss."""
     found = feasible(trials, goal)
     if not found:
         return []
@@ -95,9 +97,16 @@ def candidates(trials: Sequence[TrialRecord], goal: Goal,
         close = [t for t in found if t.speed.speedup.overlaps(best.speed.speedup)]
         close.sort(key=fastest_first)
         return [best] + [t for t in close if t is not best][:limit - 1]
-    reaching = [t for t in found if goal.reaches(t.speed.speedup.high, t.speed.baseline_latency)]
-    reaching.sort(key=lambda t: (t.quality.loss.value, -t.speed.value, t.number))
-    return reaching[:limit] or [best]
+    chosen, _ = _pick(found, goal, speed=lambda t: t.speed, loss=lambda t: t.quality.loss.value,
+                      order=lambda t: t.number)
+    sure = [t for t in found if goal.reaches(t.speed.value, t.speed.baseline_latency)]
+    fastest = min(sure, key=fastest_first) if sure else best
+    loss = chosen.quality.loss.value
+    maybe = [t for t in found if goal.reaches(t.speed.speedup.high, t.speed.baseline_latency)
+             and t.quality.loss.value <= loss]
+    maybe.sort(key=lambda t: (t.quality.loss.value, -t.speed.value, t.number))
+    order = [chosen, fastest, *maybe]
+    return [t for i, t in enumerate(order) if t not in order[:i]][:limit]
 
 
 def still_in_race(intervals: dict[int, Interval], losses: dict[int, float],
@@ -183,6 +192,9 @@ class ComboAnswer:
     # The highest speedup configurations were pruned under for being slower than another
     # combo's answer (runner.floor_of), or None.
     floor: float | None = None
+    # Configurations whose quality was measured (the others stopped for their speed first);
+    # None in answers written before it was counted.
+    scored: int | None = None
 
     @property
     def missing(self) -> str:
@@ -195,13 +207,14 @@ class ComboAnswer:
         return {"combo": self.combo, "study": self.study,
                 "chosen": self.choice.as_dict() if self.choice else None,
                 "evaluations": self.evaluations, "pruned": self.pruned,
-                "exhausted": self.exhausted, "floor": self.floor}
+                "exhausted": self.exhausted, "floor": self.floor, "scored": self.scored}
 
     @classmethod
     def from_dict(cls, data: dict) -> ComboAnswer:
         return cls(data["combo"], data["study"],
                    Choice.from_dict(data["chosen"]) if data.get("chosen") else None,
-                   data["evaluations"], data["pruned"], data["exhausted"], data.get("floor"))
+                   data["evaluations"], data["pruned"], data["exhausted"], data.get("floor"),
+                   data.get("scored"))
 
 
 @dataclass(frozen=True)
@@ -252,7 +265,7 @@ class Answer:
             return (f"Every configuration tried gives output bit-identical to the plain "
                     f"pipeline at {self.setting.steps} steps: nothing to accelerate here.")
         if self.chosen is None:
-            return f"No configuration keeps {budget}."
+            return f"No configuration keeps {budget}{self._measured()}."
         c = self.chosen
         answer = (f"{c.combo} {config_text(c.config)}: {speed_text(c.speed)}, "
                   f"{loss_text(c.quality.loss)} {self.goal.metric} loss "
@@ -263,7 +276,20 @@ class Answer:
             return f"Fastest within {budget}: {answer}"
         if self.met:
             return f"Meets {self.requirement} within {budget} with the lowest loss: {answer}"
-        return f"Nothing reaches {self.requirement} within {budget}; closest: {answer}"
+        return (f"Nothing reaches {self.requirement} within {budget}{self._measured()}; "
+                f"closest: {answer}")
+
+    def _measured(self) -> str:
+        """How many configurations had their quality measured, where the answer knows: a
+        configuration pruned for its speed first says nothing about the budget."""
+        if any(c.scored is None for c in self.combos):
+            return ""
+        scored = sum(c.scored for c in self.combos)
+        evaluated = sum(c.evaluations for c in self.combos)
+        if scored == 0:
+            return (f" (none of the {evaluated} configurations evaluated was measured for "
+                    f"quality: each stopped for its speed first)")
+        return f" ({scored} of the {evaluated} configurations evaluated measured for quality)"
 
     @property
     def requirement(self) -> str:
@@ -295,10 +321,20 @@ def choice_of(study: StudyRecord, trial: TrialRecord | None) -> Choice | None:
     if trial is None:
         return None
     confirmation = study.confirmation
-    raced = confirmation is not None and trial.number in confirmation.speeds
     return Choice(study.combo, study.name, trial.number, trial.config,
-                  speed_of(trial, confirmation), trial.quality,
-                  confirmation.race if raced else None)
+                  speed_of(trial, confirmation), trial.quality, raced_by(confirmation, trial))
+
+
+def raced_by(confirmation: Confirmation | None, trial: TrialRecord) -> str | None:
+    """The race that measured the speed a trial is shown with (None: its own estimate). A
+    race written before races were kept apart holds speeds merged from earlier races: those of
+    trials that did not enter it are labelled as measured before it."""
+    if confirmation is None or trial.number not in confirmation.speeds:
+        return None
+    if confirmation.judged is None and confirmation.candidates \
+            and trial.number not in confirmation.candidates:
+        return f"before {confirmation.race}"
+    return confirmation.race
 
 
 def baseline_latency(studies: Sequence[StudyRecord]) -> float | None:
@@ -325,7 +361,8 @@ def answer(setting: Setting, goal: Goal,
             sum(t.evaluated for t in trials),
             sum(t.evaluated and t.state == "PRUNED" for t in trials),
             study.distinct_points is not None and len(answered) >= study.distinct_points,
-            max((t.pruned_below for t in trials if t.pruned == PRUNED_FLOOR), default=None)))
+            max((t.pruned_below for t in trials if t.pruned == PRUNED_FLOOR), default=None),
+            sum(t.evaluated and t.quality is not None for t in trials)))
     chosen, met = overall([c.choice for c in combos], goal)
     tried = [t for _, trials in studies for t in trials if t.evaluated or t.invalid]
     identical = bool(tried) and all(t.invalid and "bit-identical" in (t.fail_reason or "")
@@ -342,4 +379,5 @@ def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None
 
 __all__ = ["Answer", "Choice", "ComboAnswer", "answer", "baseline_latency", "candidates",
            "choice_of", "choose", "config_text", "feasible", "incumbent", "loss_text", "overall",
-           "pareto_front", "speed_of", "speed_text", "still_in_race"]
+           "pareto_front", "raced_by", "speed_of", "speed_text", "still_in_race"]
+

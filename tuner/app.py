@@ -185,31 +185,43 @@ def plan_of(options: RunOptions, session: Session):
 
 
 def _already_answered(options: RunOptions, storage) -> Answer | None:
-    """The stored answer, when every combo's study has nothing left to do for these options:
-    a rerun then answers at once instead of loading the model and measuring a baseline."""
+    """The stored answer, when the search has nothing left to do for these options: every
+    combo's study finished by the runner's own rule (state.StudyState.finished, under the floor
+    the combos before it set), every answer raced with all that could change it, and the
+    overall race run on the combos' answers. A rerun then answers at once instead of loading
+    the model and measuring a baseline; otherwise it resumes, and races what is unraced."""
     from .accelerators import COMBOS
-    from .answer import choose
-    from .search.runner import finished
+    from .answer import baseline_latency
     from .search.studies import load_group
+    from .state import StudyState, overall_entries
 
     try:
         setting = setting_without_loading(options)
     except Exception:  # configs not at hand: find out the long way
         return None
-    group = {r.combo: (r, t) for _, r, t in load_group(storage, setting, options.goal, COMBOS,
-                                                        full_front=options.full_front)}
+    goal = options.goal
+    group = {r.combo: (r, StudyState.from_record(r, t))
+             for _, r, t in load_group(storage, setting, goal, COMBOS,
+                                       full_front=options.full_front)}
+    floor = None
     for combo in options.combos:
         if combo not in group:
             return None
-        record, trials = group[combo]
-        done = finished(trials, options.goal, points=record.distinct_points or 0,
-                        trials=options.trials, patience=options.stop_after,
-                        stop_when_met=options.stop_when_met,
-                        precision=options.timing_precision, confirmation=record.confirmation)
-        feasible = choose(trials, options.goal)[0] is not None
-        if not done or (feasible and record.confirmation is None):
+        record, state = group[combo]
+        run_floor = None if options.full_front else floor
+        if not state.finished(points=record.distinct_points or 0, trials=options.trials,
+                              patience=options.stop_after,
+                              stop_when_met=options.stop_when_met,
+                              precision=options.timing_precision, floor=run_floor) \
+                or not state.settled():
             return None
-    return current_answer(storage, setting, options.goal, _stored_notes(options, setting),
+        if goal.mode == "max_speedup" and state.floor() is not None:
+            floor = max(floor or 0.0, state.floor())
+    states = [state for _, state in group.values()]
+    required = goal.required_speedup(baseline_latency([r for r, _ in group.values()]))
+    if overall_entries(states, goal, required):
+        return None
+    return current_answer(storage, setting, goal, _stored_notes(options, setting),
                           full_front=options.full_front)
 
 

@@ -225,7 +225,13 @@ class TrialRecord:
         return self.answered
 
     @property
+    def finished(self) -> bool:
+        """It has ended (COMPLETE, PRUNED or FAIL): nothing will change its numbers."""
+        return self.state in ("COMPLETE", "PRUNED", "FAIL")
+
+    @property
     def evaluated(self) -> bool:
+
         """It ran the pipeline, so it counts toward --trials (repeats and configurations
         rejected before any generation are free)."""
         if not self.original:
@@ -274,7 +280,8 @@ class PlainLatency:
 @dataclass(frozen=True)
 class Confirmation:
     """The speedups of a study's candidates measured again against each other, interleaved
-    with plain runs, before its answer was written (see tuner/search/confirm.py)."""
+    with plain runs (see tuner/search/confirm.py). A study keeps its latest race: its speeds
+    are those of the trials that ran in it, measured at the same time, and nothing else."""
 
     race: str  # one id per race: studies confirmed in the same race share it
     at: str
@@ -282,26 +289,36 @@ class Confirmation:
     baseline_latency: float  # median of the race's plain runs
     rounds: int
     candidates: tuple[int, ...] = ()  # every trial that entered the race
-    # The study's highest trial number when the race began: trials numbered above it were
-    # measured after it (None: every trial counts as measured before it).
+    # Races written before `judged` was kept: the study's highest trial number when the race
+    # began (in any state, running ones too), and speeds merged from earlier races.
     last_trial: int | None = None
+    # The study's trials that were finished when the race began: the race judged them (raced,
+    # or left out as unable to change the answer). None in races written before it was kept.
+    judged: frozenset[int] | None = None
 
     def before(self, trial: int) -> bool:
-        """Whether trial number `trial` was measured before this race."""
+        """Whether the race judged trial number `trial`: it was finished when the race began.
+        A race written without `judged` judged every trial numbered up to its `last_trial`."""
+        if self.judged is not None:
+            return trial in self.judged
         return self.last_trial is None or trial <= self.last_trial
 
     def as_dict(self) -> dict:
-        return {"race": self.race, "at": self.at, "baseline_latency": self.baseline_latency,
+        data = {"race": self.race, "at": self.at, "baseline_latency": self.baseline_latency,
                 "rounds": self.rounds, "candidates": list(self.candidates),
                 "last_trial": self.last_trial,
                 "speeds": {str(n): s.as_dict() for n, s in self.speeds.items()}}
+        if self.judged is not None:
+            data["judged"] = sorted(self.judged)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Confirmation:
+        judged = data.get("judged")
         return cls(data["race"], data["at"],
                    {int(n): SpeedEstimate.from_dict(s) for n, s in data["speeds"].items()},
                    data["baseline_latency"], data["rounds"], tuple(data.get("candidates", ())),
-                   data.get("last_trial"))
+                   data.get("last_trial"), frozenset(judged) if judged is not None else None)
 
 
 @dataclass(frozen=True)

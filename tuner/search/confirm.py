@@ -21,11 +21,11 @@ from datetime import datetime, timezone
 
 import optuna
 
-from ..answer import (CONFIRM_AT_MOST, candidates, choose, fastest_first, feasible, speed_of,
-                      still_in_race)
+from ..answer import CONFIRM_AT_MOST, fastest_first, feasible, still_in_race
 from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
+from ..state import StudyState, overall_entries
 
 
 def _now() -> str:
@@ -34,56 +34,56 @@ def _now() -> str:
 
 def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
           required: float | None) -> dict[str, Confirmation]:
-    """Race the entries' configurations; add the confirmed speeds to each study's record.
-    Returns what was written, by study name."""
+    """Race the entries' configurations; write the race to each study's record as its latest:
+    the speeds it measured (of that study's entries, and nothing else) and the trials that were
+    finished when it began, which it judged. Returns what was written, by study name."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
     studies = {id(s): s for s, _ in entries}.values()
-    last = {id(s): max(t.number for t in s.get_trials(deepcopy=False)) for s in studies}
+    before = {id(s): trial_records(s) for s in studies}
     race = evaluator.race([t.config for _, t in entries],
                           lambda intervals: still_in_race(intervals, losses, required))
     race_id, at = uuid.uuid4().hex[:12], _now()
     written = {}
     for study in studies:
         mine = [(i, t) for i, (s, t) in enumerate(entries) if s is study]
-        earlier = StudyRecord.of(study).confirmation
-        speeds = dict(earlier.speeds) if earlier is not None else {}
-        speeds.update({t.number: race.speeds[i] for i, t in mine})
+        records = before[id(study)]
         written[study.study_name] = Confirmation(
-            race_id, at, speeds, race.baseline_latency, race.rounds,
-            tuple(t.number for _, t in mine), last[id(study)])
+            race_id, at, {t.number: race.speeds[i] for i, t in mine}, race.baseline_latency,
+            race.rounds, tuple(t.number for _, t in mine), max(r.number for r in records),
+            frozenset(r.number for r in records if r.finished))
         StudyRecord.write_confirmation(study, written[study.study_name])
     return written
 
 
 def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool:
-    """Race the study's candidates; False when it has no feasible trial to confirm. A study
-    resumed with nothing new since its race (every feasible trial measured before it) keeps
-    that race: racing again would spend GPU time on an answer already confirmed."""
-    records = trial_records(study)
-    earlier = StudyRecord.of(study).confirmation
-    if earlier is not None and earlier.speeds and \
-            all(earlier.before(t.number) for t in feasible(records, goal)):
-        return True
-    required = goal.required_speedup(evaluator.plain_runs.latency)
-    found = candidates(records, goal)
+    """Race the study's answer with the trials no race has judged that could take its place
+    (state.StudyState.to_race); False when it has no feasible trial to confirm. A study whose
+    latest race judged everything that could change its answer (a resumed run with nothing
+    new) keeps that race: racing again would spend GPU time on an answer already confirmed."""
+    state = StudyState.of(study, goal)
+    if state.race is not None and state.settled():
+        return state.choose()[0] is not None
+    found = state.to_race()
     if not found:
         return False
+    required = goal.required_speedup(evaluator.plain_runs.latency)
     written = _race(evaluator, [(study, t) for t in found], required)
     if goal.mode == "max_speedup":
-        _race_left_out(evaluator, study, records, goal, written[study.study_name])
+        _race_left_out(evaluator, study, goal, written[study.study_name])
     return True
 
 
-def _race_left_out(evaluator: Evaluator, study: optuna.Study, records: list[TrialRecord],
-                   goal: Goal, confirmation: Confirmation) -> None:
+def _race_left_out(evaluator: Evaluator, study: optuna.Study, goal: Goal,
+                   confirmation: Confirmation) -> None:
     """Candidates enter a race for overlapping the best first estimate. When the race takes
-    the winner's luck back, trials left out for being slower than that estimate may overlap
-    what it measured now; they race it once more, as challengers of the new incumbent (SMAC's
-    intensification), instead of losing to it for not having raced (answer.choose)."""
-    winner, _ = choose(records, goal, confirmation)
-    best = speed_of(winner, confirmation).speedup
-    left_out = [t for t in feasible(records, goal)
-                if t.number not in confirmation.speeds and t.speed.speedup.high >= best.low]
+    the winner's luck back, trials it judged but left out for being slower than that estimate
+    may overlap what it measured now; they race it once more, as challengers of the new
+    incumbent (SMAC's intensification), instead of losing to it for not having raced."""
+    state = StudyState(tuple(trial_records(study)), goal, confirmation)
+    winner, _ = state.choose()
+    best = state.speed(winner).speedup
+    left_out = [t for t in feasible(state.records, goal) if confirmation.before(t.number)
+                and t.number not in confirmation.speeds and t.speed.speedup.high >= best.low]
     left_out.sort(key=fastest_first)
     if left_out:
         _race(evaluator, [(study, t) for t in [winner, *left_out[:CONFIRM_AT_MOST - 1]]], None)
@@ -92,28 +92,14 @@ def _race_left_out(evaluator: Evaluator, study: optuna.Study, records: list[Tria
 def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:
     """Race the combos' chosen configurations whose intervals overlap the best one's; False
     when there is nothing to compare. When their last race was this one (a resumed run with
-    nothing new), it stands."""
+    nothing new), it stands. The race becomes each study's latest: a combo's other trials,
+    which did not run in it, are no longer chosen over the one that did on an older number."""
     required = goal.required_speedup(evaluator.plain_runs.latency)
-    entries = []  # (study, its chosen trial, that trial's speed, the study's last race)
-    for study in studies:
-        confirmation = StudyRecord.of(study).confirmation
-        chosen, _ = choose(trial_records(study), goal, confirmation)
-        if chosen is not None:
-            entries.append((study, chosen, speed_of(chosen, confirmation), confirmation))
-    if len(entries) < 2:
-        return False
-    if required is None:
-        best = max(entries, key=lambda e: e[2].value)[2].speedup
-        entries = [e for e in entries if e[2].speedup.overlaps(best)]
-    else:
-        entries = [e for e in entries if e[2].speedup.high >= required] or entries
-    if len(entries) < 2:
-        return False
-    if all(c is not None and t.number in c.candidates for _, t, _, c in entries) \
-            and len({c.race for _, _, _, c in entries}) == 1:
-        return True  # these very answers were raced against each other last (a resumed run)
-    _race(evaluator, [(s, t) for s, t, _, _ in entries], required)
-    return True
+    states = [StudyState.of(study, goal) for study in studies]
+    entries = overall_entries(states, goal, required)
+    if entries:
+        _race(evaluator, [(studies[i], t) for i, t in entries], required)
+    return bool(entries) or sum(s.choose()[0] is not None for s in states) >= 2
 
 
 __all__ = ["confirm_overall", "confirm_study"]

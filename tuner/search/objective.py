@@ -1,9 +1,11 @@
 """One trial: sample a configuration, evaluate it (or answer it from an earlier trial), record.
 
-Speed comes first: a configuration that cannot change the answer (below the required speedup,
-confidently slower than the best feasible one so far, at its confirmed speed once raced, or
-than the `floor` another combo's confirmed answer set) ends PRUNED with its speedup, before any
-quality work; one whose loss is confidently over budget ends PRUNED as soon as that is clear.
+Speed comes first: a configuration that cannot change the answer (below the required speedup
+once a configuration reaches it, confidently slower than the study's answer at its raced speed,
+or than the `floor` another combo's confirmed answer set) ends PRUNED with its speedup, before
+any quality work; one whose loss is confidently over budget ends PRUNED as soon as that is
+clear. Only raced speeds prune (state.StudyState.slower_than).
+
 `full_front` evaluates everything, for users who want the whole Pareto front.
 
 A pruned trial reports its speedup as its one intermediate value: Optuna's TPE ranks pruned
@@ -19,12 +21,12 @@ import optuna
 
 from .. import accelerators
 from ..accelerators import AcceleratorError
-from ..answer import choose, speed_of
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
 from ..record import (CHECKED, GENERATED, INTERRUPTED, PRUNED_FLOOR, PRUNED_SLOW, SURPLUS,
-                      StudyRecord, TrialRecord, trial_records)
+                      TrialRecord)
 from ..setting import Goal
+from ..state import StudyState
 from .space import canonical_key, suggest
 from .studies import objectives
 from .workers import InterruptGate, Surplus, earlier_answer, requeue, this_worker
@@ -102,17 +104,10 @@ class Objective:
         is the floor (rather than the requirement or this study's best)."""
         if self.full_front:
             return None, False
+        # Only a raced speed prunes (state.StudyState.slower_than): an unraced best estimate
+        # carries the winner's curse, and pruning under it would drop faster configurations.
         required = self.goal.required_speedup(self.evaluator.plain_runs.latency)
-        if required is not None:
-            return required, False
-        # The study's answer so far: a race (runner.unconfirmed_progress) may have taken a
-        # lucky first estimate back, and pruning under it would drop faster configurations.
-        confirmation = StudyRecord.of(study).confirmation
-        best, _ = choose(trial_records(study), self.goal, confirmation)
-        own = speed_of(best, confirmation).speedup.low if best is not None else None
-        if self.floor is not None and (own is None or self.floor > own):
-            return self.floor, True
-        return own, False
+        return StudyState.of(study, self.goal).slower_than(required, floor=self.floor)
 
     @staticmethod
     def _pruned(trial: optuna.Trial, reason: str, speedup: float):

@@ -5,11 +5,12 @@ earlier trial and are free), when its space is exhausted, when its answer has no
 `patience` evaluations, or (with stop_when_met) once the requirement is met. Then its answer is
 confirmed (confirm.py), and once every combo is done, the overall answer.
 
-Progress must be confirmed before it postpones the stop: when the last `patience` evaluations
-improved the answer only through trials whose speed was never measured again, those are raced
-first (confirm.py), and the study stops if the race takes the improvement back
-(`unconfirmed_progress`). One lucky screening estimate would otherwise buy `patience` more
-evaluations.
+Only raced speeds prune and count as progress (state.py): when a new best appears, the process
+that confirms races it, with the answer it would replace, before the next evaluation prunes
+under it; when the last `patience` evaluations improved the answer only through trials no race
+has judged (a requirement's lower loss), those are raced first, and the study stops if the race
+takes the improvement back. One lucky screening estimate would otherwise prune the
+configurations that are in fact faster, or buy `patience` more evaluations.
 
 Looking for the fastest configuration across combos, a combo's configuration slower than the
 answer an earlier combo of the same run confirmed cannot change the overall answer: it is
@@ -31,11 +32,11 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..accelerators import COMBOS, device_of, split_params
-from ..answer import choice_of, choose, config_text, feasible, speed_of, speed_text
+from ..answer import config_text, speed_text
 from ..evaluator import Evaluator
-from ..record import (SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord,
-                      trial_records)
+from ..record import SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord
 from ..setting import Goal
+from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
 from .objective import Objective, TrialFailed
 from .space import canonical_key, distinct_points, make_sampler, random_point
@@ -63,76 +64,19 @@ class SearchPlan:
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
 
-def _best_label(records: list[TrialRecord], goal: Goal, floor: float | None,
-                confirmation: Confirmation | None) -> str:
-    best, _ = choose(records, goal, confirmation)
+def _best_label(state: StudyState, floor: float | None) -> str:
+    best, _ = state.choose()
     if best is None and floor is not None:
         return f"none feasible faster than {floor:.2f}x (another combo's answer) yet"
     if best is None:
         return "no feasible trial yet"
-    return f"best {speed_text(speed_of(best, confirmation))} (loss {best.quality.loss.value:.2%})"
-
-
-def _standing(records: Sequence[TrialRecord], goal: Goal, confirmation: Confirmation | None
-              ) -> tuple[int, TrialRecord | None, float]:
-    """The study's answer, its rank (0 none, 1 found or not meeting the requirement, 2 meeting
-    it) and its speedup (the confirmed one where it was raced)."""
-    chosen, met = choose(records, goal, confirmation)
-    speed = speed_of(chosen, confirmation).value if chosen is not None else 0.0
-    return (0 if chosen is None else 2 if met else 1), chosen, speed
-
-
-def _improved(now: tuple, before: tuple, precision: float) -> bool:
-    (rank, chosen, speed), (rank_before, earlier, speed_before) = now, before
-    if rank != rank_before:
-        return rank > rank_before
-    if rank == 0:
-        return False
-    if rank == 2:  # meeting the requirement, the answer is the lowest loss: 0.1 point counts
-        return chosen.quality.loss.value < earlier.quality.loss.value - 0.001
-    # A speedup better by less than the timing precision is not progress.
-    return speed > speed_before * (1 + precision)
+    return f"best {speed_text(state.speed(best))} (loss {best.quality.loss.value:.2%})"
 
 
 def stalled(records: list[TrialRecord], goal: Goal, patience: int, precision: float,
-            confirmation: Confirmation | None = None, *, ignoring: frozenset[int] = frozenset()
-            ) -> bool:
-    """Whether the last `patience` evaluations did not improve the study's answer (raced trials
-    at their confirmed speed), not counting the trials numbered in `ignoring`."""
-    evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
-    if len(evaluated) <= patience:
-        return False
-    now = [r for r in evaluated if r.number not in ignoring]
-    return not _improved(_standing(now, goal, confirmation),
-                         _standing(evaluated[:-patience], goal, confirmation), precision)
-
-
-def unconfirmed_progress(records: list[TrialRecord], goal: Goal, patience: int,
-                         precision: float, confirmation: Confirmation | None) -> bool:
-    """Whether the study goes on only because of feasible trials of its last `patience`
-    evaluations that were measured after its last race and never raced: without them it
-    would have stalled. Racing them before they count is SMAC's intensification (Hutter, Hoos
-    and Leyton-Brown 2011: a challenger becomes the incumbent only once compared with it on
-    the same runs) applied to the stopping rule, and lazily: a race is run only when the stop
-    depends on it."""
-    evaluated = sorted((r for r in records if r.evaluated), key=lambda r: r.number)
-    if len(evaluated) <= patience:
-        return False
-    fresh = frozenset(r.number for r in feasible(evaluated[-patience:], goal)
-                      if confirmation is None or not confirmation.before(r.number))
-    return bool(fresh) and not stalled(records, goal, patience, precision, confirmation) \
-        and stalled(records, goal, patience, precision, confirmation, ignoring=fresh)
-
-
-def finished(records: list[TrialRecord], goal: Goal, *, points: int, trials: int,
-             patience: int | None, stop_when_met: bool, precision: float,
-             floor: float | None = None, confirmation: Confirmation | None = None) -> bool:
-    """Whether a study has nothing left to do (the module's docstring says when), in a run
-    whose floor is `floor`; `confirmation` is the study's last race."""
-    return sum(r.evaluated for r in records) >= trials \
-        or len({r.canonical for r in records if r.settles(floor)}) >= points \
-        or bool(stop_when_met and choose(records, goal, confirmation)[1]) \
-        or bool(patience and stalled(records, goal, patience, precision, confirmation))
+            confirmation: Confirmation | None = None) -> bool:
+    """StudyState.stalled for records and a race (the benchmarks replay searches with it)."""
+    return StudyState(tuple(records), goal, confirmation).stalled(patience, precision)
 
 
 def _free_streak(records: list[TrialRecord]) -> int:
@@ -165,20 +109,15 @@ def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
 
 def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
     """Looking for the fastest configuration: the speedup under which no configuration can
-    change the overall answer, the highest lower bound of the confirmed answers of `studies`
-    (None without one, or with a requirement, whose answer is the lowest loss).
+    change the overall answer, the highest raced floor of `studies` (StudyState.floor; None
+    without one, or with a requirement, whose answer is the lowest loss).
 
-    Confirmed speeds only: a study's own best estimate is the maximum of noisy measurements
-    (the winner's curse) and would prune configurations that are in fact faster."""
+    Raced speeds only: a study's own best estimate is the maximum of noisy measurements (the
+    winner's curse) and would prune configurations that are in fact faster."""
     if goal.mode != "max_speedup":
         return None
-    lows = []
-    for study in studies:
-        record = StudyRecord.of(study)
-        found = choice_of(record, choose(trial_records(study), goal, record.confirmation)[0])
-        if found is not None and found.confirmed:
-            lows.append(found.speed.speedup.low)
-    return max(lows, default=None)
+    return max((f for f in (StudyState.of(s, goal).floor() for s in studies) if f is not None),
+               default=None)
 
 
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
@@ -213,20 +152,22 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     with bar:
         while True:
             recover_orphans(study)
-            records = trial_records(study)
-            confirmation = StudyRecord.of(study).confirmation
+            state = StudyState.of(study, goal)
+            records = list(state.records)
             done = sum(r.evaluated for r in records)
             bar.n = min(done, plan.trials)
             if not bar.disable:
-                bar.set_postfix_str(_best_label(records, goal, objective.floor, confirmation))
-            if finished(records, goal, points=points, trials=plan.trials,
-                        patience=plan.patience, stop_when_met=plan.stop_when_met,
-                        precision=precision, floor=objective.floor,
-                        confirmation=confirmation):
+                bar.set_postfix_str(_best_label(state, objective.floor))
+            if state.finished(points=points, trials=plan.trials, patience=plan.patience,
+                              stop_when_met=plan.stop_when_met, precision=precision,
+                              floor=objective.floor):
                 break
-            if confirming and plan.patience and unconfirmed_progress(
-                    records, goal, plan.patience, precision, confirmation):
-                confirm_study(evaluator, study, goal)  # then look again, with its speeds
+            # A new best is raced before it prunes (only a raced speed prunes), and progress
+            # counts once raced: then look again, with the race's speeds.
+            if confirming and not plan.full_front and (
+                    state.wants_race(floor=objective.floor) or (plan.patience and (
+                        state.unconfirmed_progress(plan.patience, precision)))):
+                confirm_study(evaluator, study, goal)
                 continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -287,5 +228,4 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
             on_answer()
 
 
-__all__ = ["SearchPlan", "finished", "floor_of", "run_combo", "run_search", "stalled",
-           "unconfirmed_progress"]
+__all__ = ["SearchPlan", "floor_of", "run_combo", "run_search", "stalled"]
