@@ -763,3 +763,38 @@ def test_a_degenerate_metric_and_a_setting_with_nothing_to_accelerate_are_said(t
     assert "CLIP losses mean nothing here; --metric ssim measures fidelity instead" in run.err
     assert "bit-identical to the plain pipeline at 1 steps: nothing to accelerate" in run.out
     assert "No configuration keeps" not in run.out
+
+
+def test_a_rerun_after_an_interrupted_search_races_what_is_unraced(grid, tmp_path):
+    """A race ran mid-search (it judged only the first feasible trial), then the search went on
+    and was interrupted before its final race. The rerun has no trial left to evaluate, but
+    its later trials are at their screening numbers: it must race them, not answer at once.
+    At 9214cba the rerun accepted any stored race and answered "nothing left to do"."""
+    from tuner.record import Confirmation
+
+    shutil.copytree(grid.studies, tmp_path / "studies")
+    shutil.copy(grid.output, tmp_path / "search_params.json")
+    study = only_study(tmp_path / "studies")
+    record = StudyRecord.of(study)
+    first = min((r for r in trial_records(study) if r.feasible(record.goal)),
+                key=lambda r: r.number)
+    stored = record.confirmation
+    # as 9214cba stored it: judged, every trial numbered up to the first feasible one
+    StudyRecord.write_confirmation(study, Confirmation(
+        "mid-search", stored.at, {first.number: first.speed}, stored.baseline_latency, 1,
+        (first.number,), first.number))
+    races = []
+    race = tuner.evaluator.Evaluator.race
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tuner.evaluator.Evaluator, "race",
+                   lambda self, configs, *a, **kw: races.append(configs) or
+                   race(self, configs, *a, **kw))
+        again = run_tuner(tmp_path, "--combo", "deepcache", "--sampler", "grid", "--trials",
+                          "40", *FEASIBLE)
+    assert again.rc == 0, again.err
+    assert races
+    final = StudyRecord.of(only_study(tmp_path / "studies")).confirmation
+    assert final.race != "mid-search" and final.judged is not None
+    assert all(final.before(r.number) for r in trial_records(study) if r.finished)
+    found = _answer(read_json(tmp_path / "search_params.json"), "fastest | ssim loss <= 0.5")
+    assert found.chosen.confirmed == final.race
