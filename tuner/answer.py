@@ -54,19 +54,27 @@ def _pick(items: Sequence, goal: Goal | None, *, speed, loss, order):
 
 def choose(trials: Iterable[TrialRecord], goal: Goal, confirmation: Confirmation | None = None
            ) -> tuple[TrialRecord | None, bool | None]:
-    """The chosen feasible trial and whether it meets the requirement (None without one).
-
-    After a race, a trial measured before it that did not take part (beyond the candidates'
-    limit, or not close enough) is not chosen over those that did: a raced trial's speed was
-    measured again, without the luck that made it a candidate (the winner's curse); an unraced
-    one's own estimate still has it, and would win on it.
-    """
-    found = feasible(trials, goal)
-    if confirmation is not None and confirmation.speeds:
-        found = [t for t in found if t.number in confirmation.speeds
-                 or not confirmation.before(t.number)] or found
-    return _pick(found, goal, speed=lambda t: speed_of(t, confirmation),
+    """The chosen feasible trial and whether it meets the requirement (None without one),
+    among the `eligible` ones after the study's latest race (`confirmation`)."""
+    return _pick(eligible(trials, goal, confirmation), goal,
+                 speed=lambda t: speed_of(t, confirmation),
                  loss=lambda t: t.quality.loss.value, order=lambda t: t.number)
+
+
+def eligible(trials: Iterable[TrialRecord], goal: Goal, confirmation: Confirmation | None
+             ) -> list[TrialRecord]:
+    """The feasible trials that may be chosen after a race: those it measured, at its speeds,
+    and those it did not judge (finished after it began), at their own. A trial it judged but
+    left out (beyond the candidates' limit, or not close enough) is not chosen over those that
+    ran in it: a raced trial's speed was measured again, without the luck that made it a
+    candidate (the winner's curse), while an unraced one's own estimate still has it; and a
+    speed an earlier race measured was measured at another moment than the race it would be
+    compared with (a race keeps only its own speeds)."""
+    found = feasible(trials, goal)
+    if confirmation is None or not confirmation.speeds:
+        return found
+    return [t for t in found if t.number in confirmation.speeds
+            or not confirmation.before(t.number)] or found
 
 
 def incumbent(trials: Iterable[TrialRecord], goal: Goal) -> TrialRecord | None:
@@ -378,6 +386,8 @@ def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None
 
 
 __all__ = ["Answer", "Choice", "ComboAnswer", "answer", "baseline_latency", "candidates",
-           "choice_of", "choose", "config_text", "feasible", "incumbent", "loss_text", "overall",
+           "choice_of", "choose", "config_text", "eligible", "feasible", "incumbent", "loss_text",
+           "overall",
+
            "pareto_front", "raced_by", "speed_of", "speed_text", "still_in_race"]
 

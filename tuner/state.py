@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from .answer import CONFIRM_AT_MOST, candidates, choose, feasible, speed_of
+from .answer import CONFIRM_AT_MOST, candidates, choose, eligible, feasible, speed_of
 from .record import Confirmation, SpeedEstimate, StudyRecord, TrialRecord, trial_records
 from .setting import Goal
 
@@ -110,8 +110,8 @@ class StudyState:
         that may be chosen (None without a race)."""
         if self.race is None:
             return None
-        eligible = {t.number for t in _eligible(self.records, self.goal, self.race)}
-        raced = [self.race.speeds[n] for n in eligible if n in self.race.speeds]
+        found = eligible(self.records, self.goal, self.race)
+        raced = [self.race.speeds[t.number] for t in found if t.number in self.race.speeds]
         return max((s.speedup.low for s in raced), default=None)
 
     def slower_than(self, required: float | None, *, floor: float | None = None
@@ -181,12 +181,6 @@ class StudyState:
             or len({r.canonical for r in self.records if r.settles(floor)}) >= points \
             or bool(stop_when_met and self.choose()[1]) \
             or bool(patience and self.stalled(patience, precision))
-
-
-def _eligible(records: Iterable[TrialRecord], goal: Goal, race: Confirmation) -> list[TrialRecord]:
-    """Feasible trials that may be chosen after `race` (answer.choose's rule)."""
-    found = feasible(records, goal)
-    return [t for t in found if t.number in race.speeds or not race.before(t.number)] or found
 
 
 def _improved(now: tuple, before: tuple, precision: float) -> bool:
