@@ -274,8 +274,10 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
     """One search against the table. Records after how many evaluations the answer was within
     2 % of the optimum (`found_at`) and, for each K in `patiences`, after how many a study with
     `--patience K` would have stopped (`stops`, by the runner's own rule, `runner.stalled`:
-    computed from the records alone: no race of unconfirmed progress runs in a replay, and on
-    a table without raced points one would re-measure the table's own estimates);
+    computed from the records alone, without the races of unconfirmed progress: on a table
+    without raced points one would re-measure the table's own estimates). The search itself
+    races each new best before it prunes under it, as the runner does (a replayed race returns
+    the table's raced estimate, `true_speed`);
     `near_at`: within 5 % (NEAR).
     The replay goes on until every K has stopped and the answer is found, or the space is
     exhausted; `patience` is passed to the runner itself (as `--patience` is)."""
