@@ -7,7 +7,6 @@ sampler_bench.replay_once. Run from the repository root:
 Output: one line (evaluations until found: median (95 % interval), 90th percentile, and the
 share of replays in which --patience 40 found the optimum); variants.txt holds those run."""
 
-import json
 import math
 import sys
 
@@ -16,6 +15,7 @@ sys.path[:0] = [".", "benchmarks"]
 import optuna  # noqa: E402
 
 import sampler_bench as sb  # noqa: E402
+import stored  # noqa: E402
 import tuner.search.runner as runner  # noqa: E402
 from tuner.setting import Goal  # noqa: E402
 
@@ -47,7 +47,7 @@ def make(kind, combo, *, seed):
 
 
 runner.make_sampler = make
-data = json.load(open("benchmarks/tables/tiny-shapes-deepcache+tome.json"))
+data = stored.read_json("benchmarks/tables/tiny-shapes-deepcache+tome.json")
 table = sb.Table(data, Goal(loss_budget=budget, metric=data["metric"]))
 runs = [sb.replay_once(table, "tpe", s, budget=len(data["grid"]))
         for s in range(first, first + seeds)]
