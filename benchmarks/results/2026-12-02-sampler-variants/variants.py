@@ -38,12 +38,12 @@ budget = float(sys.argv[4]) if len(sys.argv) > 4 else 0.02
 tuners = runner.make_sampler
 
 
-def make(kind, combo, *, seed):
+def make(kind, combo, *, seed, device="cpu"):
     if kind == "tpe":  # the tuner's own TPE settings, plus the variant's
         return optuna.samplers.TPESampler(seed=seed, multivariate=name not in UNIVARIATE,
                                           constant_liar=True,
                                           **{**VARIANTS, **UNIVARIATE}[name])
-    return tuners(kind, combo, seed=seed)
+    return tuners(kind, combo, seed=seed, device=device)
 
 
 runner.make_sampler = make
