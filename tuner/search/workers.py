@@ -39,11 +39,11 @@ The contract, which every function here keeps:
 7. Results. A process writes the results file only for studies it confirmed; a launcher, which
    runs no trial, writes it from the stored records once every worker has exited.
 8. Interrupts. Ctrl-C and SIGTERM are requests (tuner/interrupts.py), acted on only at
-   checkpoints: before every pipeline call and at the start of a trial, where the running trial
-   is marked interrupted and re-queued, and between trials and in every polling wait. None is
-   inside Optuna: a trial it creates is one the objective runs or re-queues (a trial created
-   but never claimed would stay RUNNING with no owner to fail it, rule 2), and one it closes is
-   closed.
+   checkpoints: at the start of a trial, before every pipeline call and after each of its
+   denoising steps, where the running trial is marked interrupted and re-queued; between
+   trials; in every polling wait. None is inside Optuna: a trial it creates is one the
+   objective runs or re-queues (a trial created but never claimed would stay RUNNING with no
+   owner to fail it, rule 2), and one it closes is closed.
 
 Processes, not threads: nothing here is meant to be shared by threads of one process.
 """
