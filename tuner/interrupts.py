@@ -4,10 +4,10 @@ A signal handler that raises throws its exception between any two bytecodes of t
 thread, including inside a library's finalizer (`__del__`), where it cannot propagate: Python
 prints "Exception ignored in ..." with a traceback and goes on, and the stop is lost. So while
 `deferred()` is in force the handler only records the first signal, and `checkpoint()` raises
-`Terminated` for it at points the code chose: before every pipeline call, at the start of a
-trial, between trials and in every polling wait (`sleep`). This is deferred cancellation, as
-POSIX threads have it (`PTHREAD_CANCEL_DEFERRED`: a cancel request takes effect only at a
-cancellation point).
+`Terminated` for it at points the code chose: before every pipeline call and after each of its
+denoising steps, at the start of a trial, between trials, between the steps of loading, and in
+every polling wait (`sleep`). This is deferred cancellation, as POSIX threads have it
+(`PTHREAD_CANCEL_DEFERRED`: a cancel request takes effect only at a cancellation point).
 
 `Terminated` is a KeyboardInterrupt, so whatever handles Ctrl-C (the running trial marked
 interrupted and re-queued, "Resume with:") handles SIGTERM alike; `exit_code` is 128 plus the
@@ -16,7 +16,7 @@ is handled: Slurm signals every process of a job step, a launcher forwards the s
 workers too, and a second stop would break the re-queuing of the running trial.
 
 Handlers can be set only in the main thread; elsewhere `deferred()` changes nothing. A signal
-the process ignores (SIG_IGN, as `nohup` leaves SIGINT) stays ignored.
+the process ignores (SIG_IGN, as SIGINT is in a shell's background job) stays ignored.
 """
 
 from __future__ import annotations
