@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import stored  # noqa: E402 - stored runs' data over 50 KB is compressed
+
 DC = {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}
 TGATE = {"gate_step": 10, "sp_interval": 5, "fi_interval": 1, "warmup": 2}
 TOME = {"ratio": 0.5, "max_downsample": 1}
@@ -285,10 +287,10 @@ def spent(out: Path, args) -> None:
     from tuner.search.studies import locate
 
     label = args.label or "new"
-    log_text = (out / f"cost-{label}.log").read_text()
+    log_text = stored.read_text(out / f"cost-{label}.log")
     walls = [float(line.split()[2].rstrip("s")) for line in log_text.splitlines()
              if line.startswith("# wall ")]
-    storage = locate(str(out / f"cost-{label}")).storage()
+    storage = locate(str(stored.studies(out / f"cost-{label}"))).storage()
     rows = []
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -329,8 +331,7 @@ def compare(out: Path, args) -> None:
     from tuner.options import RunOptions
     from tuner.timing import TimingPolicy
 
-    runs = {label: json.loads((out / f"cost-{label}.json").read_text())
-            for label in args.labels}
+    runs = {label: stored.read_json(out / f"cost-{label}.json") for label in args.labels}
     report = {**header(), "runs": {}}
     for label, run in runs.items():
         states = [t["state"] for t in run["trials"]]

@@ -24,6 +24,9 @@ The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo d
         --out .../replay-tpe-1objective-0.05.json   # also 0.01, 0.02
     python benchmarks/sampler_bench.py markdown .../replay-*.json   # BENCHMARKS.md's rows
 
+Tables and replays over 50 KB are stored compressed (`python benchmarks/stored.py pack FILE`);
+every command here reads a file plain or as its `.gz`, named either way.
+
 The replays with speedup and loss as two objectives (`replay-tpe-random-grid.json`,
 `replay-2objectives-*`, `replay-gp.json`) ran at commit 53f231c, whose studies had two
 objectives by default.
@@ -44,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import stored  # noqa: E402 - the tables and replays are stored compressed
 from tuner.record import QualityEstimate, SpeedEstimate  # noqa: E402
 from tuner.setting import Goal, Setting  # noqa: E402
 
@@ -126,7 +130,7 @@ def remeasure(args) -> None:
     from tuner.app import build
     from tuner.options import RunOptions
 
-    data = json.loads(Path(args.table).read_text())
+    data = stored.read_json(args.table)
     contenders = {}
     for budget in args.budgets:
         table = Table(data, Goal(loss_budget=budget, metric=data["metric"]))
@@ -394,7 +398,7 @@ def summarize(runs: list[dict], patiences: tuple[int, ...] = PATIENCES) -> dict:
 
 
 def replay(args) -> None:
-    data = json.loads(Path(args.table).read_text())
+    data = stored.read_json(args.table)
     goal = Goal(loss_budget=args.budget, metric=data["metric"])
     table = Table(data, goal)
     if table.optimum is None:
@@ -424,7 +428,7 @@ def markdown(args) -> None:
     """The BENCHMARKS.md rows of one or more replay files: samplers, then patience (TPE)."""
     summary = {}
     for path in args.replays:
-        data = json.loads(Path(path).read_text())
+        data = stored.read_json(path)
         for sampler, v in data["summary"].items():  # files written before the interval was
             v.setdefault("median_interval", _median_interval(
                 [r["found_at"] or math.inf for r in data["runs"] if r["sampler"] == sampler]))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import stored  # noqa: E402 - traces over 50 KB are stored compressed
 from sampler_bench import _quantile  # noqa: E402 - one rank rule for every benchmark
 from tuner.stats import Interval  # noqa: E402
 from tuner.timing import Brackets, PlainRuns, Run, TimingPolicy  # noqa: E402
@@ -132,7 +132,7 @@ def main():
     parser.add_argument("--incumbent", type=float, nargs="+",
                         help="prune against an incumbent this many times the reference")
     args = parser.parse_args()
-    data = json.loads(Path(args.trace).read_text())
+    data = stored.read_json(args.trace)
     print(f"{data['device']}; k = accelerated runs per plain run; tolerance = the trust rule's "
           f"floor and cap")
     print("| configuration | reference | precision | k | tolerance | neighbours | prior df | "

@@ -14,6 +14,7 @@ TABLE = ROOT / "benchmarks" / "tables" / "tiny-shapes-deepcache.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sampler_bench  # noqa: E402
+import stored  # noqa: E402
 from tuner.setting import Goal  # noqa: E402
 
 
@@ -90,8 +91,8 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
     from tuner.record import StudyRecord
     from tuner.search.runner import SearchPlan, run_search
 
-    tables = [json.loads(TABLE.read_text()), json.loads(TABLE.with_name(
-        "tiny-shapes-deepcache+tome.json").read_text())]
+    tables = [stored.read_json(TABLE),
+              stored.read_json(TABLE.with_name("tiny-shapes-deepcache+tome.json"))]
     points = {**tables[0]["points"], **tables[1]["points"]}
     for point in points.values():  # wide intervals: the two answers overlap, and are raced
         if "speed" in point:
@@ -123,8 +124,8 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
 
 def _both_tables():
     """The DeepCache table and the DeepCache+ToMe one as one table: two combos of one run."""
-    tables = [json.loads(TABLE.read_text()), json.loads(TABLE.with_name(
-        "tiny-shapes-deepcache+tome.json").read_text())]
+    tables = [stored.read_json(TABLE),
+              stored.read_json(TABLE.with_name("tiny-shapes-deepcache+tome.json"))]
     return sampler_bench.Table({**tables[0], "grid": tables[0]["grid"] + tables[1]["grid"],
                                 "points": {**tables[0]["points"], **tables[1]["points"]}},
                                Goal(loss_budget=0.02))

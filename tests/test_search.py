@@ -664,33 +664,6 @@ def test_ctrl_c_while_optuna_creates_a_trial_waits_for_the_objective_to_requeue_
     assert len(evaluated(study)) == 1
 
 
-def test_the_interrupt_gate_holds_signals_back_until_it_opens():
-    import os
-    import signal
-
-    from tuner.search.workers import InterruptGate
-
-    gate = InterruptGate()
-    with pytest.raises(KeyboardInterrupt):
-        with gate.closed():
-            os.kill(os.getpid(), signal.SIGINT)
-            held = True  # still running: the signal waits
-            with gate.open():
-                pytest.fail("open() delivers the waiting signal first")
-    assert held and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):  # never opened: delivered when closed() ends
-        with gate.closed():
-            os.kill(os.getpid(), signal.SIGINT)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:  # an ignored signal stays ignored
-        with gate.closed():
-            os.kill(os.getpid(), signal.SIGINT)
-            with gate.open():
-                pass
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
     from dataclasses import replace
 

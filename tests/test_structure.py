@@ -53,3 +53,16 @@ def test_show_and_report_run_without_torch(tmp_path):
                           timeout=120, cwd=Path(__file__).parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Fastest within clip loss <= 0.02" in done.stdout
+
+
+def test_only_the_interrupts_module_handles_the_stop_signals_of_a_run():
+    """A raising signal handler throws wherever the interpreter is, a library's finalizer
+    included (tuner/interrupts.py); a run's handlers are set there alone. The dashboard, which
+    runs no trial and only waits on its server thread, keeps its own."""
+    setters = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "signal" and ast.unparse(node.func.value) == "signal":
+                setters.append(path.name)
+    assert sorted(set(setters)) == ["dashboard.py", "interrupts.py"]

@@ -8,7 +8,8 @@ storage, and writes the answer once they are done (the worker protocol: search/w
 
 SIGTERM (Slurm, Kubernetes and systemd stop a run with it) does what Ctrl-C does: the running
 trial is marked interrupted and re-queued, and `tuner run` exits with 143 (Ctrl-C: 130); a
-launcher forwards it to its workers.
+launcher forwards it to its workers. Both are requests, acted on at checkpoints
+(tuner/interrupts.py), never raised inside a library.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import interrupts
 from .answer import Answer, answer
+from .interrupts import Terminated
 from .options import RunOptions
 from .presets import RANDOM_WEIGHTS_NOTE, is_preset
 from .setting import Goal, Setting, prompts_id
@@ -80,12 +82,14 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
         print(f"note: {moved}", file=sys.stderr)
     say(f"loading {options.pipe} on {device} ...")
     pipe = pipelines.load_pipeline(options.pipe, device=device)
+    interrupts.checkpoint()  # loading has no others: a stop waits for each step to end
     pipelines.set_scheduler(pipe, options.sched)
     clip = clip_model_name(options)
     setting = options.setting(native=pipelines.native_size(pipe),
                               device=pipelines.device_name(device), clip_model=clip,
                               prompts_id=prompts_id(chosen))
     scorer = metrics.load_clip_scorer(clip, device=device, dtype=pipelines.default_dtype(device))
+    interrupts.checkpoint()
     evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.metric,
                           timing=options.timing, clock=clock)
     threads = None
@@ -310,41 +314,6 @@ def _print_resume(options: RunOptions) -> None:
           f"Resume with:\n  {shown}{again}", file=sys.stderr)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: whatever runs stops cleanly, its trial re-queued."""
-
-
-TERMINATED_EXIT = 128 + signal.SIGTERM  # 143; Ctrl-C exits with 130
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """While inside, SIGTERM raises `Terminated` once; yields a list that then holds it.
-
-    Later SIGTERMs are ignored while the first is handled (Slurm signals every process of a
-    job step, and the launcher forwards the signal too): a second interrupt would break the
-    re-queuing of the running trial. Only the main thread can install a handler; elsewhere
-    SIGTERM keeps its default.
-    """
-    import threading
-
-    seen: list[int] = []
-
-    def handler(signum, frame):
-        if not seen:
-            seen.append(signum)
-            raise Terminated
-
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield seen
-    finally:  # once terminated, the process is on its way out: a second SIGTERM stays ignored
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if seen else previous)
-
-
 # -- several workers ---------------------------------------------------------------------------
 
 
@@ -386,7 +355,7 @@ def run_workers(options: RunOptions) -> int:
     try:
         _follow(options, storage, setting, procs)
     except BaseException as err:  # Ctrl-C, SIGTERM, anything else: the workers stop cleanly too
-        stop = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+        stop = err.signum if isinstance(err, Terminated) else signal.SIGINT
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(stop)
@@ -426,21 +395,20 @@ def _follow(options: RunOptions, storage, setting: Setting, procs) -> None:
             bar.n = sum(min(sum(r.evaluated for r in trial_records(s)), options.trials)
                         for s in studies.values())
             bar.refresh()
-            time.sleep(1.0)
+            interrupts.sleep(1.0)
 
 
 def launch(options: RunOptions) -> int:
-    """`tuner run`: this process alone, or a launcher of workers; SIGTERM stops it as Ctrl-C
-    does, and its exit code is then 143."""
-    with _terminate_as_interrupt() as terminated:
-        try:
+    """`tuner run`: this process alone, or a launcher of workers. Ctrl-C and SIGTERM stop it at
+    the next checkpoint (tuner/interrupts.py); its exit code is then 130 or 143."""
+    try:
+        with interrupts.deferred() as request:
             rc = run_workers(options) if options.workers > 1 and options.worker is None \
                 else run(options)
-        except Terminated:  # before any trial ran (loading, measuring the baseline)
-            print("\ntuner: terminated", file=sys.stderr)
-            return TERMINATED_EXIT
-    return TERMINATED_EXIT if terminated and rc == 130 else rc
+    except Terminated as stop:  # outside a trial: loading, measuring the baseline, the end
+        print(f"\ntuner: {stop.word}", file=sys.stderr)
+        return stop.exit_code
+    return request.exit_code(rc)
 
 
-__all__ = ["Session", "TERMINATED_EXIT", "Terminated", "build", "current_answer", "launch", "run",
-           "save_answer"]
+__all__ = ["Session", "build", "current_answer", "launch", "run", "save_answer"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import accelerators, metrics
+from . import accelerators, interrupts, metrics
 from .accelerators import Config
 from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate, SpeedEstimate
 from .setting import LOSS_METRICS, Setting
@@ -120,10 +120,12 @@ class Evaluator:
         s = self.setting
         seeds = range(s.seed + batch["first"], s.seed + batch["first"] + batch["count"])
         embeds = {k: v for k, v in batch.items() if k not in ("first", "count")}
+        interrupts.checkpoint()
         with torch.inference_mode():
             return run(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
                        height=s.height, width=s.width, output_type="pt",
-                       generator=[torch.Generator("cpu").manual_seed(i) for i in seeds]).images
+                       generator=[torch.Generator("cpu").manual_seed(i) for i in seeds],
+                       callback_on_step_end=_checkpoint_each_step).images
 
     def _images(self, run: Callable[..., Any], k: int) -> tuple[torch.Tensor, Run]:
         """Generate batch `k`; (uint8 images, the timed run)."""
@@ -284,6 +286,13 @@ class Evaluator:
         plain = [r.seconds for r in brackets[0].trusted_plain()] or \
             [r.seconds for r in race_runs]
         return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
+
+
+def _checkpoint_each_step(pipe, step: int, timestep, tensors: dict) -> dict:
+    """diffusers' step callback: a stop requested mid-batch (interrupts.py) takes effect at the
+    end of the denoising step, not of the batch."""
+    interrupts.checkpoint()
+    return tensors
 
 
 class _Scores:

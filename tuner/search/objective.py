@@ -19,7 +19,7 @@ import gc
 
 import optuna
 
-from .. import accelerators
+from .. import accelerators, interrupts
 from ..accelerators import AcceleratorError
 from ..evaluator import Evaluation, Evaluator
 from ..messages import described
@@ -29,7 +29,7 @@ from ..setting import Goal
 from ..state import StudyState
 from .space import canonical_key, suggest
 from .studies import objectives
-from .workers import InterruptGate, Surplus, earlier_answer, requeue, this_worker
+from .workers import Surplus, earlier_answer, requeue, this_worker
 
 
 class TrialFailed(Exception):
@@ -47,12 +47,11 @@ class Objective:
         self.sampler_seed, self.full_front = sampler_seed, full_front
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
         self.poll = poll
-        self.gate = InterruptGate()  # the caller closes it around study.optimize (rule 8)
 
     def __call__(self, trial: optuna.Trial):
-        try:
-            with self.gate.open():  # Ctrl-C and SIGTERM stop a trial here, not elsewhere
-                return self._run(trial)
+        try:  # a stop is acted on at checkpoints (workers.py, rule 8): from here on it re-queues
+            interrupts.checkpoint()  # one requested while Optuna created this trial
+            return self._run(trial)
         except KeyboardInterrupt:
             TrialRecord.write_failure(trial, INTERRUPTED)
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)

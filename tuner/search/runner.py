@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from datetime import datetime, timezone
 import optuna
 from tqdm.auto import tqdm
 
+from .. import interrupts
 from ..accelerators import COMBOS, device_of, split_params
 from ..answer import config_text, speed_text
 from ..evaluator import Evaluator
@@ -149,8 +149,9 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             bar.write(f"  {combo} trial {trial.number} {config_text(record.config)}: "
                       f"{record.fail_reason or 'failed'}", file=sys.stderr)
 
-    with bar:
+    with bar, interrupts.deferred():  # stops only at checkpoints (workers.py, rule 8)
         while True:
+            interrupts.checkpoint()
             recover_orphans(study)
             state = StudyState.of(study, goal)
             records = list(state.records)
@@ -175,15 +176,14 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                 # The budget is full only once the trials other processes run now finish:
                 # the confirming process waits, and runs any that its dead owner leaves
                 # re-queued (workers.py, rules 2 and 6).
-                time.sleep(OTHERS_POLL)
+                interrupts.sleep(OTHERS_POLL)
                 continue
             if _free_streak(records) >= FREE_STREAK and not _enqueue_unanswered(
                     study, evaluator, combo,
                     {r.canonical for r in records if r.settles(objective.floor)}, rng):
                 break
-            with objective.gate.closed():  # a trial Optuna creates is one that runs (rule 8)
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,),
-                               gc_after_trial=False, callbacks=[report_failure])
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
+                           callbacks=[report_failure])
     return study
 
 

@@ -38,28 +38,28 @@ The contract, which every function here keeps:
    other process runs a trial of the study (`wait_for_others`) and confirms.
 7. Results. A process writes the results file only for studies it confirmed; a launcher, which
    runs no trial, writes it from the stored records once every worker has exited.
-8. Interrupts. Ctrl-C and SIGTERM stop a process only inside its objective, where the running
-   trial is marked interrupted and re-queued, or between trials. One that comes while Optuna
-   creates or closes a trial waits until that is done (`InterruptGate`): a trial created but
-   never claimed would stay RUNNING with no owner to fail it (rule 2).
+8. Interrupts. Ctrl-C and SIGTERM are requests (tuner/interrupts.py), acted on only at
+   checkpoints: at the start of a trial, before every pipeline call and after each of its
+   denoising steps, where the running trial is marked interrupted and re-queued; between
+   trials; in every polling wait. None is inside Optuna: a trial it creates is one the
+   objective runs or re-queues (a trial created but never claimed would stay RUNNING with no
+   owner to fail it, rule 2), and one it closes is closed.
 
 Processes, not threads: nothing here is meant to be shared by threads of one process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .. import interrupts
 from ..record import ORPHANED, TrialRecord, trial_records
 
 
@@ -151,7 +151,7 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
             return done[-1]
         if not any(r.state == "RUNNING" and r.canonical in (key, None) for r in ahead):
             return None
-        time.sleep(poll)
+        interrupts.sleep(poll)
         recover_orphans(trial.study)
 
 
@@ -166,68 +166,8 @@ def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
         recover_orphans(study)
         if not others_running(trial_records(study)):
             return
-        time.sleep(poll)
+        interrupts.sleep(poll)
 
 
-class InterruptGate:
-    """Holds SIGINT and SIGTERM back while closed, and lets them through while open (rule 8).
-
-    `closed()` replaces their handlers with one that notes the signal; `open()` puts the
-    process's own handlers back (KeyboardInterrupt for Ctrl-C, tuner.app's for SIGTERM) and
-    first delivers a signal that waited, so the objective raises it where it can re-queue its
-    trial. A signal that comes while closed and the objective never opens is delivered when
-    `closed()` ends. Handlers can only be set in the main thread; elsewhere the gate does
-    nothing. A signal ignored by the process (SIG_IGN) stays ignored.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self._handlers: dict[int, object] = {}
-        self._waiting: list[int] = []
-
-    def _note(self, signum, frame) -> None:
-        self._waiting.append(signum)
-
-    def _deliver(self) -> None:
-        """Put the handlers back and call the first waiting signal's (which raises)."""
-        for signum, handler in self._handlers.items():
-            signal.signal(signum, handler)
-        if self._waiting:
-            signum = self._waiting[0]
-            self._waiting.clear()
-            self._handlers[signum](signum, None)
-
-    def _hold(self) -> None:
-        for signum in self._handlers:
-            signal.signal(signum, self._note)
-
-    @contextlib.contextmanager
-    def closed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        self._handlers = {s: h for s in self.SIGNALS if callable(h := signal.getsignal(s))}
-        self._hold()
-        try:
-            yield self
-        finally:
-            try:
-                self._deliver()
-            finally:
-                self._handlers = {}
-
-    @contextlib.contextmanager
-    def open(self):
-        if not self._handlers:  # not inside closed(), or not the main thread
-            yield
-            return
-        try:
-            self._deliver()
-            yield
-        finally:
-            self._hold()
-
-
-__all__ = ["InterruptGate", "Surplus", "confirms", "earlier_answer", "others_running",
-           "process_seed", "recover_orphans", "requeue", "this_worker", "wait_for_others"]
+__all__ = ["Surplus", "confirms", "earlier_answer", "others_running", "process_seed",
+           "recover_orphans", "requeue", "this_worker", "wait_for_others"]

@@ -12,13 +12,14 @@ repository root:
 import sys
 from pathlib import Path
 
-sys.path[:0] = ["."]
+sys.path[:0] = [".", "benchmarks"]
 
 import optuna  # noqa: E402
 
 from tuner.answer import candidates, choose, feasible, speed_of  # noqa: E402
 from tuner.record import Confirmation, StudyRecord, trial_records  # noqa: E402
 from tuner.search.runner import finished, floor_of, unconfirmed_progress  # noqa: E402
+import stored  # noqa: E402
 from tuner.search.studies import locate  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -53,7 +54,7 @@ def race(records, goal, confirmation, measured, last_trial, log):
 
 
 def main():
-    storage = locate(str(HERE / "cost-floor")).storage()
+    storage = locate(str(stored.studies(HERE / "cost-floor"))).storage()
     studies = [optuna.load_study(study_name=n, storage=storage)
                for n in optuna.get_all_study_names(storage)]
     order = ["deepcache", "deepcache+tome", "deepcache+tgate", "deepcache+tome+tgate"]

@@ -10,13 +10,13 @@ TPE proposes again). MODE every: every PERIOD-th evaluation is one unanswered ne
 incumbent, drawn at random. Output: one line, as variants.py's; neighbours.txt holds those run.
 """
 
-import json
 import random
 import sys
 
 sys.path[:0] = [".", "benchmarks"]
 
 import sampler_bench as sb  # noqa: E402
+import stored  # noqa: E402
 import tuner.search.runner as runner  # noqa: E402
 from tuner.accelerators import grid  # noqa: E402
 from tuner.answer import incumbent  # noqa: E402
@@ -24,7 +24,7 @@ from tuner.setting import Goal  # noqa: E402
 
 mode, period, seeds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 budget = float(sys.argv[4]) if len(sys.argv) > 4 else 0.02
-data = json.load(open("benchmarks/tables/tiny-shapes-deepcache+tome.json"))
+data = stored.read_json("benchmarks/tables/tiny-shapes-deepcache+tome.json")
 table = sb.Table(data, Goal(loss_budget=budget, metric=data["metric"]))
 COMBO = data["combo"]
 state: dict = {}

@@ -7,7 +7,6 @@ sampler_bench.replay_once. Run from the repository root:
 Output: one line (evaluations until found: median (95 % interval), 90th percentile, and the
 share of replays in which --patience 40 found the optimum); variants.txt holds those run."""
 
-import json
 import math
 import sys
 
@@ -16,6 +15,7 @@ sys.path[:0] = [".", "benchmarks"]
 import optuna  # noqa: E402
 
 import sampler_bench as sb  # noqa: E402
+import stored  # noqa: E402
 import tuner.search.runner as runner  # noqa: E402
 from tuner.setting import Goal  # noqa: E402
 
@@ -38,16 +38,16 @@ budget = float(sys.argv[4]) if len(sys.argv) > 4 else 0.02
 tuners = runner.make_sampler
 
 
-def make(kind, combo, *, seed):
+def make(kind, combo, *, seed, device="cpu"):
     if kind == "tpe":  # the tuner's own TPE settings, plus the variant's
         return optuna.samplers.TPESampler(seed=seed, multivariate=name not in UNIVARIATE,
                                           constant_liar=True,
                                           **{**VARIANTS, **UNIVARIATE}[name])
-    return tuners(kind, combo, seed=seed)
+    return tuners(kind, combo, seed=seed, device=device)
 
 
 runner.make_sampler = make
-data = json.load(open("benchmarks/tables/tiny-shapes-deepcache+tome.json"))
+data = stored.read_json("benchmarks/tables/tiny-shapes-deepcache+tome.json")
 table = sb.Table(data, Goal(loss_budget=budget, metric=data["metric"]))
 runs = [sb.replay_once(table, "tpe", s, budget=len(data["grid"]))
         for s in range(first, first + seeds)]

@@ -15,6 +15,7 @@ sys.path[:0] = [".", "benchmarks"]
 import optuna  # noqa: E402
 
 import sampler_bench  # noqa: E402
+import stored  # noqa: E402
 import tuner.search.runner as runner  # noqa: E402
 from tuner.setting import Goal  # noqa: E402
 
@@ -37,7 +38,7 @@ def warm_open(*args, **kwargs):
     return study
 
 
-data = json.loads(open("benchmarks/tables/tiny-shapes-deepcache+tome.json").read())
+data = stored.read_json("benchmarks/tables/tiny-shapes-deepcache+tome.json")
 table = sampler_bench.Table(data, goal)
 for mode, opener in (("cold", cold_open), ("warm", warm_open)):
     runner.open_study = opener
