@@ -18,6 +18,7 @@ answer before it is written (tuner/search/confirm.py decides who takes part and 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -227,7 +228,7 @@ class Evaluator:
         speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
                                 precision=self.timing.screening,
                                 decided=lambda interval: over_budget() or too_slow(interval),
-                                warmup=warmup)
+                                warmup=warmup, key=config_key(config))
         pruned = PRUNED_LOSS if over_budget() else \
             PRUNED_SLOW if too_slow(speed.speedup) else None
         for k in range(len(self._batches)):
@@ -279,11 +280,20 @@ class Evaluator:
                 continue
             intervals = {i: brackets[i].interval() for i in alive}
             alive = {i for i in keep(intervals) if i in alive}
-            if all(intervals[i].relative_half_width <= policy.precision for i in alive):
+            # this moment's own precision: more rounds cannot narrow the drift between moments
+            if all(brackets[i].interval(between=False).relative_half_width <= policy.precision
+                   for i in alive):
                 break
         plain = [r.seconds for r in brackets[0].trusted_plain()] or \
             [r.seconds for r in race_runs]
-        return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
+        return Race([b.estimate(config_key(c)) for b, c in zip(brackets, configs)],
+                    statistics.median(plain), rounds)
+
+
+def config_key(config: Config) -> str:
+    """A configuration's name among those one process measures (its repeated measurements
+    teach the timing the drift between moments)."""
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 class _Scores:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .record import SpeedEstimate
-from .stats import Interval, Prior, ratio_interval, relative_spread
+from .stats import Interval, Prior, mean_variance, ratio_interval, relative_spread
 
 
 class Clock(Protocol):
@@ -126,6 +126,18 @@ class TimingPolicy:
     # differ in noise (on one H200 the standard deviations of their ratios spread 2x).
     prior_df: int = 4
     reuse_within: float = 30.0  # seconds: a plain run this recent opens the next bracket
+    # Adjacent brackets share a plain run: with the plain and accelerated runs' log noise
+    # alike, their log ratios correlate by (s^2/4) / (s^2/2 + s^2) = 1/6 (stats.mean_variance).
+    correlation: float = 1 / 6
+    # Between moments (minutes apart, another process) a configuration's speedup moves by more
+    # than its brackets within one measurement show: this floor of its standard deviation (on
+    # the log scale) is added to every interval, raised to what the run's own repeated
+    # measurements of one configuration show (PlainRuns.between).
+    drift: float = 0.02
+    # PlainRuns.floor: one log ratio varies at least this many times one plain run's log
+    # variance (half of it from the two plain runs interpolated, a plain run's from the
+    # accelerated one); 0: no floor.
+    jitter_floor: float = 1.5
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
@@ -135,6 +147,9 @@ class TimingPolicy:
             raise ValueError(f"need neighbours >= 1, got {self.neighbours}")
         if self.prior_df < 0:
             raise ValueError(f"need prior_df >= 0, got {self.prior_df}")
+        if not 0 <= self.correlation < 0.5 or self.drift < 0:
+            raise ValueError(f"need 0 <= correlation < 0.5 and drift >= 0, got "
+                             f"{self.correlation} and {self.drift}")
 
 
 def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
@@ -162,13 +177,54 @@ class PlainRuns:
         self.brackets = 0
         self.rejected = 0
         self._spreads: list[tuple[float, int]] = []  # per configuration: squares, df
+        # per configuration measured here (its key): log speedup, variance of that estimate
+        self._measured: dict[str, list[tuple[float, float]]] = {}
 
-    def learn(self, ratios: Sequence[float]) -> None:
-        """Add one configuration's trusted ratios to what `prior` is pooled from."""
+    def learn(self, ratios: Sequence[float], adjacent: int = 0) -> None:
+        """Add one configuration's trusted ratios (`adjacent` of them sharing a plain run with
+        the next) to what `prior` is pooled from."""
         if len(ratios) > 1:
             logs = [math.log(r) for r in ratios]
-            self._spreads.append(((len(logs) - 1) * statistics.variance(logs), len(logs) - 1))
+            n = len(logs)
+            bias = 1 - 2 * self.policy.correlation * min(adjacent, n - 1) / (n * (n - 1))
+            self._spreads.append(((n - 1) * statistics.variance(logs) / bias, n - 1))
             del self._spreads[:-self.window]
+
+    def remember(self, key: str, log_value: float, variance: float) -> None:
+        """One measurement of the configuration `key`: its log speedup and that estimate's
+        variance within its own moment (what `between` learns from)."""
+        self._measured.setdefault(key, []).append((log_value, variance))
+
+    @property
+    def between(self) -> float:
+        """The variance, on the log scale, of a configuration's speedup between moments: the
+        policy's floor, or what configurations measured more than once here show, if more.
+
+        Two measurements x1, x2 of one configuration, with within-moment variances v1, v2,
+        differ by E[(x1 - x2)^2] = v1 + v2 + 2 tau^2; tau^2 is the mean excess over all such
+        consecutive pairs, at least 0: the method-of-moments estimator of a random-effects
+        meta-analysis (DerSimonian and Laird 1986, "Meta-analysis in clinical trials")."""
+        floor = self.policy.drift ** 2
+        excess = [((a - b) ** 2 - va - vb) / 2 for seen in self._measured.values()
+                  for (a, va), (b, vb) in zip(seen, seen[1:])]
+        return max(floor, statistics.fmean(excess)) if excess else floor
+
+    @property
+    def floor(self) -> float:
+        """A lower bound on the variance of one log ratio from this machine's plain runs: the
+        interpolated plain latency carries half a plain run's log variance and the accelerated
+        run at least a plain run's (shorter runs jitter relatively more), 1.5 s_p^2 in all
+        (TimingPolicy.jitter_floor).
+        s_p comes from the lower quartile of consecutive runs' log differences, which stays
+        put while up to three quarters of them are disturbed: the trusted ratios alone, their
+        slow tail set aside, would understate it."""
+        logs = [math.log(r.seconds) for r in self.runs]
+        steps = sorted(abs(a - b) for a, b in zip(logs, logs[1:]))
+        if len(steps) < 3:
+            return 0.0
+        quartile = steps[(len(steps) - 1) // 4]
+        # |difference of two runs| is half-normal with scale s_p sqrt(2); its quartile 0.3186
+        return self.policy.jitter_floor * (quartile / 0.3186) ** 2 / 2
 
     @property
     def prior(self) -> Prior | None:
@@ -247,6 +303,11 @@ def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int) -> l
     return found
 
 
+def _adjacent(brackets: Sequence[Bracket]) -> int:
+    """How many of the brackets (in time order) share their closing plain run with the next."""
+    return sum(a.after == b.before for a, b in zip(brackets, brackets[1:]))
+
+
 def _bracketed(accelerated: Sequence[Run], plains: Sequence[Run]) -> list[Bracket]:
     """Each accelerated run between the nearest of `plains` (in time order) before and after
     it; runs with no plain run on one side are left out."""
@@ -311,10 +372,21 @@ class Brackets:
         """Every accelerated run against its own neighbours, trusted or not."""
         return _bracketed(self.accelerated, sorted(self.plains, key=lambda r: r.middle))
 
-    def interval(self) -> Interval | None:
+    def interval(self, *, between: bool = True) -> Interval | None:
+        """The speedup's interval: of the trusted brackets, for the adjacent ones' correlation,
+        at least the machine's jitter (`PlainRuns.floor`), and with the variance between
+        moments (`PlainRuns.between`) unless `between` is False (this moment's own, which
+        only more pairs narrow: what a measurement stops on).
+
+        With `between`, it is where a measurement at another moment (later in the run, in
+        another process) lands: this moment's drift and that one's, 2 tau^2 on the log scale."""
         clean = self.clean()
         if clean:
-            return ratio_interval([b.ratio for b in clean], prior=self.plain.prior)
+            return ratio_interval([b.ratio for b in clean], prior=self.plain.prior,
+                                  adjacent=_adjacent(clean),
+                                  correlation=self.plain.policy.correlation,
+                                  floor=self.plain.floor,
+                                  between=2 * self.plain.between if between else 0.0)
         everything = self.all()
         if not everything:
             return None
@@ -329,15 +401,23 @@ class Brackets:
             return None
         return self.interval()
 
-    def estimate(self) -> SpeedEstimate:
+    def estimate(self, key: str | None = None) -> SpeedEstimate:
+        """The speedup; `key` names the configuration, whose repeated measurements teach the
+        plain series the drift between moments (`PlainRuns.between`)."""
         clean, everything = self.clean(), self.all()
         if not everything:
             raise ValueError("no bracket was measured")
         used = clean or everything
         interval = self.interval()  # before this configuration joins the prior
+        if key is not None and len(clean) > 1:
+            logs = [math.log(b.ratio) for b in clean]
+            variance, _ = mean_variance(logs, self.plain.prior, adjacent=_adjacent(clean),
+                                        correlation=self.plain.policy.correlation,
+                                        floor=self.plain.floor)
+            self.plain.remember(key, statistics.fmean(logs), variance)
         self.plain.brackets += len(self.accelerated)
         self.plain.rejected += len(self.accelerated) - len(clean)
-        self.plain.learn([b.ratio for b in clean])
+        self.plain.learn([b.ratio for b in clean], _adjacent(clean))
         return SpeedEstimate(interval,
                              statistics.median(r.seconds for b in used
                                                for r in (b.before, b.after)),
@@ -348,14 +428,16 @@ class Brackets:
 def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], Run],
                     plain: PlainRuns, *, precision: float | None = None,
                     decided: Callable[[Interval | None], bool] | None = None,
-                    warmup: Run | None = None) -> SpeedEstimate:
+                    warmup: Run | None = None, key: str | None = None) -> SpeedEstimate:
     """Measure one configuration's speedup in bracketed pairs (see the module's docstring).
 
     After every bracket, `decided(interval)` (the interval is None before the policy's minimum
     of trusted pairs) may end the measurement once the caller's question is answered, e.g.
     "is it below the required speedup?". Each callable times one run. `precision` defaults
     to the policy's. `warmup`, the configuration's untimed first run, joins the trust rule's
-    judges of the accelerated runs, never their ratios.
+    judges of the accelerated runs, never their ratios. `key` names the configuration
+    (`Brackets.estimate`). The measurement stops on the precision of this moment's own interval:
+    more pairs cannot narrow the drift between moments that the estimate's interval includes.
     """
     policy = plain.policy
     before = plain.recent() or plain.add(run_plain())
@@ -369,10 +451,10 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (decided is not None and decided(interval)):
             break
-        if interval is not None and \
-                interval.relative_half_width <= (precision or policy.precision):
+        if interval is not None and brackets.interval(between=False).relative_half_width \
+                <= (precision or policy.precision):
             break
-    return brackets.estimate()
+    return brackets.estimate(key)
 
 
 def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
