@@ -193,6 +193,7 @@ class SimProcess:
         self.machine, self.timing, self.clock = machine, policy, _Clock(start)
         self.plain_runs = PlainRuns(self.clock, policy)
         self.baseline, self._timed = True, [1]
+        self._sentinel, self._since_repeat = None, 0  # as the evaluator's (drift)
         for _ in range(4):
             self.plain_runs.add(self._plain(1, {}))
 
@@ -202,9 +203,14 @@ class SimProcess:
     def _accelerated(self, config, batches, images, seconds) -> Run:
         return self.machine.run(self.clock, 1.0, config_key(config))
 
-    def measure(self, config: dict, slower_than: float | None, precision: float):
-        """One evaluation's speed part, as Evaluator.evaluate measures it; (estimate, seconds)."""
+    def measure(self, config: dict, slower_than: float | None, precision: float,
+                screening: bool = True):
+        """One evaluation's speed part, as Evaluator.evaluate measures it (while `screening`,
+        with the evaluator's repeats of its first configuration); (estimate, seconds)."""
         began = self.clock.t
+        if screening:
+            Evaluator._repeat_sentinel(self, {})
+            self._sentinel = self._sentinel or config
         warmup = self._accelerated(config, [0], {}, {})
         speed = measure_speedup(lambda: self._plain(1, {}),
                                 lambda: self._accelerated(config, [1], {}, {}),
@@ -226,9 +232,11 @@ def simulate(seed: int, *, policy: TimingPolicy, jitter: float, drift: float, mo
     random.Random(seed).shuffle(order)
     rows = screen(lambda c, best: first.measure(c, best, policy.screening), order)
     answer = race(first, rows)
-    later = {config_key(c): first.measure(c, None, policy.precision)[0].value for c in GRID}
+    later = {config_key(c): first.measure(c, None, policy.precision, False)[0].value
+             for c in GRID}
     second = SimProcess(machine, policy, start=first.clock.t + 120.0)
-    again = {config_key(c): second.measure(c, None, policy.precision)[0].value for c in GRID}
+    again = {config_key(c): second.measure(c, None, policy.precision, False)[0].value
+             for c in GRID}
     return {"seed": seed, "rows": rows, "answer": answer, "later": later, "second": again,
             "seconds": sum(r["seconds"] for r in rows)}
 
@@ -237,14 +245,15 @@ def sim(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = TimingPolicy(drift=args.floor, correlation=args.correlation,
-                          jitter_floor=args.jitter_floor)
+                          jitter_floor=args.jitter_floor, repeat_every=args.repeat_every)
     header = ("| drift between moments | neighbour | screening holds: re-measured | truth | "
               "answer holds: re-measured | truth | answer / truth: median | max | "
               "screening s: mean | set aside |")
     lines = [f"{args.seeds} seeds per row, the 16-point grid each (truths 1.27-2.96x); jitter "
              f"{args.jitter:.0%} per run; moments of {args.moment:g} s; bursts slow "
              f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%}, correlation "
-             f"{policy.correlation:.3g}, jitter floor {policy.jitter_floor:g}", "", header,
+             f"{policy.correlation:.3g}, jitter floor {policy.jitter_floor:g}, repeat every "
+             f"{policy.repeat_every}", "", header,
              "|---" * 10 + "|"]
     log("\n".join(lines))
     raw = []
@@ -479,6 +488,8 @@ def main() -> None:
                    help="the policy's drift floor (0: none)")
     s.add_argument("--correlation", type=float, default=TimingPolicy.correlation,
                    help="of adjacent brackets (0: taken as independent)")
+    s.add_argument("--repeat-every", type=int, default=TimingPolicy.repeat_every,
+                   help="evaluations between repeats of the first configuration (0: none)")
     s.add_argument("--jitter-floor", type=float, default=TimingPolicy.jitter_floor,
                    help="of one log ratio's variance, in plain runs' (0: none)")
     for name, text in (("gpu", "on a GPU: quiet, beside a bursty neighbour, second process"),

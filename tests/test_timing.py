@@ -198,13 +198,21 @@ def test_noisy_ratios_get_more_pairs_until_the_interval_is_precise():
         seconds *= 1 + rng.gauss(0, 0.015)
         return timed_run(lambda: clock.advance(seconds), clock)[1]
 
-    plain = PlainRuns(clock)
-    for _ in range(4):
-        plain.add(run(1.0))
-    found = measure_speedup(lambda: run(1.0), lambda: run(0.5), plain)
+    def measured(policy):
+        plain = PlainRuns(clock, policy)
+        for _ in range(4):
+            plain.add(run(1.0))
+        return measure_speedup(lambda: run(1.0), lambda: run(0.5), plain)
+
+    found = measured(TimingPolicy(drift=0.0))  # no drift between moments: this moment's own
     assert found.pairs > 3
     assert found.speedup.relative_half_width <= 0.02
     assert found.speedup.low < 2.0 < found.speedup.high
+    # With the default floor of drift between moments the measurement stops alike (more
+    # pairs cannot narrow it), and its interval says how far another moment may land.
+    drifting = measured(TimingPolicy())
+    assert drifting.pairs < TimingPolicy().max_pairs
+    assert 0.04 < drifting.speedup.relative_half_width < 0.08
 
 
 def test_earlier_configurations_lend_their_variance_to_the_next_one():
@@ -231,7 +239,8 @@ def test_earlier_configurations_lend_their_variance_to_the_next_one():
     assert borrowing[0].pairs == each_alone[0].pairs  # nothing to borrow yet
     assert sum(f.pairs for f in borrowing[1:]) < sum(f.pairs for f in each_alone[1:])
     assert pooled.prior.df == 4  # pooled over many more pairs than that, worth 4
-    assert 0.03 ** 2 < pooled.prior.variance < 3 * 2 * 0.03 ** 2  # a ratio of two runs' noise
+    # a ratio of two runs' noise (1.5 x 0.03^2), the last window's plain runs its floor
+    assert 0.5 * 0.03 ** 2 < pooled.prior.variance < 3 * 2 * 0.03 ** 2
     assert sum(f.speedup.low <= 2.0 <= f.speedup.high for f in borrowing) >= 5
     with pytest.raises(ValueError, match="prior_df"):
         TimingPolicy(prior_df=-1)

@@ -96,6 +96,8 @@ class Evaluator:
         # would time another shape).
         self._timed = [k for k in full if k != 0] or [0]
         self.baseline: Baseline | None = None
+        self._sentinel: Config | None = None  # the configuration measured again (drift)
+        self._since_repeat = 0
 
     # -- generation -------------------------------------------------------------------------
 
@@ -199,6 +201,7 @@ class Evaluator:
         accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
         started = self.clock.now()
         seconds: dict[str, float] = {}
+        self._repeat_sentinel(seconds)
         images: dict[int, torch.Tensor] = {}
         scores = _Scores(self, images, seconds)
         # Every scored batch is a look at the loss: the test is corrected for all of them.
@@ -242,9 +245,32 @@ class Evaluator:
         if quality.images == s.num_samples and torch.equal(ordered, self.baseline.images):
             raise accelerators.NoEffect("output is bit-identical to the plain pipeline's")
         seconds["total"] = self.clock.now() - started
+        if self._sentinel is None:
+            self._sentinel = config
         return Evaluation(config={k: dict(v) for k, v in config.items()}, speed=speed,
                           quality=quality, pruned=pruned,
                           sample_images=ordered[:self.sample_count].cpu(), seconds=seconds)
+
+    def _repeat_sentinel(self, seconds: dict) -> None:
+        """Measure this process's first configuration evaluated without error again, briefly, every so often
+        (TimingPolicy.repeat_every): how far its speedup moves between moments is part of
+        every interval (PlainRuns.between), and only the same configuration measured at two
+        moments shows it. Its seconds count as the evaluation's "drift"."""
+        every = self.timing.repeat_every
+        if self._sentinel is None or not every:
+            return
+        self._since_repeat += 1
+        if self._since_repeat < (every if self.plain_runs.repeats >= 4 else max(1, every // 3)):
+            return
+        self._since_repeat = 0
+        began, spent = self.clock.now(), {}
+        batch = self._timed[0]
+        warmup = self._accelerated(self._sentinel, [batch], {}, spent)
+        measure_speedup(lambda: self._plain(batch, spent),
+                        lambda: self._accelerated(self._sentinel, [batch], {}, spent),
+                        self.plain_runs, precision=self.timing.screening, warmup=warmup,
+                        key=config_key(self._sentinel))
+        seconds["drift"] = self.clock.now() - began
 
     # -- confirmation -----------------------------------------------------------------------
 
@@ -286,8 +312,9 @@ class Evaluator:
                 break
         plain = [r.seconds for r in brackets[0].trusted_plain()] or \
             [r.seconds for r in race_runs]
-        return Race([b.estimate(config_key(c)) for b, c in zip(brackets, configs)],
-                    statistics.median(plain), rounds)
+        for b, config in zip(brackets, configs):  # every repeat before any interval
+            b.remember(config_key(config))
+        return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
 
 
 def config_key(config: Config) -> str:

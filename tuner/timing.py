@@ -138,6 +138,10 @@ class TimingPolicy:
     # variance (half of it from the two plain runs interpolated, a plain run's from the
     # accelerated one); 0: no floor.
     jitter_floor: float = 1.5
+    # The drift between moments is learned from one configuration measured again, briefly,
+    # every `repeat_every` evaluations (every third of that until it was measured 4 times);
+    # 0: never (the floor `drift` alone, and whatever races measure again).
+    repeat_every: int = 12
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
@@ -147,9 +151,9 @@ class TimingPolicy:
             raise ValueError(f"need neighbours >= 1, got {self.neighbours}")
         if self.prior_df < 0:
             raise ValueError(f"need prior_df >= 0, got {self.prior_df}")
-        if not 0 <= self.correlation < 0.5 or self.drift < 0:
-            raise ValueError(f"need 0 <= correlation < 0.5 and drift >= 0, got "
-                             f"{self.correlation} and {self.drift}")
+        if not 0 <= self.correlation < 0.5 or self.drift < 0 or self.repeat_every < 0:
+            raise ValueError(f"need 0 <= correlation < 0.5, drift >= 0 and repeat_every >= 0, "
+                             f"got {self.correlation}, {self.drift} and {self.repeat_every}")
 
 
 def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
@@ -196,6 +200,11 @@ class PlainRuns:
         self._measured.setdefault(key, []).append((log_value, variance))
 
     @property
+    def repeats(self) -> int:
+        """How many times a configuration was measured again here (what `between` knows)."""
+        return sum(len(seen) - 1 for seen in self._measured.values())
+
+    @property
     def between(self) -> float:
         """The variance, on the log scale, of a configuration's speedup between moments: the
         policy's floor, or what configurations measured more than once here show, if more.
@@ -232,7 +241,9 @@ class PlainRuns:
         df = sum(d for _, d in self._spreads)
         if not df or not self.policy.prior_df:
             return None
-        return Prior(sum(s for s, _ in self._spreads) / df, min(df, self.policy.prior_df))
+        # The trusted ratios' slow tail was set aside: never below the machine's jitter.
+        return Prior(max(sum(s for s, _ in self._spreads) / df, self.floor),
+                     min(df, self.policy.prior_df))
 
     def add(self, run: Run) -> Run:
         self.runs.append(run)
@@ -401,20 +412,23 @@ class Brackets:
             return None
         return self.interval()
 
-    def estimate(self, key: str | None = None) -> SpeedEstimate:
-        """The speedup; `key` names the configuration, whose repeated measurements teach the
-        plain series the drift between moments (`PlainRuns.between`)."""
-        clean, everything = self.clean(), self.all()
-        if not everything:
-            raise ValueError("no bracket was measured")
-        used = clean or everything
-        interval = self.interval()  # before this configuration joins the prior
-        if key is not None and len(clean) > 1:
+    def remember(self, key: str) -> None:
+        """Tell the plain series this measurement of the configuration `key`: its repeated
+        measurements teach the drift between moments (`PlainRuns.between`)."""
+        clean = self.clean()
+        if len(clean) > 1:
             logs = [math.log(b.ratio) for b in clean]
             variance, _ = mean_variance(logs, self.plain.prior, adjacent=_adjacent(clean),
                                         correlation=self.plain.policy.correlation,
                                         floor=self.plain.floor)
             self.plain.remember(key, statistics.fmean(logs), variance)
+
+    def estimate(self) -> SpeedEstimate:
+        clean, everything = self.clean(), self.all()
+        if not everything:
+            raise ValueError("no bracket was measured")
+        used = clean or everything
+        interval = self.interval()  # before this configuration joins the prior
         self.plain.brackets += len(self.accelerated)
         self.plain.rejected += len(self.accelerated) - len(clean)
         self.plain.learn([b.ratio for b in clean], _adjacent(clean))
@@ -454,7 +468,9 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         if interval is not None and brackets.interval(between=False).relative_half_width \
                 <= (precision or policy.precision):
             break
-    return brackets.estimate(key)
+    if key is not None:
+        brackets.remember(key)
+    return brackets.estimate()
 
 
 def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
