@@ -180,6 +180,9 @@ class PlainRuns:
         self.runs: list[Run] = []
         self.brackets = 0
         self.rejected = 0
+        self.curtailed = 0  # measurements stopped short of their precision (measure_speedup)
+        self.short: tuple[float, float, float] | None = None  # the last: precision, pairs
+        # it would have needed, seconds a trusted pair took
         self._spreads: list[tuple[float, int]] = []  # per configuration: squares, df
         # per configuration measured here (its key): log speedup, variance of that estimate
         self._measured: dict[str, list[tuple[float, float]]] = {}
@@ -209,14 +212,19 @@ class PlainRuns:
         """The variance, on the log scale, of a configuration's speedup between moments: the
         policy's floor, or what configurations measured more than once here show, if more.
 
-        Two measurements x1, x2 of one configuration, with within-moment variances v1, v2,
-        differ by E[(x1 - x2)^2] = v1 + v2 + 2 tau^2; tau^2 is the mean excess over all such
-        consecutive pairs, at least 0: the method-of-moments estimator of a random-effects
-        meta-analysis (DerSimonian and Laird 1986, "Meta-analysis in clinical trials")."""
+        The m measurements x_i of one configuration, with within-moment variances v_i, vary
+        by E[var(x)] = tau^2 + mean(v); tau^2 is the excess, pooled over the configurations
+        measured more than once with weights m - 1, at least 0: the method-of-moments
+        estimator of a random-effects meta-analysis (DerSimonian and Laird 1986,
+        "Meta-analysis in clinical trials"), with equal weights. All of a configuration's
+        measurements, not consecutive pairs: two taken within one moment show no drift."""
         floor = self.policy.drift ** 2
-        excess = [((a - b) ** 2 - va - vb) / 2 for seen in self._measured.values()
-                  for (a, va), (b, vb) in zip(seen, seen[1:])]
-        return max(floor, statistics.fmean(excess)) if excess else floor
+        seen = [m for m in self._measured.values() if len(m) > 1]
+        if not seen:
+            return floor
+        excess = sum((len(m) - 1) * (statistics.variance([x for x, _ in m])
+                                     - statistics.fmean(v for _, v in m)) for m in seen)
+        return max(floor, excess / sum(len(m) - 1 for m in seen))
 
     @property
     def floor(self) -> float:
@@ -279,6 +287,18 @@ class PlainRuns:
     @property
     def spread(self) -> float:
         return relative_spread([r.seconds for r in self.runs])
+
+    def too_noisy(self) -> str | None:
+        """One line, once measurements stop short of their precision (measure_speedup's
+        curtailment): what the precision would cost on this machine now; None otherwise."""
+        if not self.curtailed or self.short is None:
+            return None
+        precision, needed, per_pair = self.short
+        shown = f"{needed:.0f}" if needed < 1000 else "over 1000"
+        return (f"timings on this machine are too noisy for +-{precision:.0%}: a configuration "
+                f"would need about {shown} pairs ({per_pair:.1f} s each, runs set aside "
+                f"included; the cap is {self.policy.max_pairs}); measurements stop short "
+                f"and their intervals say so. Is something else running?")
 
     def noisy(self) -> bool:
         """Whether timings on this machine are too noisy to trust without saying so: recent
@@ -412,6 +432,20 @@ class Brackets:
             return None
         return self.interval()
 
+    def pairs_needed(self, precision: float) -> float:
+        """How many trusted pairs this moment's interval would need to be within `precision`
+        at the noise seen so far (normal quantile: the t quantile's excess at few pairs is
+        what more pairs remove)."""
+        clean = self.clean()
+        if len(clean) < 2:
+            return math.inf
+        variance, _ = mean_variance([math.log(b.ratio) for b in clean], self.plain.prior,
+                                    adjacent=_adjacent(clean),
+                                    correlation=self.plain.policy.correlation,
+                                    floor=self.plain.floor)
+        z = statistics.NormalDist().inv_cdf(0.975)
+        return variance * len(clean) * (z / math.log1p(precision)) ** 2
+
     def remember(self, key: str) -> None:
         """Tell the plain series this measurement of the configuration `key`: its repeated
         measurements teach the drift between moments (`PlainRuns.between`)."""
@@ -465,8 +499,21 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (decided is not None and decided(interval)):
             break
-        if interval is not None and brackets.interval(between=False).relative_half_width \
-                <= (precision or policy.precision):
+        if interval is None:
+            continue
+        own = brackets.interval(between=False).relative_half_width
+        if own <= (precision or policy.precision):
+            break
+        # Curtailment (Jennison and Turnbull 2000, "Group Sequential Methods", ch. 10: stop
+        # once the outcome at the cap is foregone): when even the cap's pairs would not reach
+        # the precision at this noise, the pairs up to it buy little; the interval says how
+        # little is known, and the candidates for an answer are measured again in a race.
+        needed = brackets.pairs_needed(precision or policy.precision)
+        if needed > policy.max_pairs:
+            plain.curtailed += 1
+            spent = sum(r.seconds for r in brackets.accelerated) + \
+                sum(r.seconds for r in brackets.plains) / 2
+            plain.short = (precision or policy.precision, needed, spent / clean)
             break
     if key is not None:
         brackets.remember(key)
