@@ -131,9 +131,13 @@ def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
                   prior: Prior | None = None, *, adjacent: int = 0, correlation: float = 0.0,
-                  floor: float = 0.0, between: float = 0.0) -> Interval:
+                  floor: float = 0.0, between: float = 0.0,
+                  between_df: float = math.inf) -> Interval:
     """Mean with a t-interval; with a `prior`, a moderated one (see `mean_variance` for the
-    other options)."""
+    other options). `between`: a variance added to the mean's (one known from elsewhere, e.g.
+    between moments), estimated with `between_df` degrees of freedom: the t quantile's degrees
+    of freedom are then Welch-Satterthwaite's for the sum (Satterthwaite 1946, "An approximate
+    distribution of estimates of variance components")."""
     if not values:
         raise ValueError("no values")
     n, mean = len(values), statistics.fmean(values)
@@ -141,6 +145,8 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
         return Interval(mean, -math.inf, math.inf, n)
     variance, df = mean_variance(values, prior, adjacent=adjacent, correlation=correlation,
                                  floor=floor)
+    if between > 0 and math.isfinite(between_df):
+        df = (variance + between) ** 2 / (variance ** 2 / df + between ** 2 / max(between_df, 1))
     half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(variance + between)
     return Interval(mean, mean - half, mean + half, n)
 

@@ -218,13 +218,19 @@ class PlainRuns:
         estimator of a random-effects meta-analysis (DerSimonian and Laird 1986,
         "Meta-analysis in clinical trials"), with equal weights. All of a configuration's
         measurements, not consecutive pairs: two taken within one moment show no drift."""
+        return self._between()[0]
+
+    def _between(self) -> tuple[float, float]:
+        """`between`, and its degrees of freedom (infinite: the policy's floor, taken as
+        known)."""
         floor = self.policy.drift ** 2
         seen = [m for m in self._measured.values() if len(m) > 1]
         if not seen:
-            return floor
+            return floor, math.inf
+        df = sum(len(m) - 1 for m in seen)
         excess = sum((len(m) - 1) * (statistics.variance([x for x, _ in m])
-                                     - statistics.fmean(v for _, v in m)) for m in seen)
-        return max(floor, excess / sum(len(m) - 1 for m in seen))
+                                     - statistics.fmean(v for _, v in m)) for m in seen) / df
+        return (excess, float(df)) if excess > floor else (floor, math.inf)
 
     @property
     def floor(self) -> float:
@@ -413,11 +419,12 @@ class Brackets:
         another process) lands: this moment's drift and that one's, 2 tau^2 on the log scale."""
         clean = self.clean()
         if clean:
+            drift, drift_df = self.plain._between()
             return ratio_interval([b.ratio for b in clean], prior=self.plain.prior,
                                   adjacent=_adjacent(clean),
                                   correlation=self.plain.policy.correlation,
                                   floor=self.plain.floor,
-                                  between=2 * self.plain.between if between else 0.0)
+                                  between=2 * drift if between else 0.0, between_df=drift_df)
         everything = self.all()
         if not everything:
             return None
