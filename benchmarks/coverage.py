@@ -258,14 +258,18 @@ def simulate(seed: int, *, policy: TimingPolicy, jitter: float, drift: float, mo
 def sim(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    policy = TimingPolicy(drift=args.floor, correlation=args.correlation,
-                          jitter_floor=args.jitter_floor, repeat_every=args.repeat_every)
+    policy = TimingPolicy(drift=args.floor, unknown_drift=args.unknown_drift,
+                          correlation=args.correlation, jitter_floor=args.jitter_floor,
+                          repeat_every=args.repeat_every)
     header = ("| drift between moments | neighbour | screening holds: re-measured | truth | "
               "answer holds: re-measured | truth | answer / truth: median | max | "
               "screening s: mean | set aside |")
-    lines = [f"{args.seeds} seeds per row, the 16-point grid each (truths 1.27-2.96x); jitter "
+    lines = [f"{args.seeds} seeds per row, the 16-point grid each (truths 1.27-2.96x), each "
+             f"configuration re-measured ({SIM_PAIRS} pairs) later in the run and in a second "
+             f"process 120 s later; jitter "
              f"{args.jitter:.0%} per run; moments of {args.moment:g} s; bursts slow "
-             f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%}, correlation "
+             f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%} ({policy.unknown_drift:.0%} "
+             f"until learned), correlation "
              f"{policy.correlation:.3g}, jitter floor {policy.jitter_floor:g}, repeat every "
              f"{policy.repeat_every}", "", header,
              "|---" * 10 + "|"]
@@ -499,6 +503,8 @@ def main() -> None:
     s.add_argument("--burst-slowdown", type=float, default=2.0)
     s.add_argument("--floor", type=float, default=TimingPolicy.drift,
                    help="the policy's drift floor (0: none)")
+    s.add_argument("--unknown-drift", type=float, default=TimingPolicy.unknown_drift,
+                   help="the drift taken before any configuration was measured twice")
     s.add_argument("--correlation", type=float, default=TimingPolicy.correlation,
                    help="of adjacent brackets (0: taken as independent)")
     s.add_argument("--repeat-every", type=int, default=TimingPolicy.repeat_every,

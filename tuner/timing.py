@@ -134,6 +134,10 @@ class TimingPolicy:
     # the log scale) is added to every interval, raised to what the run's own repeated
     # measurements of one configuration show (PlainRuns.between).
     drift: float = 0.02
+    # ...and until a configuration was measured twice, this: what is not known yet is taken as
+    # large as seen on a quiet H200, where one configuration's speedup moved by 6 % between
+    # moments of one run (BENCHMARKS.md, "Coverage").
+    unknown_drift: float = 0.06
     # PlainRuns.floor: one log ratio varies at least this many times one plain run's log
     # variance (half of it from the two plain runs interpolated, a plain run's from the
     # accelerated one); 0: no floor.
@@ -151,9 +155,11 @@ class TimingPolicy:
             raise ValueError(f"need neighbours >= 1, got {self.neighbours}")
         if self.prior_df < 0:
             raise ValueError(f"need prior_df >= 0, got {self.prior_df}")
-        if not 0 <= self.correlation < 0.5 or self.drift < 0 or self.repeat_every < 0:
-            raise ValueError(f"need 0 <= correlation < 0.5, drift >= 0 and repeat_every >= 0, "
-                             f"got {self.correlation}, {self.drift} and {self.repeat_every}")
+        if not 0 <= self.correlation < 0.5 or min(self.drift, self.unknown_drift,
+                                                   self.repeat_every) < 0:
+            raise ValueError(f"need 0 <= correlation < 0.5 and drift, unknown_drift, "
+                             f"repeat_every >= 0, got {self.correlation}, {self.drift}, "
+                             f"{self.unknown_drift} and {self.repeat_every}")
 
 
 def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
@@ -210,7 +216,8 @@ class PlainRuns:
     @property
     def between(self) -> float:
         """The variance, on the log scale, of a configuration's speedup between moments: the
-        policy's floor, or what configurations measured more than once here show, if more.
+        policy's floor, or what configurations measured more than once here show, if more;
+        before any was, the policy's `unknown_drift`.
 
         The m measurements x_i of one configuration, with within-moment variances v_i, vary
         by E[var(x)] = tau^2 + mean(v); tau^2 is the excess, pooled over the configurations
@@ -226,7 +233,7 @@ class PlainRuns:
         floor = self.policy.drift ** 2
         seen = [m for m in self._measured.values() if len(m) > 1]
         if not seen:
-            return floor, math.inf
+            return max(floor, self.policy.unknown_drift ** 2), math.inf
         df = sum(len(m) - 1 for m in seen)
         excess = sum((len(m) - 1) * (statistics.variance([x for x, _ in m])
                                      - statistics.fmean(v for _, v in m)) for m in seen) / df
