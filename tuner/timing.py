@@ -15,8 +15,14 @@ never one timing divided by another taken minutes apart:
   stated precision (looser while screening, tight for an answer), or the answer the caller
   needs is already clear, or a cap is reached;
 * that interval borrows strength from the configurations measured before on this machine: its
-  variance is shrunk toward theirs (a moderated t-interval, stats.mean_interval), so 3 pairs no
+  variance is shrunk toward theirs (a moderated t-interval, stats.mean_variance), so 3 pairs no
   longer pay a t quantile of 4.3, and 3 that happen to agree no longer end a measurement early;
+  it counts the correlation of brackets that share a plain run, never goes below the plain
+  runs' own jitter, and includes how far a speedup moves between moments, learned from
+  configurations measured again (`PlainRuns.between`): it says where a measurement at another
+  moment lands;
+* a measurement that could not reach its precision even at the cap stops at once (curtailed),
+  and `PlainRuns.too_noisy` says what the precision would cost;
 * the plain runs form one series per process: the run that closes one configuration's last
   bracket opens the next configuration's first, so a configuration costs n plain runs, not n+1.
 """
@@ -498,7 +504,7 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
     "is it below the required speedup?". Each callable times one run. `precision` defaults
     to the policy's. `warmup`, the configuration's untimed first run, joins the trust rule's
     judges of the accelerated runs, never their ratios. `key` names the configuration
-    (`Brackets.estimate`). The measurement stops on the precision of this moment's own interval:
+    (`Brackets.remember`). The measurement stops on the precision of this moment's own interval:
     more pairs cannot narrow the drift between moments that the estimate's interval includes.
     """
     policy = plain.policy
@@ -525,8 +531,7 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         needed = brackets.pairs_needed(precision or policy.precision)
         if needed > policy.max_pairs:
             plain.curtailed += 1
-            spent = sum(r.seconds for r in brackets.accelerated) + \
-                sum(r.seconds for r in brackets.plains) / 2
+            spent = sum(r.seconds for r in brackets.accelerated + brackets.plains[1:])
             plain.short = (precision or policy.precision, needed, spent / clean)
             break
     if key is not None:
