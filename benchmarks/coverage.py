@@ -387,9 +387,9 @@ def neighbour(args):
 
 def gpu(args) -> None:
     """Quiet: screen, race, re-measure later in the run; beside the neighbour: screen, race;
-    then a second process re-measures quietly. Screening stops at 25 % of the budget quiet, the
-    re-measurement after 20 % more, screening beside the neighbour after 20 % more (each race
-    after its screening); the second process has the rest, at least 20 %."""
+    then a second process re-measures quietly. Of the budget loading left, screening quiet
+    stops at 25 %, the re-measurement at 42 %, screening beside the neighbour at 58 % (each
+    race after its screening); the second process has the rest, at least a third."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
@@ -404,25 +404,28 @@ def gpu(args) -> None:
         report["wall_s"] = time.monotonic() - began
         (out / "coverage.json").write_text(json.dumps(report, indent=1, default=str))
 
-    def until(share: float) -> Deadline:  # a share of the budget from the start, at most
-        # what leaves the second process its 20 %
-        return Deadline(min(args.budget * share - (time.monotonic() - began),
-                            total.left() - args.budget * 0.2))
+    loaded, rest = time.monotonic(), total.left()  # the phases share what loading left
+
+    def until(share: float) -> Deadline:  # a share of the rest from loading on, at most what
+        # leaves the second process a third of the rest
+        return Deadline(min(rest * share - (time.monotonic() - loaded),
+                            total.left() - rest / 3))
 
     order = list(GRID)
     random.Random(args.seed).shuffle(order)
     log("quiet: screening")
     report["quiet"] = {"rows": screen_within(ev, order, until(0.25))}
-    report["quiet"]["answer"] = race(ev, report["quiet"]["rows"], RACE_ROUNDS)
+    if report["quiet"]["rows"]:
+        report["quiet"]["answer"] = race(ev, report["quiet"]["rows"], RACE_ROUNDS)
     save()
     log("quiet: re-measuring later in the run")
-    report["later"] = remeasure(ev, order, until(0.45))
+    report["later"] = remeasure(ev, order, until(0.42))
     save()
     log("beside the neighbour: screening")
     proc = neighbour(args)
     try:
         time.sleep(2)
-        report["neighbour"] = {"rows": screen_within(ev, order, until(0.65))}
+        report["neighbour"] = {"rows": screen_within(ev, order, until(0.58))}
         if report["neighbour"]["rows"]:
             report["neighbour"]["answer"] = race(ev, report["neighbour"]["rows"], RACE_ROUNDS)
         report["neighbour"]["noisy"] = ev.plain_runs.noisy()
