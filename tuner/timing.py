@@ -251,16 +251,17 @@ class PlainRuns:
         interpolated plain latency carries half a plain run's log variance and the accelerated
         run at least a plain run's (shorter runs jitter relatively more), 1.5 s_p^2 in all
         (TimingPolicy.jitter_floor).
-        s_p comes from the lower quartile of consecutive runs' log differences, which stays
-        put while up to three quarters of them are disturbed: the trusted ratios alone, their
-        slow tail set aside, would understate it."""
+        s_p comes from each plain run's log difference to the mean of its two neighbours (which,
+        like a bracket, cancels linear drift), their lower quartile, which stays put while up
+        to three quarters of them are disturbed: the trusted ratios alone, their slow tail set
+        aside, would understate it."""
         logs = [math.log(r.seconds) for r in self.runs]
-        steps = sorted(abs(a - b) for a, b in zip(logs, logs[1:]))
+        steps = sorted(abs(b - (a + c) / 2) for a, b, c in zip(logs, logs[1:], logs[2:]))
         if len(steps) < 3:
             return 0.0
         quartile = steps[(len(steps) - 1) // 4]
-        # |difference of two runs| is half-normal with scale s_p sqrt(2); its quartile 0.3186
-        return self.policy.jitter_floor * (quartile / 0.3186) ** 2 / 2
+        # that difference is normal with scale s_p sqrt(1.5); |it|'s lower quartile: 0.3186 x
+        return self.policy.jitter_floor * (quartile / 0.3186) ** 2 / 1.5
 
     @property
     def prior(self) -> Prior | None:
@@ -528,8 +529,10 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         # once the outcome at the cap is foregone): when even the cap's pairs would not reach
         # the precision at this noise, the pairs up to it buy little; the interval says how
         # little is known, and the candidates for an answer are measured again in a race.
+        # Only with a prior: a first configuration's own variance over 2-3 pairs predicts
+        # nothing (and sets the prior for all after it).
         needed = brackets.pairs_needed(precision or policy.precision)
-        if needed > policy.max_pairs:
+        if plain.prior is not None and needed > policy.max_pairs:
             plain.curtailed += 1
             spent = sum(r.seconds for r in brackets.accelerated + brackets.plains[1:])
             plain.short = (precision or policy.precision, needed, spent / clean)
