@@ -155,14 +155,15 @@ def test_the_variance_of_one_value_has_a_floor_and_the_mean_a_component_between_
     assert floored.high - floored.low == pytest.approx(2 * t_quantile(0.975, 2) *
                                                        math.sqrt(0.01 / 3))
     assert floored.high - floored.low > 50 * (tight.high - tight.low)
-    # a variance between moments adds to the mean's, however many values; known, it lends
-    # the sum degrees of freedom (Welch-Satterthwaite), estimated with few, it takes some
+    # a variance between moments adds to the mean's, however many values; given as known it
+    # keeps the within part's degrees of freedom, estimated (Welch-Satterthwaite) it has its own
     within, between = 0.01 / 3, 0.02
     drifting = mean_interval(values, floor=0.01, between=between)
-    df = (within + between) ** 2 / (within ** 2 / 2)
     assert drifting.high - floored.value == pytest.approx(
+        t_quantile(0.975, 2) * math.sqrt(within + between))
+    learned = mean_interval(values, floor=0.01, between=between, between_df=30)
+    df = (within + between) ** 2 / (within ** 2 / 2 + between ** 2 / 30)
+    assert learned.high - learned.value == pytest.approx(
         t_quantile(0.975, df) * math.sqrt(within + between))
-    learned = mean_interval(values, floor=0.01, between=between, between_df=3)
-    assert learned.high > drifting.high
     with_more = mean_interval(values * 10, floor=0.01, between=between)
     assert with_more.high - with_more.value > 1.96 * math.sqrt(between)

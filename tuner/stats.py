@@ -145,13 +145,11 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
         return Interval(mean, -math.inf, math.inf, n)
     variance, df = mean_variance(values, prior, adjacent=adjacent, correlation=correlation,
                                  floor=floor)
-    if between > 0:
-        unknown = variance ** 2 / df + (between ** 2 / max(between_df, 1)
-                                        if math.isfinite(between_df) else 0.0)
-        df = (variance + between) ** 2 / unknown if unknown > 0 else math.inf
-    quantile = t_quantile(0.5 + confidence / 2, df) if df < 1000 else \
-        statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-    half = quantile * math.sqrt(variance + between)
+    # A `between` given as known (a floor, a guess) keeps the within part's degrees of
+    # freedom: the guess is not worth more than the data beside it.
+    if between > 0 and math.isfinite(between_df):
+        df = (variance + between) ** 2 / (variance ** 2 / df + between ** 2 / max(between_df, 1))
+    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(variance + between)
     return Interval(mean, mean - half, mean + half, n)
 
 
