@@ -251,11 +251,12 @@ class PlainRuns:
         interpolated plain latency carries half a plain run's log variance and the accelerated
         run at least a plain run's (shorter runs jitter relatively more), 1.5 s_p^2 in all
         (TimingPolicy.jitter_floor).
-        s_p comes from each plain run's log difference to the mean of its two neighbours (which,
-        like a bracket, cancels linear drift), their lower quartile, which stays put while up
-        to three quarters of them are disturbed: the trusted ratios alone, their slow tail set
-        aside, would understate it."""
-        logs = [math.log(r.seconds) for r in self.runs]
+        s_p comes from the plain runs the trust rule keeps (as the ratios do), each one's log
+        difference to the mean of its two neighbours (which, like a bracket, cancels linear
+        drift), their lower quartile, which stays put while up to three quarters of them are
+        disturbed: the trusted ratios alone, their slow tail set aside, would understate it."""
+        kept = _undisturbed(self.runs, self.tolerance, neighbours=self.policy.neighbours)
+        logs = [math.log(r.seconds) for r in kept]
         steps = sorted(abs(b - (a + c) / 2) for a, b, c in zip(logs, logs[1:], logs[2:]))
         if len(steps) < 3:
             return 0.0
