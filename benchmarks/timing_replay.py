@@ -112,7 +112,7 @@ def measure(series: Series, start: int, k: int, policy: TimingPolicy, precision:
         clean = len(brackets.clean())
         interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (interval is not None and (
-                interval.relative_half_width <= precision
+                brackets.interval(between=False).relative_half_width <= precision
                 or (slower_than is not None and interval.high < slower_than))):
             return interval or brackets.interval(), spent
     return None

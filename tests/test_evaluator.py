@@ -310,9 +310,11 @@ def test_a_configuration_that_cannot_be_the_answer_stops_before_its_quality(
     counted(ev, tiny_sd, clock, monkeypatch)
     ev.measure_baseline()
     clock.runs["plain"] = 0
-    e = ev.evaluate(DEEPCACHE, slower_than=2.0)
+    # 1.5x exactly, but its interval includes the drift between moments (6 % until learned,
+    # BENCHMARKS.md "Coverage"): up to 2.16 at 3 pairs with nothing learned yet
+    e = ev.evaluate(DEEPCACHE, slower_than=2.5)
     assert e.pruned == PRUNED_SLOW
-    assert e.speed.value == pytest.approx(1.5) and e.speed.speedup.high < 2.0
+    assert e.speed.value == pytest.approx(1.5) and e.speed.speedup.high < 2.5
     # the warm-up and 3 timed runs: the other 4 quality batches were never generated
     assert clock.runs["accelerated"] == 4
     assert e.quality.images == 4

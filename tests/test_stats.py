@@ -125,3 +125,45 @@ def test_interval_overlap_and_width():
     assert a.overlaps(b) and b.overlaps(a)
     assert not a.overlaps(c)
     assert a.relative_half_width == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_brackets_sharing_a_plain_run_are_covered_once_their_correlation_is_counted(n):
+    """Adjacent bracketed ratios share a plain run: log r_i = (p_i + p_i+1) / 2 - a_i correlates
+    with its neighbour by 1/6 when plain and accelerated runs jitter alike. Taken as
+    independent, the 95 % interval held 93.1 % (n=3), 93.0 % and 91.1 % (n=8) of 3,000
+    simulated measurements (at 9214cba, the only interval there was); counted, at least 94 %."""
+    rng = random.Random(n)
+
+    def held(correlation: float, runs: int = 3000) -> float:
+        hits = 0
+        for _ in range(runs):
+            p = [rng.gauss(0, 1) for _ in range(n + 1)]
+            x = [(p[i] + p[i + 1]) / 2 - rng.gauss(0, 1) for i in range(n)]
+            found = mean_interval(x, adjacent=n - 1, correlation=correlation)
+            hits += found.low <= 0 <= found.high
+        return hits / runs
+
+    independent, counted = held(0.0), held(1 / 6)
+    assert independent < 0.94 <= counted
+
+
+def test_the_variance_of_one_value_has_a_floor_and_the_mean_a_component_between_moments():
+    values = [1.0, 1.001, 0.999]
+    tight = mean_interval(values)
+    floored = mean_interval(values, floor=0.01)  # one value varies by 0.1 at least
+    assert floored.high - floored.low == pytest.approx(2 * t_quantile(0.975, 2) *
+                                                       math.sqrt(0.01 / 3))
+    assert floored.high - floored.low > 50 * (tight.high - tight.low)
+    # a variance between moments adds to the mean's, however many values; given as known it
+    # keeps the within part's degrees of freedom, estimated (Welch-Satterthwaite) it has its own
+    within, between = 0.01 / 3, 0.02
+    drifting = mean_interval(values, floor=0.01, between=between)
+    assert drifting.high - floored.value == pytest.approx(
+        t_quantile(0.975, 2) * math.sqrt(within + between))
+    learned = mean_interval(values, floor=0.01, between=between, between_df=30)
+    df = (within + between) ** 2 / (within ** 2 / 2 + between ** 2 / 30)
+    assert learned.high - learned.value == pytest.approx(
+        t_quantile(0.975, df) * math.sqrt(within + between))
+    with_more = mean_interval(values * 10, floor=0.01, between=between)
+    assert with_more.high - with_more.value > 1.96 * math.sqrt(between)

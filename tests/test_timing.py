@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -198,13 +199,22 @@ def test_noisy_ratios_get_more_pairs_until_the_interval_is_precise():
         seconds *= 1 + rng.gauss(0, 0.015)
         return timed_run(lambda: clock.advance(seconds), clock)[1]
 
-    plain = PlainRuns(clock)
-    for _ in range(4):
-        plain.add(run(1.0))
-    found = measure_speedup(lambda: run(1.0), lambda: run(0.5), plain)
+    def measured(policy):
+        plain = PlainRuns(clock, policy)
+        for _ in range(4):
+            plain.add(run(1.0))
+        return measure_speedup(lambda: run(1.0), lambda: run(0.5), plain)
+
+    found = measured(TimingPolicy(drift=0.0, unknown_drift=0.0))  # no drift: this moment
     assert found.pairs > 3
     assert found.speedup.relative_half_width <= 0.02
     assert found.speedup.low < 2.0 < found.speedup.high
+    # With the default drift between moments (6 % until a configuration was measured twice)
+    # the measurement stops alike (more pairs cannot narrow it), and its interval says how far
+    # a measurement at another moment may land: sqrt(2) x 6 % x its t quantile, and more.
+    drifting = measured(TimingPolicy())
+    assert drifting.pairs < TimingPolicy().max_pairs
+    assert drifting.speedup.relative_half_width > 1.96 * math.sqrt(2) * 0.06
 
 
 def test_earlier_configurations_lend_their_variance_to_the_next_one():
@@ -231,7 +241,8 @@ def test_earlier_configurations_lend_their_variance_to_the_next_one():
     assert borrowing[0].pairs == each_alone[0].pairs  # nothing to borrow yet
     assert sum(f.pairs for f in borrowing[1:]) < sum(f.pairs for f in each_alone[1:])
     assert pooled.prior.df == 4  # pooled over many more pairs than that, worth 4
-    assert 0.03 ** 2 < pooled.prior.variance < 3 * 2 * 0.03 ** 2  # a ratio of two runs' noise
+    # a ratio of two runs' noise (1.5 x 0.03^2), the last window's plain runs its floor
+    assert 0.5 * 0.03 ** 2 < pooled.prior.variance < 3 * 2 * 0.03 ** 2
     assert sum(f.speedup.low <= 2.0 <= f.speedup.high for f in borrowing) >= 5
     with pytest.raises(ValueError, match="prior_df"):
         TimingPolicy(prior_df=-1)
@@ -308,3 +319,67 @@ def test_choose_threads_takes_the_best_worst_case_and_prefers_fewer_threads():
     even = {1: [1.0] * 4, 2: [0.99] * 4}
     calls = {c: iter(t) for c, t in even.items()}
     assert choose_threads(lambda c: next(calls[c]), [1, 2], repeats=3)[0] == 1  # within 5 %
+
+
+def _drifting_process(moves, seed=5, jitter=0.01, policy=TimingPolicy()):
+    """A process measuring one configuration (key "c") once per entry of `moves`: its true
+    speedup that moment is 2.0 times the entry; plain and accelerated runs jitter by 1 %."""
+    clock, rng = FakeClock(), random.Random(seed)
+
+    def run(seconds):
+        seconds *= 1 + rng.gauss(0, jitter)
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock, policy)
+    for _ in range(4):
+        plain.add(run(1.0))
+    found = []
+    for move in moves:
+        found.append(measure_speedup(lambda: run(1.0), lambda: run(0.5 / move), plain,
+                                     precision=0.05, key="c"))
+        clock.advance(60.0)  # another moment
+    return plain, found
+
+
+def test_the_drift_between_moments_is_learned_from_one_configuration_measured_again():
+    """Measured at moments where its speedup really was 2.0 x 1.08, 0.92, 1.08, 0.92, a
+    configuration's intervals over 2-3 pairs (about +-5 % within one moment) would not hold
+    the other moments' values; its repeated measurements show the drift, and the intervals
+    after them hold them. Without drift, the floor alone (policy.drift) is added."""
+    steady, _ = _drifting_process([1.0] * 4)
+    assert steady.repeats == 3
+    assert steady.between == pytest.approx(TimingPolicy().drift ** 2)
+    drifting, found = _drifting_process([1.08, 0.92, 1.08, 0.92])
+    assert drifting.between > 0.05 ** 2  # the moments' log speedups spread by 0.08
+    last = found[-1].speedup
+    assert last.low < 2.0 * 0.92 and 2.0 * 1.08 < last.high
+    # the within-moment precision still ends each measurement: more pairs cannot help
+    assert all(f.pairs < TimingPolicy().max_pairs for f in found)
+
+
+def test_a_measurement_that_cannot_reach_its_precision_stops_short_and_says_what_it_would_cost():
+    """Ratios spread by 30 % per run: the screening precision of +-5 % would take far more
+    than the cap's 12 pairs. Once a prior says so, a measurement stops after its minimum
+    instead of spending up to 36 tries, its interval stays wide (it says so), and one line says what the precision
+    would cost."""
+    clock, rng = FakeClock(), random.Random(6)
+
+    def run(seconds):
+        seconds *= math.exp(rng.gauss(0, 0.3))
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock, TimingPolicy(tolerance=5.0, max_tolerance=5.0))  # trust them all
+    for _ in range(4):
+        plain.add(run(1.0))
+    assert plain.too_noisy() is None
+    # The first configuration has no prior: its own variance over 2-3 pairs predicts nothing,
+    # so it is measured to the cap; it sets the prior for the next.
+    first = measure_speedup(lambda: run(1.0), lambda: run(0.5), plain, precision=0.05)
+    assert first.pairs == TimingPolicy().max_pairs and plain.curtailed == 0
+    assert plain.too_noisy() is None
+    found = measure_speedup(lambda: run(1.0), lambda: run(0.5), plain, precision=0.05)
+    assert found.pairs <= TimingPolicy().min_pairs + 1  # the judge needs three runs
+    assert plain.curtailed == 1
+    assert found.speedup.relative_half_width > 0.2
+    line = plain.too_noisy()
+    assert "too noisy for +-5%" in line and "the cap is 12" in line

@@ -174,6 +174,8 @@ def _notes(options: RunOptions, session: Session) -> list[str]:
     if plain_runs.noisy():
         notes.append(f"timings on this machine spread {plain_runs.spread:.0%}: is "
                      f"something else running? The intervals say how far to trust them.")
+    if plain_runs.too_noisy():
+        notes.append(plain_runs.too_noisy())
     if is_preset(options.pipe):
         notes.append(RANDOM_WEIGHTS_NOTE)
     return notes
@@ -270,10 +272,19 @@ def run(options: RunOptions) -> int:
     def on_answer() -> None:
         save_answer(storage, session.setting, options, _notes(options, session), model)
 
+    upload, said = uploader(options.artifact_dir, base.images), []
+
+    def on_evaluation(trial, evaluation) -> None:
+        if upload is not None:
+            upload(trial, evaluation)
+        line = session.evaluator.plain_runs.too_noisy()
+        if line and not said and options.worker is None:  # once, as soon as it shows
+            said.append(line)
+            print(f"note: {line}", file=sys.stderr)
+
     try:
         run_search(session.evaluator, storage, options.goal, plan_of(options, session),
-                   prompts=session.prompts,
-                   on_evaluation=uploader(options.artifact_dir, base.images),
+                   prompts=session.prompts, on_evaluation=on_evaluation,
                    on_answer=on_answer if options.worker is None else None)
     except KeyboardInterrupt:
         if options.worker is None:

@@ -18,6 +18,7 @@ answer before it is written (tuner/search/confirm.py decides who takes part and 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -95,6 +96,8 @@ class Evaluator:
         # would time another shape).
         self._timed = [k for k in full if k != 0] or [0]
         self.baseline: Baseline | None = None
+        self._sentinel: Config | None = None  # the configuration measured again (drift)
+        self._since_repeat = 0
 
     # -- generation -------------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class Evaluator:
         accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
         started = self.clock.now()
         seconds: dict[str, float] = {}
+        self._repeat_sentinel(seconds)
         images: dict[int, torch.Tensor] = {}
         scores = _Scores(self, images, seconds)
         # Every scored batch is a look at the loss: the test is corrected for all of them.
@@ -229,7 +233,7 @@ class Evaluator:
         speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
                                 precision=self.timing.screening,
                                 decided=lambda interval: over_budget() or too_slow(interval),
-                                warmup=warmup)
+                                warmup=warmup, key=config_key(config))
         pruned = PRUNED_LOSS if over_budget() else \
             PRUNED_SLOW if too_slow(speed.speedup) else None
         for k in range(len(self._batches)):
@@ -243,9 +247,32 @@ class Evaluator:
         if quality.images == s.num_samples and torch.equal(ordered, self.baseline.images):
             raise accelerators.NoEffect("output is bit-identical to the plain pipeline's")
         seconds["total"] = self.clock.now() - started
+        if self._sentinel is None:
+            self._sentinel = config
         return Evaluation(config={k: dict(v) for k, v in config.items()}, speed=speed,
                           quality=quality, pruned=pruned,
                           sample_images=ordered[:self.sample_count].cpu(), seconds=seconds)
+
+    def _repeat_sentinel(self, seconds: dict) -> None:
+        """Measure this process's first configuration evaluated without error again, briefly, every so often
+        (TimingPolicy.repeat_every): how far its speedup moves between moments is part of
+        every interval (PlainRuns.between), and only the same configuration measured at two
+        moments shows it. Its seconds count as the evaluation's "drift"."""
+        every = self.timing.repeat_every
+        if self._sentinel is None or not every:
+            return
+        self._since_repeat += 1
+        if self._since_repeat < (every if self.plain_runs.repeats >= 4 else max(1, every // 3)):
+            return
+        self._since_repeat = 0
+        began, spent = self.clock.now(), {}
+        batch = self._timed[0]
+        warmup = self._accelerated(self._sentinel, [batch], {}, spent)
+        measure_speedup(lambda: self._plain(batch, spent),
+                        lambda: self._accelerated(self._sentinel, [batch], {}, spent),
+                        self.plain_runs, precision=self.timing.screening, warmup=warmup,
+                        key=config_key(self._sentinel))
+        seconds["drift"] = self.clock.now() - began
 
     # -- confirmation -----------------------------------------------------------------------
 
@@ -281,10 +308,14 @@ class Evaluator:
                 continue
             intervals = {i: brackets[i].interval() for i in alive}
             alive = {i for i in keep(intervals) if i in alive}
-            if all(intervals[i].relative_half_width <= policy.precision for i in alive):
+            # this moment's own precision: more rounds cannot narrow the drift between moments
+            if all(brackets[i].interval(between=False).relative_half_width <= policy.precision
+                   for i in alive):
                 break
         plain = [r.seconds for r in brackets[0].trusted_plain()] or \
             [r.seconds for r in race_runs]
+        for b, config in zip(brackets, configs):  # every repeat before any interval
+            b.remember(config_key(config))
         return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
 
 
@@ -293,6 +324,12 @@ def _checkpoint_each_step(pipe, step: int, timestep, tensors: dict) -> dict:
     end of the denoising step, not of the batch."""
     interrupts.checkpoint()
     return tensors
+
+
+def config_key(config: Config) -> str:
+    """A configuration's name among those one process measures (its repeated measurements
+    teach the timing the drift between moments)."""
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 class _Scores:

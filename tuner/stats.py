@@ -114,9 +114,9 @@ class Prior:
 
 
 def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
-                   prior: Prior | None = None) -> Interval:
+                   prior: Prior | None = None, **options) -> Interval:
     """Geometric mean of speedup ratios with a t-interval on their logarithms (`prior`: of the
-    variance of one log ratio, see `mean_interval`).
+    variance of one log ratio; `options`: those of `mean_interval`, on the log scale).
 
     Ratios of latencies are log-normal rather than normal, and on the log scale a speedup and
     its inverse are symmetric. For log-symmetric noise the geometric mean is the median; unlike
@@ -125,33 +125,66 @@ def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
     """
     if not ratios or min(ratios) <= 0:
         raise ValueError(f"need positive ratios, got {list(ratios)}")
-    logs = mean_interval([math.log(r) for r in ratios], confidence, prior)
+    logs = mean_interval([math.log(r) for r in ratios], confidence, prior, **options)
     return Interval(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
-                  prior: Prior | None = None) -> Interval:
-    """Mean with a t-interval; with a `prior`, a moderated one.
-
-    With 3 observations the sample variance is so uncertain that the t quantile is 4.3, and a
-    configuration needs many more runs than its noise calls for. When many configurations are
-    measured on one machine their variances are alike, so the sample variance is shrunk toward
-    the pooled one: s2 = (d0 s0^2 + (n-1) s^2) / (d0 + n - 1), with d0 + n - 1 degrees of
-    freedom: Smyth's moderated t statistic (Smyth 2004, "Linear models and empirical Bayes
-    methods for assessing differential expression in microarray experiments", the same
-    problem: thousands of genes, few replicates each). Smyth estimates d0 from the data; here
-    the caller caps it (TimingPolicy.prior_df), because configurations do differ in noise.
-    """
+                  prior: Prior | None = None, *, adjacent: int = 0, correlation: float = 0.0,
+                  floor: float = 0.0, between: float = 0.0,
+                  between_df: float = math.inf) -> Interval:
+    """Mean with a t-interval; with a `prior`, a moderated one (see `mean_variance` for the
+    other options). `between`: a variance added to the mean's (one known from elsewhere, e.g.
+    between moments), estimated with `between_df` degrees of freedom: the t quantile's degrees
+    of freedom are then Welch-Satterthwaite's for the sum (Satterthwaite 1946, "An approximate
+    distribution of estimates of variance components")."""
     if not values:
         raise ValueError("no values")
     n, mean = len(values), statistics.fmean(values)
     if n < 2:  # one value says nothing of its own error, however alike the others were
         return Interval(mean, -math.inf, math.inf, n)
-    df, squares = float(n - 1), (n - 1) * statistics.variance(values)
+    variance, df = mean_variance(values, prior, adjacent=adjacent, correlation=correlation,
+                                 floor=floor)
+    # A `between` given as known (a floor, a guess) keeps the within part's degrees of
+    # freedom: the guess is not worth more than the data beside it.
+    if between > 0 and math.isfinite(between_df):
+        df = (variance + between) ** 2 / (variance ** 2 / df + between ** 2 / max(between_df, 1))
+    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(variance + between)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def mean_variance(values: Sequence[float], prior: Prior | None = None, *, adjacent: int = 0,
+                  correlation: float = 0.0, floor: float = 0.0) -> tuple[float, float]:
+    """The variance of the mean of `values` (at least two), and its degrees of freedom.
+
+    * `prior`: with 3 observations the sample variance is so uncertain that the t quantile is
+      4.3, and a configuration needs many more runs than its noise calls for. When many
+      configurations are measured on one machine their variances are alike, so the sample
+      variance is shrunk toward the pooled one: s2 = (d0 s0^2 + (n-1) s^2) / (d0 + n - 1), with
+      d0 + n - 1 degrees of freedom: Smyth's moderated t statistic (Smyth 2004, "Linear models
+      and empirical Bayes methods for assessing differential expression in microarray
+      experiments", the same problem: thousands of genes, few replicates each). The caller
+      estimates d0 and caps it (timing.PlainRuns.prior), because configurations do differ in
+      noise.
+    * `adjacent` of the values are correlated with the value after them by `correlation`, the
+      others independent (bracketed ratios that share a plain run: about 1/6). Then the sample
+      variance underestimates the variance of one value by the factor 1 - 2 rho m / (n (n-1))
+      and the mean's variance is sigma^2 (1 + 2 rho m / n) / n (the variance of the mean of a
+      stationary series, e.g. Box, Jenkins and Reinsel, "Time Series Analysis", sec. 2.1.5,
+      with m = n - 1 there): both are corrected.
+    * `floor`: the variance of one value is at least this (a bound known from elsewhere: the
+      machine's own run-to-run jitter, which the sample may understate when its slowest
+      values were set aside).
+    """
+    n = len(values)
+    m = min(max(adjacent, 0), n - 1)
+    df = float(n - 1)
+    own = statistics.variance(values) / (1 - 2 * correlation * m / (n * (n - 1)))
+    squares = df * own
     if prior is not None and prior.df > 0:
         df, squares = df + prior.df, squares + prior.df * prior.variance
-    half = t_quantile(0.5 + confidence / 2, df) * math.sqrt(squares / df / n)
-    return Interval(mean, mean - half, mean + half, n)
+    one = max(squares / df, floor)
+    return one * (1 + 2 * correlation * m / n) / n, df
 
 
 def relative_loss_interval(base: Sequence[float], accelerated: Sequence[float],
@@ -198,6 +231,6 @@ def relative_spread(samples: Sequence[float]) -> float:
     return (max(samples) - min(samples)) / median if median else 0.0
 
 
-__all__ = ["CONFIDENCE", "Interval", "Prior", "mean_interval", "ratio_interval",
+__all__ = ["CONFIDENCE", "Interval", "Prior", "mean_interval", "mean_variance", "ratio_interval",
            "relative_loss_interval", "relative_spread", "sequential_confidence", "t_cdf",
            "t_quantile"]

@@ -15,8 +15,14 @@ never one timing divided by another taken minutes apart:
   stated precision (looser while screening, tight for an answer), or the answer the caller
   needs is already clear, or a cap is reached;
 * that interval borrows strength from the configurations measured before on this machine: its
-  variance is shrunk toward theirs (a moderated t-interval, stats.mean_interval), so 3 pairs no
+  variance is shrunk toward theirs (a moderated t-interval, stats.mean_variance), so 3 pairs no
   longer pay a t quantile of 4.3, and 3 that happen to agree no longer end a measurement early;
+  it counts the correlation of brackets that share a plain run, never goes below the plain
+  runs' own jitter, and includes how far a speedup moves between moments, learned from
+  configurations measured again (`PlainRuns.between`): it says where a measurement at another
+  moment lands;
+* a measurement that could not reach its precision even at the cap stops at once (curtailed),
+  and `PlainRuns.too_noisy` says what the precision would cost;
 * the plain runs form one series per process: the run that closes one configuration's last
   bracket opens the next configuration's first, so a configuration costs n plain runs, not n+1.
 """
@@ -31,7 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .record import SpeedEstimate
-from .stats import Interval, Prior, ratio_interval, relative_spread
+from .stats import Interval, Prior, mean_variance, ratio_interval, relative_spread
 
 
 class Clock(Protocol):
@@ -126,6 +132,26 @@ class TimingPolicy:
     # differ in noise (on one H200 the standard deviations of their ratios spread 2x).
     prior_df: int = 4
     reuse_within: float = 30.0  # seconds: a plain run this recent opens the next bracket
+    # Adjacent brackets share a plain run: with the plain and accelerated runs' log noise
+    # alike, their log ratios correlate by (s^2/4) / (s^2/2 + s^2) = 1/6 (stats.mean_variance).
+    correlation: float = 1 / 6
+    # Between moments (minutes apart, another process) a configuration's speedup moves by more
+    # than its brackets within one measurement show: this floor of its standard deviation (on
+    # the log scale) is added to every interval, raised to what the run's own repeated
+    # measurements of one configuration show (PlainRuns.between).
+    drift: float = 0.02
+    # ...and until a configuration was measured twice, this: what is not known yet is taken as
+    # large as seen on a quiet H200, where one configuration's speedup moved by 6 % between
+    # moments of one run (BENCHMARKS.md, "Coverage").
+    unknown_drift: float = 0.06
+    # PlainRuns.floor: one log ratio varies at least this many times one plain run's log
+    # variance (half of it from the two plain runs interpolated, a plain run's from the
+    # accelerated one); 0: no floor.
+    jitter_floor: float = 1.5
+    # The drift between moments is learned from one configuration measured again, briefly,
+    # every `repeat_every` evaluations (every third of that until it was measured 4 times);
+    # 0: never (the floor `drift` alone, and whatever races measure again).
+    repeat_every: int = 12
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
@@ -135,6 +161,11 @@ class TimingPolicy:
             raise ValueError(f"need neighbours >= 1, got {self.neighbours}")
         if self.prior_df < 0:
             raise ValueError(f"need prior_df >= 0, got {self.prior_df}")
+        if not 0 <= self.correlation < 0.5 or min(self.drift, self.unknown_drift,
+                                                   self.repeat_every) < 0:
+            raise ValueError(f"need 0 <= correlation < 0.5 and drift, unknown_drift, "
+                             f"repeat_every >= 0, got {self.correlation}, {self.drift}, "
+                             f"{self.unknown_drift} and {self.repeat_every}")
 
 
 def bracket_ratio(before: Run, accelerated: Run, after: Run) -> float:
@@ -161,14 +192,77 @@ class PlainRuns:
         self.runs: list[Run] = []
         self.brackets = 0
         self.rejected = 0
+        self.curtailed = 0  # measurements stopped short of their precision (measure_speedup)
+        self.short: tuple[float, float, float] | None = None  # the last: precision, pairs
+        # it would have needed, seconds a trusted pair took
         self._spreads: list[tuple[float, int]] = []  # per configuration: squares, df
+        # per configuration measured here (its key): log speedup, variance of that estimate
+        self._measured: dict[str, list[tuple[float, float]]] = {}
 
-    def learn(self, ratios: Sequence[float]) -> None:
-        """Add one configuration's trusted ratios to what `prior` is pooled from."""
+    def learn(self, ratios: Sequence[float], adjacent: int = 0) -> None:
+        """Add one configuration's trusted ratios (`adjacent` of them sharing a plain run with
+        the next) to what `prior` is pooled from."""
         if len(ratios) > 1:
             logs = [math.log(r) for r in ratios]
-            self._spreads.append(((len(logs) - 1) * statistics.variance(logs), len(logs) - 1))
+            n = len(logs)
+            bias = 1 - 2 * self.policy.correlation * min(adjacent, n - 1) / (n * (n - 1))
+            self._spreads.append(((n - 1) * statistics.variance(logs) / bias, n - 1))
             del self._spreads[:-self.window]
+
+    def remember(self, key: str, log_value: float, variance: float) -> None:
+        """One measurement of the configuration `key`: its log speedup and that estimate's
+        variance within its own moment (what `between` learns from)."""
+        self._measured.setdefault(key, []).append((log_value, variance))
+
+    @property
+    def repeats(self) -> int:
+        """How many times a configuration was measured again here (what `between` knows)."""
+        return sum(len(seen) - 1 for seen in self._measured.values())
+
+    @property
+    def between(self) -> float:
+        """The variance, on the log scale, of a configuration's speedup between moments: the
+        policy's floor, or what configurations measured more than once here show, if more;
+        before any was, the policy's `unknown_drift`.
+
+        The m measurements x_i of one configuration, with within-moment variances v_i, vary
+        by E[var(x)] = tau^2 + mean(v); tau^2 is the excess, pooled over the configurations
+        measured more than once with weights m - 1, at least 0: the method-of-moments
+        estimator of a random-effects meta-analysis (DerSimonian and Laird 1986,
+        "Meta-analysis in clinical trials"), with equal weights. All of a configuration's
+        measurements, not consecutive pairs: two taken within one moment show no drift."""
+        return self._between()[0]
+
+    def _between(self) -> tuple[float, float]:
+        """`between`, and its degrees of freedom (infinite: the policy's floor, taken as
+        known)."""
+        floor = self.policy.drift ** 2
+        seen = [m for m in self._measured.values() if len(m) > 1]
+        if not seen:
+            return max(floor, self.policy.unknown_drift ** 2), math.inf
+        df = sum(len(m) - 1 for m in seen)
+        excess = sum((len(m) - 1) * (statistics.variance([x for x, _ in m])
+                                     - statistics.fmean(v for _, v in m)) for m in seen) / df
+        return (excess, float(df)) if excess > floor else (floor, math.inf)
+
+    @property
+    def floor(self) -> float:
+        """A lower bound on the variance of one log ratio from this machine's plain runs: the
+        interpolated plain latency carries half a plain run's log variance and the accelerated
+        run at least a plain run's (shorter runs jitter relatively more), 1.5 s_p^2 in all
+        (TimingPolicy.jitter_floor).
+        s_p comes from the plain runs the trust rule keeps (as the ratios do), each one's log
+        difference to the mean of its two neighbours (which, like a bracket, cancels linear
+        drift), their lower quartile, which stays put while up to three quarters of them are
+        disturbed: the trusted ratios alone, their slow tail set aside, would understate it."""
+        kept = _undisturbed(self.runs, self.tolerance, neighbours=self.policy.neighbours)
+        logs = [math.log(r.seconds) for r in kept]
+        steps = sorted(abs(b - (a + c) / 2) for a, b, c in zip(logs, logs[1:], logs[2:]))
+        if len(steps) < 3:
+            return 0.0
+        quartile = steps[(len(steps) - 1) // 4]
+        # that difference is normal with scale s_p sqrt(1.5); |it|'s lower quartile: 0.3186 x
+        return self.policy.jitter_floor * (quartile / 0.3186) ** 2 / 1.5
 
     @property
     def prior(self) -> Prior | None:
@@ -176,7 +270,9 @@ class PlainRuns:
         df = sum(d for _, d in self._spreads)
         if not df or not self.policy.prior_df:
             return None
-        return Prior(sum(s for s, _ in self._spreads) / df, min(df, self.policy.prior_df))
+        # The trusted ratios' slow tail was set aside: never below the machine's jitter.
+        return Prior(max(sum(s for s, _ in self._spreads) / df, self.floor),
+                     min(df, self.policy.prior_df))
 
     def add(self, run: Run) -> Run:
         self.runs.append(run)
@@ -213,6 +309,18 @@ class PlainRuns:
     def spread(self) -> float:
         return relative_spread([r.seconds for r in self.runs])
 
+    def too_noisy(self) -> str | None:
+        """One line, once measurements stop short of their precision (measure_speedup's
+        curtailment): what the precision would cost on this machine now; None otherwise."""
+        if not self.curtailed or self.short is None:
+            return None
+        precision, needed, per_pair = self.short
+        shown = f"{needed:.0f}" if needed < 1000 else "over 1000"
+        return (f"timings on this machine are too noisy for +-{precision:.0%}: a configuration "
+                f"would need about {shown} pairs ({per_pair:.1f} s each, runs set aside "
+                f"included; the cap is {self.policy.max_pairs}); measurements stop short "
+                f"and their intervals say so. Is something else running?")
+
     def noisy(self) -> bool:
         """Whether timings on this machine are too noisy to trust without saying so: recent
         plain runs of the same batch spread by more than a quarter, or a quarter of the
@@ -245,6 +353,11 @@ def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int) -> l
         if run.seconds <= min(r.seconds for r in near) * (1 + tolerance):
             found.append(run)
     return found
+
+
+def _adjacent(brackets: Sequence[Bracket]) -> int:
+    """How many of the brackets (in time order) share their closing plain run with the next."""
+    return sum(a.after == b.before for a, b in zip(brackets, brackets[1:]))
 
 
 def _bracketed(accelerated: Sequence[Run], plains: Sequence[Run]) -> list[Bracket]:
@@ -311,10 +424,22 @@ class Brackets:
         """Every accelerated run against its own neighbours, trusted or not."""
         return _bracketed(self.accelerated, sorted(self.plains, key=lambda r: r.middle))
 
-    def interval(self) -> Interval | None:
+    def interval(self, *, between: bool = True) -> Interval | None:
+        """The speedup's interval: of the trusted brackets, for the adjacent ones' correlation,
+        at least the machine's jitter (`PlainRuns.floor`), and with the variance between
+        moments (`PlainRuns.between`) unless `between` is False (this moment's own, which
+        only more pairs narrow: what a measurement stops on).
+
+        With `between`, it is where a measurement at another moment (later in the run, in
+        another process) lands: this moment's drift and that one's, 2 tau^2 on the log scale."""
         clean = self.clean()
         if clean:
-            return ratio_interval([b.ratio for b in clean], prior=self.plain.prior)
+            drift, drift_df = self.plain._between()
+            return ratio_interval([b.ratio for b in clean], prior=self.plain.prior,
+                                  adjacent=_adjacent(clean),
+                                  correlation=self.plain.policy.correlation,
+                                  floor=self.plain.floor,
+                                  between=2 * drift if between else 0.0, between_df=drift_df)
         everything = self.all()
         if not everything:
             return None
@@ -329,6 +454,31 @@ class Brackets:
             return None
         return self.interval()
 
+    def pairs_needed(self, precision: float) -> float:
+        """How many trusted pairs this moment's interval would need to be within `precision`
+        at the noise seen so far (normal quantile: the t quantile's excess at few pairs is
+        what more pairs remove)."""
+        clean = self.clean()
+        if len(clean) < 2:
+            return math.inf
+        variance, _ = mean_variance([math.log(b.ratio) for b in clean], self.plain.prior,
+                                    adjacent=_adjacent(clean),
+                                    correlation=self.plain.policy.correlation,
+                                    floor=self.plain.floor)
+        z = statistics.NormalDist().inv_cdf(0.975)
+        return variance * len(clean) * (z / math.log1p(precision)) ** 2
+
+    def remember(self, key: str) -> None:
+        """Tell the plain series this measurement of the configuration `key`: its repeated
+        measurements teach the drift between moments (`PlainRuns.between`)."""
+        clean = self.clean()
+        if len(clean) > 1:
+            logs = [math.log(b.ratio) for b in clean]
+            variance, _ = mean_variance(logs, self.plain.prior, adjacent=_adjacent(clean),
+                                        correlation=self.plain.policy.correlation,
+                                        floor=self.plain.floor)
+            self.plain.remember(key, statistics.fmean(logs), variance)
+
     def estimate(self) -> SpeedEstimate:
         clean, everything = self.clean(), self.all()
         if not everything:
@@ -337,7 +487,7 @@ class Brackets:
         interval = self.interval()  # before this configuration joins the prior
         self.plain.brackets += len(self.accelerated)
         self.plain.rejected += len(self.accelerated) - len(clean)
-        self.plain.learn([b.ratio for b in clean])
+        self.plain.learn([b.ratio for b in clean], _adjacent(clean))
         return SpeedEstimate(interval,
                              statistics.median(r.seconds for b in used
                                                for r in (b.before, b.after)),
@@ -348,14 +498,16 @@ class Brackets:
 def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], Run],
                     plain: PlainRuns, *, precision: float | None = None,
                     decided: Callable[[Interval | None], bool] | None = None,
-                    warmup: Run | None = None) -> SpeedEstimate:
+                    warmup: Run | None = None, key: str | None = None) -> SpeedEstimate:
     """Measure one configuration's speedup in bracketed pairs (see the module's docstring).
 
     After every bracket, `decided(interval)` (the interval is None before the policy's minimum
     of trusted pairs) may end the measurement once the caller's question is answered, e.g.
     "is it below the required speedup?". Each callable times one run. `precision` defaults
     to the policy's. `warmup`, the configuration's untimed first run, joins the trust rule's
-    judges of the accelerated runs, never their ratios.
+    judges of the accelerated runs, never their ratios. `key` names the configuration
+    (`Brackets.remember`). The measurement stops on the precision of this moment's own interval:
+    more pairs cannot narrow the drift between moments that the estimate's interval includes.
     """
     policy = plain.policy
     before = plain.recent() or plain.add(run_plain())
@@ -369,9 +521,25 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
         interval = brackets.settled(clean)
         if clean >= policy.max_pairs or (decided is not None and decided(interval)):
             break
-        if interval is not None and \
-                interval.relative_half_width <= (precision or policy.precision):
+        if interval is None:
+            continue
+        own = brackets.interval(between=False).relative_half_width
+        if own <= (precision or policy.precision):
             break
+        # Curtailment (Jennison and Turnbull 2000, "Group Sequential Methods", ch. 10: stop
+        # once the outcome at the cap is foregone): when even the cap's pairs would not reach
+        # the precision at this noise, the pairs up to it buy little; the interval says how
+        # little is known, and the candidates for an answer are measured again in a race.
+        # Only with a prior: a first configuration's own variance over 2-3 pairs predicts
+        # nothing (and sets the prior for all after it).
+        needed = brackets.pairs_needed(precision or policy.precision)
+        if plain.prior is not None and needed > policy.max_pairs:
+            plain.curtailed += 1
+            spent = sum(r.seconds for r in brackets.accelerated + brackets.plains[1:])
+            plain.short = (precision or policy.precision, needed, spent / clean)
+            break
+    if key is not None:
+        brackets.remember(key)
     return brackets.estimate()
 
 
