@@ -252,3 +252,18 @@ def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, cap
     assert len(evaluated) == 16 and len(set(evaluated)) == 16
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
+
+
+def test_a_sampler_seed_gives_each_worker_a_stream_of_its_own(tmp_path, monkeypatch):
+    """--sampler-seed with --workers 2: each worker draws from its own stream, derived from
+    the seed (the same ones for the same seed). Failed at 9214cba: every worker used the seed
+    itself, and two workers proposed the same configuration 5 times in 6."""
+    from tuner.search.workers import worker_seed
+
+    study = _launch_workers(tmp_path, monkeypatch, "--trials", "6", "--sampler-seed", "7")
+    seeds = {r.worker["pid"]: r.sampler_seed for r in trial_records(study)
+             if r.worker is not None}
+    assert len(seeds) == 2
+    assert set(seeds.values()) == {worker_seed(7, 0), worker_seed(7, 1)}
+    assert worker_seed(7, 0) == 7 and worker_seed(7, 1) != 7
+    assert worker_seed(7, 1) == worker_seed(7, 1) != worker_seed(8, 1)

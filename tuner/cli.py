@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "trials", type=_positive_int, help="evaluations per combo (repeats are free)")
     _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
     _flag(search, "sampler-seed", type=int,
-          help="fix the sampler's stream (default: one of this process's own, recorded)")
+          help="fix the sampler's stream (default: one of this process's own, recorded); "
+          "with --workers, each worker's stream is derived from it")
     _flag(search, "patience", type=_whole_number, help="stop a combo's study after this many "
           "evaluations without a better answer (0: never; the grid sampler never does)")
     _flag(search, "full-front", action="store_true", help="evaluate every configuration "

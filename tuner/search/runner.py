@@ -42,7 +42,7 @@ from .objective import Objective, TrialFailed
 from .space import canonical_key, distinct_points, make_sampler, random_point
 from .studies import load_group, open_study, versions
 from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
-                      wait_for_others)
+                      wait_for_others, worker_seed)
 
 FREE_STREAK = 10  # trials in a row answered without an evaluation before a random point
 OTHERS_POLL = 1.0  # seconds between looks at trials other processes run
@@ -54,7 +54,8 @@ class SearchPlan:
     trials: int = 200  # evaluations per combo
     sampler: str = "tpe"
     seed: int = 42
-    sampler_seed: int | None = None  # None: a stream of this process's own (workers.py)
+    # None: a stream of this process's own; else worker k's is workers.worker_seed(it, k)
+    sampler_seed: int | None = None
     patience: int | None = None  # stop a study after this many evaluations without progress
     full_front: bool = False  # evaluate every configuration fully (no pruning)
     stop_when_met: bool = False
@@ -126,7 +127,8 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     """Work on one combo's study until it stops (see the module's docstring), pruning
     configurations slower than `floor`. Several processes may do this at once (workers.py)."""
     s = evaluator.setting
-    seed = plan.sampler_seed if plan.sampler_seed is not None else process_seed(plan.seed)
+    seed = worker_seed(plan.sampler_seed, plan.worker_index) \
+        if plan.sampler_seed is not None else process_seed(plan.seed)
     device = device_of(evaluator.pipe)
     study = open_study(storage, s, combo, goal, prompts,
                        make_sampler(plan.sampler, combo, seed=seed, device=device),

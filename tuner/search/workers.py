@@ -29,7 +29,9 @@ The contract, which every function here keeps:
    processes together never exceed --trials.
 5. Sampler streams. Each process seeds its sampler with a stream of its own (`process_seed`),
    recorded on every trial it runs, so that processes do not propose the same points in
-   lockstep and any trial's proposal can be traced.
+   lockstep and any trial's proposal can be traced. With --sampler-seed, worker k of a
+   launcher draws from `worker_seed(seed, k)`: streams of their own still, and the same ones
+   for the same seed.
 6. Confirmation. A study's answer is confirmed (its candidates raced again) by one process: the
    only one, or worker 0 of a launcher; with processes on several hosts, by each of them, since
    none knows of the others (the last confirmation written is the study's). While the trials
@@ -75,6 +77,16 @@ def process_seed(base: int) -> int:
     """A sampler seed of this process's own, from the run's seed, host, pid and start time."""
     me = this_worker()
     text = f"{base}|{me['host']}|{me['pid']}|{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def worker_seed(seed: int, index: int | None) -> int:
+    """The sampler seed of worker `index` of a launcher given --sampler-seed `seed`: `seed`
+    itself for a lone process and worker 0 (a run alone is reproduced by the same seed), a
+    stream derived from both for the others (rule 5)."""
+    if not index:
+        return seed
+    text = f"{seed}|worker {index}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
@@ -170,4 +182,4 @@ def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
 
 
 __all__ = ["Surplus", "confirms", "earlier_answer", "others_running", "process_seed",
-           "recover_orphans", "requeue", "this_worker", "wait_for_others"]
+           "recover_orphans", "requeue", "this_worker", "wait_for_others", "worker_seed"]
