@@ -211,9 +211,21 @@ class TrialRecord:
 
     @property
     def answered(self) -> bool:
-        """Its configuration needs no second evaluation: scored, pruned, or found invalid."""
+        """Its configuration needs no second evaluation: scored, pruned, found invalid, or
+        crashed (`crashed`)."""
         return self.canonical is not None and (
-            self.state in ("COMPLETE", "PRUNED") or (self.state == "FAIL" and self.invalid))
+            self.state in ("COMPLETE", "PRUNED")
+            or (self.state == "FAIL" and bool(self.invalid or self.crashed)))
+
+    @property
+    def crashed(self) -> bool:
+        """Failed while evaluating (out of memory, an exception inside an accelerator): the
+        same configuration at the same shapes and seeds fails again, so its record answers
+        it, instead of an evaluation counted toward --trials each time it is proposed.
+        Interrupted, orphaned and surplus trials did not crash."""
+        return self.state == "FAIL" and self.fail_reason is not None \
+            and self.fail_reason not in NOT_COUNTED and self.invalid is None
+
 
     def settles(self, floor: float | None) -> bool:
         """Whether it answers its configuration in a run whose floor (the speedup another

@@ -96,14 +96,19 @@ def _free_streak(records: list[TrialRecord]) -> int:
 def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
                         answered: set[str], rng: random.Random) -> bool:
     """Queue a random configuration that no trial has answered yet (a sampler that keeps
-    proposing answered points would otherwise spin without evaluating anything)."""
+    proposing answered points would otherwise spin without evaluating anything); False when
+    none was found.
+
+    Queued even where a trial of the same parameters exists (a configuration pruned under a
+    higher floor than this run's is one, rule 3 of workers.py): Optuna's skip_if_exists would
+    drop exactly those, silently."""
     s = evaluator.setting
     for _ in range(1000):
         params = random_point(combo, rng, device=device_of(evaluator.pipe))
         key = canonical_key(evaluator.pipe, split_params(params), steps=s.steps,
                             height=s.height, width=s.width)
         if key not in answered:
-            study.enqueue_trial(params, skip_if_exists=True)
+            study.enqueue_trial(params)
             return True
     return False
 
