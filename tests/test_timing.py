@@ -383,3 +383,32 @@ def test_a_measurement_that_cannot_reach_its_precision_stops_short_and_says_what
     assert found.speedup.relative_half_width > 0.2
     line = plain.too_noisy()
     assert "too noisy for +-5%" in line and "the cap is 12" in line
+
+
+@pytest.mark.parametrize("slowed", [(), (1,)], ids=["clean", "one-slowed"])
+def test_a_stored_estimate_reproduces_its_interval(slowed):
+    """What is stored with a speedup (the trusted ratios, the variance borrowed from the
+    configurations before, the interval's other inputs) gives its interval again, through the
+    record's round trip. Failed at 9214cba: only every bracket's ratio against its own
+    neighbours was stored, without the prior, and those gave another interval."""
+    from tuner.record import SpeedEstimate
+
+    clock, rng = FakeClock(), random.Random(7)
+
+    def run(seconds):
+        seconds *= 1 + rng.gauss(0, 0.03)
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock, TimingPolicy())
+    for _ in range(4):
+        plain.add(run(1.0))
+    for _ in range(3):  # earlier configurations: the next one borrows their variance
+        measure_speedup(lambda: run(1.0), lambda: run(0.5), plain, precision=0.05)
+    machine = Machine(clock, slow=1.6, slow_accelerated=slowed)
+    found = measure_speedup(machine.plain_run, machine.accelerated_run, plain)
+    stored = SpeedEstimate.from_dict(found.as_dict())
+    assert stored.recomputed() == found.speedup
+    if slowed == ():
+        assert stored.prior is not None and stored.trusted == stored.ratios
+    if slowed == (1,):
+        assert len(stored.trusted) < len(stored.ratios)

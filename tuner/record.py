@@ -10,10 +10,11 @@ No torch and no Optuna import: the results readers run without either loaded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from .setting import Goal, Setting
-from .stats import Interval
+from .stats import Interval, Prior, speedup_interval
 
 # Trial user attributes.
 _CONFIG, _CANONICAL, _WORKER, _SEED = "config", "canonical", "worker", "sampler_seed"
@@ -59,7 +60,20 @@ class SpeedEstimate:
     baseline_latency: float  # seconds per batch
     pairs: int  # bracketed pairs that went into the estimate
     rejected: int = 0  # accelerated runs set aside: disturbed, or no clean plain run near them
+    # Every accelerated run against the plain runs just around it, trusted or not (to see the
+    # noise); `trusted`, `prior` and `options` are what `speedup` was computed from
+    # (`recomputed`).
     ratios: tuple[float, ...] = ()
+    trusted: tuple[float, ...] = ()  # the trusted runs' ratios, against trusted plain runs
+    prior: Prior | None = None  # the variance borrowed from earlier configurations
+    options: dict = field(default_factory=dict)  # stats.ratio_interval's other options
+
+    def recomputed(self) -> Interval | None:
+        """The speedup's interval computed again from what is stored: `speedup` itself
+        (None for an estimate stored before `trusted` was)."""
+        if not self.trusted and self.speedup.high != math.inf:
+            return None
+        return speedup_interval(self.trusted, self.ratios, self.prior, **self.options)
 
     @property
     def value(self) -> float:
@@ -71,12 +85,18 @@ class SpeedEstimate:
 
     def as_dict(self) -> dict:
         return {"speedup": _interval_dict(self.speedup), "baseline_latency": self.baseline_latency,
-                "pairs": self.pairs, "rejected": self.rejected, "ratios": list(self.ratios)}
+                "pairs": self.pairs, "rejected": self.rejected, "ratios": list(self.ratios),
+                "trusted": list(self.trusted),
+                "prior": asdict(self.prior) if self.prior is not None else None,
+                "options": dict(self.options)}
 
     @classmethod
     def from_dict(cls, data: dict) -> SpeedEstimate:
+        prior = data.get("prior")
         return cls(_interval(data["speedup"]), data["baseline_latency"], data["pairs"],
-                   data.get("rejected", 0), tuple(data.get("ratios", ())))
+                   data.get("rejected", 0), tuple(data.get("ratios", ())),
+                   tuple(data.get("trusted", ())), Prior(**prior) if prior else None,
+                   dict(data.get("options") or {}))
 
 
 @dataclass(frozen=True)
@@ -225,7 +245,6 @@ class TrialRecord:
         Interrupted, orphaned and surplus trials did not crash."""
         return self.state == "FAIL" and self.fail_reason is not None \
             and self.fail_reason not in NOT_COUNTED and self.invalid is None
-
 
     def settles(self, floor: float | None) -> bool:
         """Whether it answers its configuration in a run whose floor (the speedup another

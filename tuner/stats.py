@@ -129,6 +129,19 @@ def ratio_interval(ratios: Sequence[float], confidence: float = CONFIDENCE,
     return Interval(math.exp(logs.value), math.exp(logs.low), math.exp(logs.high), logs.n)
 
 
+def speedup_interval(trusted: Sequence[float], everything: Sequence[float],
+                     prior: Prior | None = None, **options) -> Interval | None:
+    """A speedup's interval from its trusted ratios (with `prior` and `ratio_interval`'s
+    `options`); when none could be trusted, the value of all of them with an interval that
+    says it is unknown (0, inf); None without any ratio. What timing.Brackets measures, and
+    what a stored SpeedEstimate is computed again from."""
+    if trusted:
+        return ratio_interval(trusted, prior=prior, **options)
+    if not everything:
+        return None
+    return Interval(ratio_interval(everything).value, 0.0, math.inf, len(everything))
+
+
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE,
                   prior: Prior | None = None, *, adjacent: int = 0, correlation: float = 0.0,
                   floor: float = 0.0, between: float = 0.0,
@@ -232,5 +245,5 @@ def relative_spread(samples: Sequence[float]) -> float:
 
 
 __all__ = ["CONFIDENCE", "Interval", "Prior", "mean_interval", "mean_variance", "ratio_interval",
-           "relative_loss_interval", "relative_spread", "sequential_confidence", "t_cdf",
-           "t_quantile"]
+           "relative_loss_interval", "relative_spread", "sequential_confidence",
+           "speedup_interval", "t_cdf", "t_quantile"]

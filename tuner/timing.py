@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .record import SpeedEstimate
-from .stats import Interval, Prior, mean_variance, ratio_interval, relative_spread
+from .stats import Interval, Prior, mean_variance, relative_spread, speedup_interval
 
 
 class Clock(Protocol):
@@ -433,19 +433,19 @@ class Brackets:
         With `between`, it is where a measurement at another moment (later in the run, in
         another process) lands: this moment's drift and that one's, 2 tau^2 on the log scale."""
         clean = self.clean()
-        if clean:
-            drift, drift_df = self.plain._between()
-            return ratio_interval([b.ratio for b in clean], prior=self.plain.prior,
-                                  adjacent=_adjacent(clean),
-                                  correlation=self.plain.policy.correlation,
-                                  floor=self.plain.floor,
-                                  between=2 * drift if between else 0.0, between_df=drift_df)
-        everything = self.all()
-        if not everything:
-            return None
-        # Nothing could be trusted: a value, but an interval that says it is unknown.
-        return Interval(ratio_interval([b.ratio for b in everything]).value, 0.0, math.inf,
-                        len(everything))
+        # Nothing trusted: a value, but an interval that says it is unknown (stats).
+        return speedup_interval([b.ratio for b in clean], [b.ratio for b in self.all()],
+                                self.plain.prior, **self._options(clean, between))
+
+    def _options(self, clean: Sequence[Bracket], between: bool = True) -> dict:
+        """What the interval of `clean` takes besides the ratios and the prior (stored with
+        an estimate, so that it can be computed again: SpeedEstimate.recomputed)."""
+        if not clean:
+            return {}
+        drift, drift_df = self.plain._between()
+        return {"adjacent": _adjacent(clean), "correlation": self.plain.policy.correlation,
+                "floor": self.plain.floor, "between": 2 * drift if between else 0.0,
+                "between_df": drift_df}
 
     def settled(self, clean: int) -> Interval | None:
         """The interval, once `clean` (the trusted pairs so far) reaches the policy's minimum
@@ -484,7 +484,8 @@ class Brackets:
         if not everything:
             raise ValueError("no bracket was measured")
         used = clean or everything
-        interval = self.interval()  # before this configuration joins the prior
+        # Before this configuration joins the prior.
+        prior, options, interval = self.plain.prior, self._options(clean), self.interval()
         self.plain.brackets += len(self.accelerated)
         self.plain.rejected += len(self.accelerated) - len(clean)
         self.plain.learn([b.ratio for b in clean], _adjacent(clean))
@@ -492,7 +493,8 @@ class Brackets:
                              statistics.median(r.seconds for b in used
                                                for r in (b.before, b.after)),
                              len(clean), len(self.accelerated) - len(clean),
-                             tuple(b.ratio for b in everything))
+                             tuple(b.ratio for b in everything),
+                             tuple(b.ratio for b in clean), prior if clean else None, options)
 
 
 def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], Run],
