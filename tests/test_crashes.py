@@ -20,6 +20,7 @@ from tuner.record import (INTERRUPTED, PRUNED_FLOOR, SURPLUS, TrialRecord, trial
 from tuner.search.runner import _enqueue_unanswered
 from tuner.search.space import canonical_key, suggest
 from tuner.search.workers import earlier_answer, this_worker
+from tuner.setting import Goal
 
 OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
 
@@ -35,8 +36,8 @@ def _claimed(study: optuna.Study, params: dict, key: str, *, state: TrialState,
     if reason is not None:
         TrialRecord.write_failure(trial, reason)
     if pruned_below is not None:
-        trial.set_user_attr("pruned", PRUNED_FLOOR)
-        trial.set_user_attr("pruned_below", pruned_below)
+        TrialRecord.write_result(trial, speed=None, quality=None, pruned=PRUNED_FLOOR,
+                                 seconds={}, goal=Goal(), pruned_below=pruned_below)
     study.tell(trial, state=state)
 
 

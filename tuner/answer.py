@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .record import (PRUNED_FLOOR, Confirmation, QualityEstimate, SpeedEstimate, StudyRecord,
-                     TrialRecord)
+from .record import (PRUNED_FLOOR, Confirmation, HeldOut, QualityEstimate, SpeedEstimate,
+                     StudyRecord, TrialRecord)
 from .setting import Goal, Setting
 from .stats import Interval
 
@@ -159,8 +159,15 @@ class Choice:
     trial: int
     config: dict
     speed: SpeedEstimate  # the confirmed estimate where there is one
-    quality: QualityEstimate
+    quality: QualityEstimate  # measured in the search, on the images it was selected on
     confirmed: str | None = None  # the race that confirmed it
+    held_out: HeldOut | None = None  # its quality measured again on other images
+
+    @property
+    def loss(self) -> Interval:
+        """Its loss: measured again on images it was not selected on where that was done
+        (the search's own estimate is biased low by the selection), else the search's."""
+        return (self.held_out.quality if self.held_out else self.quality).loss
 
     @property
     def speedup(self) -> float:
@@ -178,15 +185,18 @@ class Choice:
         return {"combo": self.combo, "study": self.study, "trial": self.trial,
                 "params": self.config, "speed": self.speed.as_dict(),
                 "quality": self.quality.as_dict(), "confirmed": self.confirmed,
+                "held_out": self.held_out.as_dict() if self.held_out else None,
                 # the headline numbers, flat, for whoever reads the file by hand
                 "speedup": self.speedup, "latency": self.latency,
-                "baseline_latency": self.baseline_latency, "loss": self.quality.loss.value}
+                "baseline_latency": self.baseline_latency, "loss": self.loss.value,
+                "search_loss": self.quality.loss.value}
 
     @classmethod
     def from_dict(cls, data: dict) -> Choice:
         return cls(data["combo"], data["study"], data["trial"], data["params"],
                    SpeedEstimate.from_dict(data["speed"]),
-                   QualityEstimate.from_dict(data["quality"]), data.get("confirmed"))
+                   QualityEstimate.from_dict(data["quality"]), data.get("confirmed"),
+                   HeldOut.from_dict(data["held_out"]) if data.get("held_out") else None)
 
 
 @dataclass(frozen=True)
@@ -238,7 +248,8 @@ class Answer:
 
     def as_dict(self) -> dict:
         return {"goal": self.goal.as_dict(), "required_speedup": self.required_speedup,
-                "met": self.met, "chosen": self.chosen.as_dict() if self.chosen else None,
+                "met": self.met, "met_confidently": self.met_confidently,
+                "chosen": self.chosen.as_dict() if self.chosen else None,
                 "per_combo": {c.combo: c.as_dict() for c in self.combos},
                 "notes": list(self.notes), "identical": self.identical}
 
@@ -276,14 +287,14 @@ class Answer:
             return f"No configuration keeps {budget}{self._measured()}."
         c = self.chosen
         answer = (f"{c.combo} {config_text(c.config)}: {speed_text(c.speed)}, "
-                  f"{loss_text(c.quality.loss)} {self.goal.metric} loss "
-                  f"({c.baseline_latency:.3f}s -> {c.latency:.3f}s per batch)")
+                  f"{self.loss_claim} ({c.baseline_latency:.3f}s -> {c.latency:.3f}s per batch)")
         if c.confirmed:
             answer += ", confirmed"
         if self.required_speedup is None:
             return f"Fastest within {budget}: {answer}"
         if self.met:
-            return f"Meets {self.requirement} within {budget} with the lowest loss: {answer}"
+            return (f"Meets {self.requirement} within {budget} with the lowest loss: {answer}"
+                    f"; {self.confidence}")
         return (f"Nothing reaches {self.requirement} within {budget}{self._measured()}; "
                 f"closest: {answer}")
 
@@ -298,6 +309,38 @@ class Answer:
             return (f" (none of the {evaluated} configurations evaluated was measured for "
                     f"quality: each stopped for its speed first)")
         return f" ({scored} of the {evaluated} configurations evaluated measured for quality)"
+
+    @property
+    def loss_claim(self) -> str:
+        """The chosen configuration's loss as stated: on held-out images where measured, with
+        the search's estimate beside it, and whether it still keeps the budget."""
+        c, metric = self.chosen, self.goal.metric
+        if c.held_out is None:
+            return f"{loss_text(c.quality.loss)} {metric} loss"
+        first, last = c.held_out.seeds
+        text = (f"{loss_text(c.loss)} {metric} loss on held-out seeds {first}-{last} "
+                f"(search: {loss_text(c.quality.loss)})")
+        if not c.held_out.quality.within(self.goal):
+            text += f", which does not keep {self.goal.budget}"
+        return text
+
+    @property
+    def met_confidently(self) -> bool | None:
+        """Whether the requirement is met by the lower end of the chosen speedup's interval,
+        not only by its estimate (None without a requirement or a choice)."""
+        if self.required_speedup is None or self.chosen is None:
+            return None
+        speed = self.chosen.speed
+        low = speed.speedup.low  # 0 when nothing could be trusted: not confidently anything
+        return low > 0 and bool(self.goal.reaches(low, speed.baseline_latency))
+
+    @property
+    def confidence(self) -> str:
+        """Whether a met requirement is met with 95 % confidence, in words."""
+        low = self.chosen.speed.speedup.low
+        if self.met_confidently:
+            return f"met confidently (the interval's low end, {low:.2f}x, reaches it)"
+        return f"not confidently: the interval's low end, {low:.2f}x, is below it"
 
     @property
     def requirement(self) -> str:
@@ -330,7 +373,8 @@ def choice_of(study: StudyRecord, trial: TrialRecord | None) -> Choice | None:
         return None
     confirmation = study.confirmation
     return Choice(study.combo, study.name, trial.number, trial.config,
-                  speed_of(trial, confirmation), trial.quality, raced_by(confirmation, trial))
+                  speed_of(trial, confirmation), trial.quality, raced_by(confirmation, trial),
+                  study.held_out.get(trial.number))
 
 
 def raced_by(confirmation: Confirmation | None, trial: TrialRecord) -> str | None:

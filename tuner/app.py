@@ -227,8 +227,11 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
     required = goal.required_speedup(baseline_latency([r for r, _ in group.values()]))
     if overall_entries(states, goal, required):
         return None
-    return current_answer(storage, setting, goal, _stored_notes(options, setting),
-                          full_front=options.full_front)
+    found = current_answer(storage, setting, goal, _stored_notes(options, setting),
+                           full_front=options.full_front)
+    if found is not None and found.chosen is not None and found.chosen.held_out is None:
+        return None  # its loss is still to be measured on held-out images (heldout.py)
+    return found
 
 
 def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:

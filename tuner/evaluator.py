@@ -98,6 +98,7 @@ class Evaluator:
         self.baseline: Baseline | None = None
         self._sentinel: Config | None = None  # the configuration measured again (drift)
         self._since_repeat = 0
+        self._held_out_base: Baseline | None = None  # the plain images of the held-out seeds
 
     # -- generation -------------------------------------------------------------------------
 
@@ -130,10 +131,15 @@ class Evaluator:
                        generator=[torch.Generator("cpu").manual_seed(i) for i in seeds],
                        callback_on_step_end=_checkpoint_each_step).images
 
-    def _images(self, run: Callable[..., Any], k: int) -> tuple[torch.Tensor, Run]:
-        """Generate batch `k`; (uint8 images, the timed run)."""
+    def _images(self, run: Callable[..., Any], k: int, *,
+                held_out: bool = False) -> tuple[torch.Tensor, Run]:
+        """Generate batch `k` (`held_out`: with the seeds after the quality set's,
+        `held_out_seeds`); (uint8 images, the timed run)."""
+        batch = self._batches[k]
+        if held_out:  # its images' seeds are those of images first + num_samples on
+            batch = {**batch, "first": batch["first"] + self.setting.num_samples}
         captured = accelerators.capture_seconds()
-        out, timing = timed_run(lambda: self._generate(run, self._batches[k]), self.clock)
+        out, timing = timed_run(lambda: self._generate(run, batch), self.clock)
         capture = accelerators.capture_seconds() - captured
         if capture:  # CUDA graphs were captured within the run: not the configuration's speed
             timing = Run(timing.start, timing.seconds - capture)
@@ -147,7 +153,7 @@ class Evaluator:
         return timing
 
     def _accelerated(self, config: Config, batches: Sequence[int], images: dict,
-                     seconds: dict) -> Run:
+                     seconds: dict, *, held_out: bool = False) -> Run:
         """Generate `batches` under one application of `config`, keeping their images (the
         first of each batch); the timed run of the last one."""
         s = self.setting
@@ -155,7 +161,7 @@ class Evaluator:
         captured = accelerators.capture_seconds()
         with accelerators.apply(self.pipe, config, steps=s.steps, seed=s.seed) as run:
             for k in batches:
-                out, timing = self._images(run, k)
+                out, timing = self._images(run, k, held_out=held_out)
                 spent += timing.seconds
                 images.setdefault(k, out)
         # CUDA graphs are captured within the first run of a configuration (the warm-up), or of
@@ -274,6 +280,41 @@ class Evaluator:
                         key=config_key(self._sentinel))
         seconds["drift"] = self.clock.now() - began
 
+    # -- the answer's loss, measured again ----------------------------------------------------
+
+    @property
+    def held_out_seeds(self) -> tuple[int, int]:
+        """The first and last per-image seeds of `held_out_quality`'s images."""
+        s = self.setting
+        return s.seed + s.num_samples, s.seed + 2 * s.num_samples - 1
+
+    def held_out_quality(self, config: Config) -> QualityEstimate:
+        """The loss of `config` on images no configuration was selected on: the same prompts
+        with the next `num_samples` seeds (`held_out_seeds`), against the plain
+        pipeline's images of those seeds. One pass of the quality set each, accelerated and
+        plain (the plain one once per evaluator).
+
+        The answer is the fastest configuration whose loss *estimate* keeps the budget, so
+        among those near the budget the ones that came out low by chance are preferred and
+        its own estimate is biased low (the winner's curse of selection). Images it was not
+        selected on give an estimate without that bias (a held-out estimate, as a model
+        selected on a validation set is reported on a test set)."""
+        if self.baseline is None:
+            self.measure_baseline()
+        s = self.setting
+        if self._held_out_base is None:
+            images = torch.cat([self._images(self.pipe, k, held_out=True)[0]
+                                for k in range(len(self._batches))])
+            scores = self.scorer.score(images, self.prompts)
+            self._held_out_base = Baseline(self.baseline.latency, [float(x) for x in scores],
+                                           images)
+        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        images: dict[int, torch.Tensor] = {}
+        self._accelerated(config, range(len(self._batches)), images, {}, held_out=True)
+        scores = _Scores(self, images, {}, base=self._held_out_base)
+        scores.update()
+        return scores.estimate()
+
     # -- confirmation -----------------------------------------------------------------------
 
     def race(self, configs: Sequence[Config],
@@ -335,8 +376,11 @@ def config_key(config: Config) -> str:
 class _Scores:
     """The quality of one configuration's images, scored batch by batch as they come."""
 
-    def __init__(self, evaluator: Evaluator, images: dict[int, torch.Tensor], seconds: dict):
+    def __init__(self, evaluator: Evaluator, images: dict[int, torch.Tensor], seconds: dict,
+                 *, base: Baseline | None = None):
+        """`base`: the plain images and scores compared with (the evaluator's baseline)."""
         self.evaluator, self.images, self.seconds = evaluator, images, seconds
+        self.base = base or evaluator.baseline
         self.clip: dict[int, torch.Tensor] = {}
         self.ssim: dict[int, torch.Tensor] = {}
 
@@ -346,7 +390,7 @@ class _Scores:
         for k in sorted(set(self.images) - set(self.clip)):
             batch = ev._batches[k]
             first, count = batch["first"], batch["count"]
-            images, base = self.images[k], ev.baseline.images[first:first + count]
+            images, base = self.images[k], self.base.images[first:first + count]
             if bool((images.flatten(1).amax(dim=1) == 0).any()) and \
                     not bool((base.flatten(1).amax(dim=1) == 0).any()):
                 raise BrokenImages("produced black images")
@@ -357,7 +401,7 @@ class _Scores:
     def estimate(self, confidence: float = CONFIDENCE) -> QualityEstimate:
         """Of the images scored so far; the interval at `confidence`."""
         ev = self.evaluator
-        base, order = ev.baseline, sorted(self.clip)
+        base, order = self.base, sorted(self.clip)
         index = [i for k in order for i in range(ev._batches[k]["first"],
                                                  ev._batches[k]["first"]
                                                  + ev._batches[k]["count"])]

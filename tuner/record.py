@@ -25,6 +25,7 @@ _PRUNED_BELOW = "pruned_below"
 _SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
 _POINTS, _DEVICE, _VERSIONS, _PROMPTS = "distinct_points", "device", "versions", "prompts"
 _CONFIRMATION, _PLAIN_PREFIX = "confirmation", "plain@"
+_HELD_OUT_PREFIX = "held_out@"  # + the trial's number
 
 # Why a failed trial does not count toward the budget; the first two are run again.
 INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
@@ -353,6 +354,24 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """A chosen configuration's quality measured again, after the search, on images it was
+    not selected on (evaluator.held_out_quality): the answer's loss."""
+
+    quality: QualityEstimate
+    seeds: tuple[int, int]  # the per-image seeds, first and last
+    at: str
+
+    def as_dict(self) -> dict:
+        return {"quality": self.quality.as_dict(), "seeds": list(self.seeds), "at": self.at}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeldOut:
+        return cls(QualityEstimate.from_dict(data["quality"]), tuple(data["seeds"]),
+                   data["at"])
+
+
+@dataclass(frozen=True)
 class StudyRecord:
     """A study's context: what it measures, for what goal, and what was measured once."""
 
@@ -367,6 +386,7 @@ class StudyRecord:
     prompts: tuple[str, ...] = ()
     plain_latencies: tuple[PlainLatency, ...] = ()
     confirmation: Confirmation | None = None
+    held_out: dict[int, HeldOut] = field(default_factory=dict)  # trial number -> its loss again
 
     @staticmethod
     def is_tuner_study(user_attrs: dict) -> bool:
@@ -386,7 +406,9 @@ class StudyRecord:
             versions=a.get(_VERSIONS) or {}, prompts=tuple(a.get(_PROMPTS) or ()),
             plain_latencies=tuple(plain),
             confirmation=Confirmation.from_dict(a[_CONFIRMATION]) if a.get(_CONFIRMATION)
-            else None)
+            else None,
+            held_out={int(k[len(_HELD_OUT_PREFIX):]): HeldOut.from_dict(v)
+                      for k, v in a.items() if k.startswith(_HELD_OUT_PREFIX)})
 
     @classmethod
     def of(cls, study) -> StudyRecord:
@@ -431,7 +453,12 @@ class StudyRecord:
     def write_confirmation(study, confirmation: Confirmation) -> None:
         study.set_user_attr(_CONFIRMATION, confirmation.as_dict())
 
+    @staticmethod
+    def write_held_out(study, trial: int, held_out: HeldOut) -> None:
+        study.set_user_attr(f"{_HELD_OUT_PREFIX}{trial}", held_out.as_dict())
+
 
 __all__ = ["CHECKED", "GENERATED", "INTERRUPTED", "NOT_COUNTED", "ORPHANED", "PRUNED_FLOOR",
-           "PRUNED_LOSS", "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "PlainLatency",
-           "QualityEstimate", "SpeedEstimate", "StudyRecord", "TrialRecord", "trial_records"]
+           "PRUNED_LOSS", "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "HeldOut",
+           "PlainLatency", "QualityEstimate", "SpeedEstimate", "StudyRecord", "TrialRecord",
+           "trial_records"]

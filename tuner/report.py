@@ -405,7 +405,9 @@ def _choice_table(page: _Page, g: GoalGroup) -> None:
              '(geometric mean, 95 % interval); confirmed: measured again against the other '
              'candidates, interleaved, before the answer was written. The accelerated latency '
              'is the plain latency divided by the speedup. Loss: from paired per-image scores, '
-             '95 % interval over the prompts.</p>')
+             '95 % interval over the prompts, as the search measured it; the answer\'s loss '
+             '(above) is measured once more on held-out seeds, since the search\'s estimate '
+             'is the one it was selected on.</p>')
     for note in a.notes:
         if note != RANDOM_WEIGHTS_NOTE:
             page.add(f'<p class="warning">{html.escape(note)}</p>')

@@ -3,7 +3,8 @@
 A study stops when --trials configurations have been evaluated (repeats are answered from the
 earlier trial and are free), when its space is exhausted, when its answer has not improved for
 `patience` evaluations, or (with stop_when_met) once the requirement is met. Then its answer is
-confirmed (confirm.py), and once every combo is done, the overall answer.
+confirmed (confirm.py), and once every combo is done, the overall answer, whose loss is then
+measured once more on held-out images (heldout.py).
 
 Only raced speeds prune and count as progress (state.py): when a new best appears, the process
 that confirms races it, with the answer it would replace, before the next evaluation prunes
@@ -38,6 +39,7 @@ from ..record import SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord,
 from ..setting import Goal
 from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
+from .heldout import measure_held_out
 from .objective import Objective, TrialFailed
 from .space import canonical_key, distinct_points, make_sampler, random_point
 from .studies import load_group, open_study, versions
@@ -232,6 +234,8 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
         group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS,
                                                      full_front=plan.full_front)]
         if confirm_overall(evaluator, group, goal) and on_answer is not None:
+            on_answer()
+        if measure_held_out(evaluator, group, goal) and on_answer is not None:
             on_answer()
 
 
