@@ -246,3 +246,28 @@ def test_import_tuner_stays_light():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "function accelerate" in done.stdout
+
+
+def test_steps_or_size_passed_positionally_are_refused(tiny_sd, tiny_sdxl, results):
+    """Failed at 9214cba: `fast(prompt, 128, 128, 20)` ran at 20 steps and 128 px without a
+    word (only keywords were checked), and `fast(prompt, 64)` lost the tuned steps' default."""
+    with tuner.accelerate(tiny_sd, results) as fast:
+        with pytest.raises(tuner.AccelerateError, match="pass height, width, "
+                                                        "num_inference_steps by keyword"):
+            fast("a red bus", 128, 128, 20)
+        with pytest.raises(tuner.AccelerateError, match="^pass height by keyword"):
+            fast("a red bus", 64)
+    # What is not tuned may go positionally (SDXL's second prompt); the steps still default.
+    with tuner.accelerate(tiny_sdxl, params=DEEPCACHE, steps=2) as fast:
+        seen = {}
+        run = fast._run
+
+        def spy(*args, **kwargs):
+            seen.update(kwargs, positional=args)
+            return run(*args, height=64, width=64, output_type="pt", **kwargs)
+
+        fast._run = spy
+        fast("a red bus", "in the rain")
+        assert seen["positional"] == ("a red bus", "in the rain")
+        assert seen["num_inference_steps"] == 2
+    assert leftovers(tiny_sd) == [] and leftovers(tiny_sdxl) == []

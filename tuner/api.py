@@ -125,6 +125,22 @@ def _default_steps(pipe) -> int:
     return default if isinstance(default, int) and default > 0 else 50
 
 
+TUNED_ARGUMENTS = ("height", "width", "num_inference_steps")  # what a setting is tuned for
+
+
+def _positional_names(pipe, count: int) -> list[str]:
+    """The names of the first `count` arguments of the pipeline's call, as it would bind
+    them positionally (fewer where it takes fewer)."""
+    if not count:
+        return []
+    try:
+        parameters = inspect.signature(pipe.__call__).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:count]
+
+
 class TunedElsewhere(UserWarning):
     """The settings are applied to another model, scheduler, step count or size than they
     were tuned for."""
@@ -135,7 +151,8 @@ class Accelerated:
 
     Calls default `num_inference_steps` to the steps the settings were tuned for. When the
     model, scheduler, step count or image size differ from the tuned setting, each difference
-    is warned about once (`TunedElsewhere`), or raised with `strict=True`.
+    is warned about once (`TunedElsewhere`), or raised with `strict=True`. Steps, height and
+    width passed positionally are refused (`AccelerateError`): they would go unchecked.
     """
 
     def __init__(self, pipe, params: dict, *, steps: int, seed: int = 0,
@@ -194,8 +211,11 @@ class Accelerated:
     def __call__(self, *args, **kwargs):
         if not self.active:
             raise AccelerateError("this acceleration was removed; call tuner.accelerate again")
-        if len(args) <= 1:  # prompt alone (or nothing) positionally
-            kwargs.setdefault("num_inference_steps", self.steps)
+        tuned = [n for n in _positional_names(self.pipe, len(args)) if n in TUNED_ARGUMENTS]
+        if tuned:  # the steps could neither default to the tuned ones nor be checked
+            raise AccelerateError(f"pass {', '.join(tuned)} by keyword: the tuned settings "
+                                  f"depend on them, and positionally they go unchecked")
+        kwargs.setdefault("num_inference_steps", self.steps)
         if self.setting is not None:
             self._check_call(kwargs)
         return self._run(*args, **kwargs)
