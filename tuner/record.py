@@ -20,7 +20,7 @@ from .stats import Interval, Prior, speedup_interval
 _CONFIG, _CANONICAL, _WORKER, _SEED = "config", "canonical", "worker", "sampler_seed"
 _SPEED, _QUALITY, _PRUNED, _SECONDS = "speed", "quality", "pruned", "seconds"
 _DUPLICATE_OF, _FAIL_REASON, _INVALID = "duplicate_of", "fail_reason", "invalid"
-_PRUNED_BELOW = "pruned_below"
+_PRUNED_BELOW, _QUEUED_AFTER = "pruned_below", "queued_after"
 # Study user attributes.
 _SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
 _POINTS, _DEVICE, _VERSIONS, _PROMPTS = "distinct_points", "device", "versions", "prompts"
@@ -157,6 +157,17 @@ class TrialRecord:
     # any generation (free, like a repeat) or GENERATED, after generating its images.
     invalid: str | None = None
     seconds: dict = field(default_factory=dict)  # where the trial's time went
+    # A trial queued before it ran (re-queued, or queued by the search) runs after trials
+    # numbered above it: the highest trial number when it claimed (workers.py, rule 1).
+    queued_after: int | None = None
+
+    @property
+    def claim_order(self) -> tuple[float, int]:
+        """Its place in the order of claims (workers.py, rules 1 and 3): its number, or just
+        after the trials that existed when a queued trial claimed."""
+        if self.queued_after is not None and self.queued_after > self.number:
+            return self.queued_after + 0.5, self.number
+        return self.number, self.number
 
     @classmethod
     def from_trial(cls, trial) -> TrialRecord:
@@ -169,15 +180,18 @@ class TrialRecord:
             quality=QualityEstimate.from_dict(a[_QUALITY]) if _QUALITY in a else None,
             pruned=a.get(_PRUNED), pruned_below=a.get(_PRUNED_BELOW),
             duplicate_of=a.get(_DUPLICATE_OF), fail_reason=a.get(_FAIL_REASON),
-            invalid=a.get(_INVALID), seconds=a.get(_SECONDS) or {})
+            invalid=a.get(_INVALID), seconds=a.get(_SECONDS) or {},
+            queued_after=a.get(_QUEUED_AFTER))
 
     # -- writing, piece by piece, onto a running optuna.Trial ----------------------------------
 
     @staticmethod
     def write_claim(trial, *, config: dict, canonical: str, worker: dict,
-                    sampler_seed: int | None) -> None:
+                    sampler_seed: int | None, queued_after: int | None = None) -> None:
         """What a trial runs and who runs it: written first, read by other workers' dedup."""
         trial.set_user_attr(_CONFIG, config)
+        if queued_after is not None:  # before the key: others order it by this once it claims
+            trial.set_user_attr(_QUEUED_AFTER, queued_after)
         trial.set_user_attr(_CANONICAL, canonical)
         trial.set_user_attr(_WORKER, worker)
         if sampler_seed is not None:

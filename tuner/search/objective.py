@@ -29,7 +29,7 @@ from ..setting import Goal
 from ..state import StudyState
 from .space import canonical_key, suggest
 from .studies import objectives
-from .workers import Surplus, earlier_answer, requeue, this_worker
+from .workers import Surplus, earlier_answer, queued_after, requeue, this_worker
 
 
 class TrialFailed(Exception):
@@ -66,7 +66,7 @@ class Objective:
         key = canonical_key(self.evaluator.pipe, config, steps=s.steps, height=s.height,
                             width=s.width)
         TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),
-                                sampler_seed=self.sampler_seed)
+                                sampler_seed=self.sampler_seed, queued_after=queued_after(trial))
         try:
             earlier = earlier_answer(trial, key, self.budget, poll=self.poll,
                                      settles=lambda r: r.settles(self.floor))

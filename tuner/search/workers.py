@@ -6,8 +6,13 @@ each. They coordinate only through the storage; no process talks to another.
 
 The contract, which every function here keeps:
 
-1. Order. The storage hands out trial numbers in order, atomically (Optuna's RDB storage). Every
-   rule below compares trials by number, which is what makes the rules race-free.
+1. Order. The storage hands out trial numbers in order, atomically (Optuna's RDB storage), when a
+   trial is created. Every rule below compares trials by number, which is what makes the rules
+   race-free, with one exception: a queued trial (WAITING: re-queued by rules 2 and 8, or queued
+   by the search) keeps the number it was queued under and may start after trials numbered
+   above it. When it claims, it records the highest trial number then (`queued_after`), and
+   rule 3 places it just after that trial (`TrialRecord.claim_order`). Until it claims, it is
+   placed by its number, so others wait for it as for any unclaimed trial.
 2. Ownership. A RUNNING trial belongs to the process that created it (its `worker`: host and
    pid, written before anything else). Only the owner writes its results. Any process may fail
    the running trial of a dead owner: on the same host at once, by process id
@@ -15,8 +20,8 @@ The contract, which every function here keeps:
    three beats), since process ids of other hosts mean nothing here. A trial failed that way is
    re-queued with the same parameters (`requeue`), and whichever process asks next runs it.
 3. Claim before work. A trial writes the canonical key of its configuration before it evaluates
-   anything. It then waits for every earlier trial that runs the same configuration, or has not
-   said yet what it runs, and answers from it rather than running: a configuration is evaluated
+   anything. It then waits for every trial before it in the order of claims (rule 1) that runs
+   the same configuration, or has not said yet what it runs, and answers from it rather than running: a configuration is evaluated
    once per study, whichever process reaches it first (`earlier_answer`). One exception: a
    trial pruned under a floor (another combo's confirmed answer, runner.floor_of) answers only
    processes whose floor is as high; others evaluate the configuration again, and the newest
@@ -71,6 +76,16 @@ class Surplus(Exception):
 
 def this_worker() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def queued_after(trial: optuna.Trial) -> int | None:
+    """For a trial that was queued before it ran (rule 1), the highest trial number now; None
+    for one created running."""
+    trials = trial.study.get_trials(deepcopy=False)
+    frozen = next(t for t in trials if t.number == trial.number)
+    if "fixed_params" in frozen.system_attrs or "failed_trial" in frozen.system_attrs:
+        return max(t.number for t in trials)
+    return None
 
 
 def process_seed(base: int) -> int:
@@ -161,7 +176,9 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
                 and r.original and settles(r)]
         if done:
             return done[-1]
-        if not any(r.state == "RUNNING" and r.canonical in (key, None) for r in ahead):
+        mine = next(r for r in records if r.number == trial.number).claim_order
+        if not any(r.state == "RUNNING" and r.canonical in (key, None)
+                   and r.claim_order < mine for r in records):
             return None
         interrupts.sleep(poll)
         recover_orphans(trial.study)
@@ -182,4 +199,5 @@ def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
 
 
 __all__ = ["Surplus", "confirms", "earlier_answer", "others_running", "process_seed",
-           "recover_orphans", "requeue", "this_worker", "wait_for_others", "worker_seed"]
+           "queued_after", "recover_orphans", "requeue", "this_worker", "wait_for_others",
+           "worker_seed"]
