@@ -21,8 +21,9 @@ The contract, which every function here keeps:
    re-queued with the same parameters (`requeue`), and whichever process asks next runs it.
 3. Claim before work. A trial writes the canonical key of its configuration before it evaluates
    anything. It then waits for every trial before it in the order of claims (rule 1) that runs
-   the same configuration, or has not said yet what it runs, and answers from it rather than running: a configuration is evaluated
-   once per study, whichever process reaches it first (`earlier_answer`). One exception: a
+   the same configuration, or has not said yet what it runs, and answers from it rather than
+   running: a configuration is evaluated once per study, whichever process reaches it first
+   (`earlier_answer`). One exception: a
    trial pruned under a floor (another combo's confirmed answer, runner.floor_of) answers only
    processes whose floor is as high; others evaluate the configuration again, and the newest
    answer is the one used from then on. Each process reads the floor from the confirmations
