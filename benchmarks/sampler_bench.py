@@ -237,6 +237,15 @@ class TableEvaluator:
             else None
         return Evaluation(config, speed, quality, pruned, sample_images=None)
 
+    @property
+    def held_out_seeds(self) -> tuple[int, int]:
+        s = self.setting
+        return s.seed + s.num_samples, s.seed + 2 * s.num_samples - 1
+
+    def held_out_quality(self, config):
+        """The table measured each point on one set of images: its quality again."""
+        return self.table.quality(self.table.key(config))
+
     def race(self, configs, keep, *, max_rounds=None):
         from tuner.evaluator import Race
 
