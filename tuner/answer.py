@@ -4,7 +4,9 @@ table, `tuner show`, the report and `search_params.json` all render this object.
 
 Every speedup shown is an estimate with its interval, the confirmed one where the study's
 candidates were raced against each other (tuner/search/confirm.py), and both latencies come
-from that same estimate: baseline / speedup = accelerated latency, always.
+from that same estimate: baseline / speedup = accelerated latency, always. The answer's loss is
+the one measured again on held-out images where that was done (tuner/search/heldout.py), with
+the search's estimate, which chose it, beside it; choosing uses the search's estimates only.
 """
 
 from __future__ import annotations
