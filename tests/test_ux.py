@@ -3,7 +3,11 @@ values in a results file, a wrong argument to the API, files that are not tuner'
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,3 +113,109 @@ def test_the_public_names_are_discoverable():
         assert name in names
         assert getattr(tuner, name) is not None
     assert {"accelerate", "AccelerateError", "Accelerated", "TunedElsewhere"} <= set(names)
+
+
+# -- studies that are read-only, or not tuner's -------------------------------------------------
+
+TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
+        "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1", "--threads",
+        "1", "--no-progress", "--metric", "ssim", "--req-score-loss", "0.5", "--no-artifacts"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A folder with a finished run's studies (one combo, two trials)."""
+    folder = tmp_path_factory.mktemp("finished")
+    assert main(["run", *TINY, "--combo", "deepcache", "--trials", "2", "--studies",
+                 str(folder / "studies"), "--output", str(folder / "search_params.json")]) == 0
+    return folder / "studies"
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """`folder` and its files made unwritable, as on a read-only mount: by their mode, and,
+    for root (whom modes do not stop), by the immutable attribute."""
+    paths = [*folder.iterdir(), folder]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    immutable = os.geteuid() == 0
+    if immutable:
+        done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True)
+        if done.returncode:
+            for p in paths:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            pytest.skip(f"cannot make files read-only as root: {done.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", *map(str, paths)], check=True)
+        for p in paths:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_read_only_studies_are_reported_shown_and_opened(finished, tmp_path, capsys):
+    """A finished run's studies on a read-only mount could not be reported nor served: Optuna
+    writes when it opens a database ("StorageInternalError ... exceeding max length"). Failed
+    at 9214cba. They are read from a private copy; the original stays byte for byte."""
+    from tuner.search.studies import locate
+
+    studies = tmp_path / "archived"
+    shutil.copytree(finished, studies)
+    before = {p.name: p.read_bytes() for p in studies.iterdir()}
+    with read_only(studies):
+        assert main(["report", "--studies", str(studies), "--out",
+                     str(tmp_path / "report.html")]) == 0
+        assert main(["show", "--output", str(tmp_path / "none.json"),
+                     "--studies", str(studies)]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and "wrote" in out and "deepcache(cache_interval=" in out
+        found = locate(str(studies))
+        assert found.read_only
+        import optuna
+        assert len(optuna.get_all_study_names(found.storage())) == 1  # what the dashboard serves
+    assert {p.name: p.read_bytes() for p in studies.iterdir()} == before
+    assert "deepcache" in (tmp_path / "report.html").read_text()
+
+
+def _foreign_database(kind: str, path: Path) -> None:
+    if kind == "text":
+        path.write_bytes(b"not a database\n" * 4)
+    else:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            connection.execute("CREATE TABLE photos (id INTEGER, name TEXT)")
+            connection.commit()
+
+
+@pytest.mark.parametrize("kind", ["text", "sqlite"])
+@pytest.mark.parametrize("command", ["run", "show", "report", "dashboard"])
+def test_a_foreign_tuner_db_gets_one_clear_line_in_every_command(command, kind, tmp_path,
+                                                                  monkeypatch, capsys):
+    """A text file or an unrelated SQLite database named tuner.db got a clear line from
+    `tuner run` only; `report`, `dashboard` and `show` printed Optuna's own error, and Optuna
+    wrote its tables into the unrelated database. Failed at 9214cba."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    db = tmp_path / "studies" / "tuner.db"
+    _foreign_database(kind, db)
+    before = db.read_bytes()
+    args = {"run": ["run", *TINY], "show": ["show"], "report": ["report"],
+            "dashboard": ["dashboard", "--port", "1"]}[command]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert_one_line_error(err)
+    expected = "unreadable or corrupt" if kind == "text" else "not an Optuna study database"
+    assert expected in err and "tuner.db" in err
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["studies", "tuner.db"]
+
+
+def test_a_missing_studies_folder_is_called_a_folder(tmp_path, capsys):
+    """"no studies folder at 'studies/tuner.db'" called a file a folder; failed at 9214cba."""
+    assert main(["report", "--studies", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert f"no studies folder {str(tmp_path / 'none')!r};" in err
+    assert main(["report", "--studies", str(tmp_path)]) == 2
+    assert f"no studies database {str(tmp_path / 'tuner.db')!r};" in capsys.readouterr().err

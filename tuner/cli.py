@@ -203,7 +203,7 @@ def _check_run_args(args) -> None:
     from .accelerators import grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
-    from .search.studies import DB_NAME, check_storage_url
+    from .search.studies import DB_NAME, check_database, check_storage_url
 
     if args.req_speedup is not None and args.req_speedup <= 1:
         raise UsageError(f"--req-speedup must be greater than 1, got {args.req_speedup:g}")
@@ -256,28 +256,8 @@ def _check_run_args(args) -> None:
     if studies.exists() and not studies.is_dir():
         raise UsageError(f"--studies {args.studies!r} is not a folder")
     _check_writable("--studies", studies)
-    _check_database(studies / DB_NAME)
+    check_database(studies / DB_NAME)
     results.read(args.output)  # an unusable results file stops us before any work
-
-
-def _check_database(path: Path) -> None:
-    """An existing studies database must be readable: found now, not after the baseline."""
-    if not path.exists():
-        return
-    import contextlib
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            tables = {row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.Error as err:
-        raise UsageError(f"studies database {str(path)!r} is unreadable or corrupt "
-                         f"({err}); move it away or pass another --studies") from None
-    if tables and "studies" not in tables:
-        raise UsageError(f"{str(path)!r} is an SQLite database but not an Optuna study "
-                         f"database; move it away or pass another --studies")
 
 
 def _check_writable(flag: str, folder: Path) -> None:
@@ -366,13 +346,11 @@ def _print_answers(found, *, after_text: bool = False) -> None:
 def _show_from_studies(args) -> int:
     """No answer in the file yet (a run still going): answer from the studies, saying so."""
     from .report import gather
-    from .search.studies import StudiesError, locate
+    from .search.studies import DB_NAME, locate
 
-    try:
-        found = locate(args.studies)
-        groups, _ = gather(found.storage())
-    except StudiesError:
-        groups = []
+    groups = []
+    if (Path(args.studies) / DB_NAME).exists():  # a foreign or broken one is said so (locate)
+        groups, _ = gather(locate(args.studies).storage())
     if not groups:
         raise UsageError(f"no results in {args.output!r}; run `tuner run` first")
     print(f"no answer in {args.output!r} yet; from the studies in {args.studies!r} "
