@@ -3,11 +3,13 @@ values in a results file, a wrong argument to the API, files that are not tuner'
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,102 @@ def test_a_missing_studies_folder_is_called_a_folder(tmp_path, capsys):
     assert f"no studies folder {str(tmp_path / 'none')!r};" in err
     assert main(["report", "--studies", str(tmp_path)]) == 2
     assert f"no studies database {str(tmp_path / 'tuner.db')!r};" in capsys.readouterr().err
+
+
+# -- what is left beside the results ------------------------------------------------------------
+
+def test_merging_answers_leaves_only_the_results_file_and_still_excludes_others(tmp_path):
+    """An empty `search_params.json.lock` was left beside the results; failed at 9214cba. The
+    lock is still exclusive across processes."""
+    from tuner.search.results import locked
+
+    path = write_results(tmp_path / "search_params.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search_params.json"]
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "except BlockingIOError:\n    sys.exit(3)\n")
+    with locked(path):
+        held = subprocess.run([sys.executable, "-c", probe, str(tmp_path)])
+    free = subprocess.run([sys.executable, "-c", probe, str(tmp_path)])
+    assert (held.returncode, free.returncode) == (3, 0)
+
+
+def test_the_results_file_messages_do_not_speak_of_overwriting(tmp_path, capsys):
+    """`show` said "(it was not overwritten)" of a file it never writes; failed at 9214cba."""
+    path = tmp_path / "search_params.json"
+    for text in ("{not json", '{"format": 1, "settings": {}}', '{"format": 2}'):
+        path.write_text(text)
+        assert main(["show", "--output", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert_one_line_error(err)
+        assert "overwritten" not in err and "tuner leaves it as it is" in err
+
+
+# -- help and progress --------------------------------------------------------------------------
+
+def _help(*command: str) -> str:
+    from tuner.cli import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command[0]]
+    return " ".join(sub.format_help().split())
+
+
+def test_every_flag_has_help():
+    """`--no-progress` and `dashboard --port` had no help text; failed at 9214cba."""
+    from tuner.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.option_strings and action.help is not argparse.SUPPRESS:
+                assert action.help, (name, action.option_strings)
+    assert "loading bars" in _help("run")
+
+
+def test_the_grid_sampler_seed_orders_the_grid_and_the_help_says_so():
+    """`--sampler grid --sampler-seed 3` was accepted without a word of what the seed does to a
+    grid; failed at 9214cba. Optuna's GridSampler shuffles the grid by its seed, so the seed
+    orders the visits (every point is still visited once)."""
+    import optuna
+
+    from tuner.accelerators import grid, grid_size
+    from tuner.search.space import make_sampler
+
+    def order(seed: int) -> list[dict]:
+        study = optuna.create_study(sampler=make_sampler("grid", "deepcache", seed=seed))
+        study.optimize(lambda t: len([t.suggest_categorical(k, v)
+                                      for k, v in grid("deepcache").items()]),
+                       n_trials=grid_size("deepcache"))
+        return [t.params for t in study.trials]
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    first, again, other = order(3), order(3), order(4)
+    assert first == again and first != other
+    assert sorted(map(str, first)) == sorted(map(str, other))  # the same points, once each
+    assert len(set(map(str, first))) == grid_size("deepcache")
+    assert "with --sampler grid, the order in which the grid is visited" in _help("run")
+
+
+def test_no_progress_silences_the_libraries_loading_bars(capfd):
+    """With --no-progress, diffusers' "Loading pipeline components" and transformers' "Loading
+    weights" bars still showed while the model and CLIP loaded; failed at 9214cba."""
+    import torch
+    from diffusers.utils import logging as dlogging
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as tlogging
+
+    from tuner import metrics, pipelines
+    from tuner.cli import quiet_libraries
+
+    try:
+        quiet_libraries(progress=False)
+        capfd.readouterr()
+        pipelines.load_pipeline("tiny-shapes", device=torch.device("cpu"))
+        metrics.load_clip_scorer("tiny-shapes-clip")
+        err = capfd.readouterr().err
+    finally:
+        dlogging.enable_progress_bar()
+        tlogging.enable_progress_bar()
+        enable_progress_bars()
+    assert "Loading" not in err and "it/s" not in err, err

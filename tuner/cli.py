@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "trials", type=_positive_int, help="evaluations per combo (repeats are free)")
     _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
     _flag(search, "sampler-seed", type=int,
-          help="fix the sampler's stream (default: one of this process's own, recorded)")
+          help="fix the sampler's stream (default: one of this process's own, recorded); "
+          "with --sampler grid, the order in which the grid is visited (it is shuffled)")
     _flag(search, "patience", type=_whole_number, help="stop a combo's study after this many "
           "evaluations without a better answer (0: never; the grid sampler never does)")
     _flag(search, "full-front", action="store_true", help="evaluate every configuration "
@@ -166,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     processes.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     _flag(processes, "heartbeat", type=_positive_int,
           help="seconds; a trial whose worker is silent for 3 beats is re-run")
-    _flag(processes, "no-progress", dest="progress", action="store_false")
+    _flag(processes, "no-progress", dest="progress", action="store_false",
+          help="print no progress: neither the run's own lines and bars nor the libraries' "
+          "loading bars (the answer and errors still)")
 
     show = commands.add_parser("show", formatter_class=_Help, help="print the chosen settings")
     show.add_argument("--output", default=DEFAULT_OUTPUT, help="the results file")
@@ -192,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--allow-remote", action="store_true",
                            help="serve on a non-loopback --host although optuna-dashboard has "
                            "no authentication (anyone reaching it can delete studies)")
-    dashboard.add_argument("--port", type=_positive_int, default=DEFAULT_PORT)
+    dashboard.add_argument("--port", type=_positive_int, default=DEFAULT_PORT,
+                           help="the port to serve on")
     report.add_argument("--out", help="the HTML file, or a folder for report.html in it "
                         "(default <studies>/report.html)")
     return parser
@@ -271,7 +275,10 @@ def _check_writable(flag: str, folder: Path) -> None:
         raise UsageError(f"{flag}: folder {str(existing)!r} is not writable")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries(*, progress: bool = True) -> None:
+    """Libraries' logs down to errors; with `progress` off, their progress bars too (the
+    "Loading pipeline components" and "Loading weights" bars of diffusers, transformers and
+    huggingface_hub), so that --no-progress leaves only the run's answer and its errors."""
     import logging
     import warnings
 
@@ -285,6 +292,12 @@ def _quiet_libraries() -> None:
 
     dlogging.set_verbosity_error()
     tlogging.set_verbosity_error()
+    if not progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        dlogging.disable_progress_bar()
+        tlogging.disable_progress_bar()
+        disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -294,7 +307,7 @@ def cmd_run(args, argv) -> int:
     _check_run_args(args)
     from .app import launch
 
-    _quiet_libraries()
+    quiet_libraries(progress=args.progress and args.worker is None)
     return launch(RunOptions.from_args(args, argv))
 
 
