@@ -320,3 +320,25 @@ def test_no_progress_silences_the_libraries_loading_bars(capfd):
         tlogging.enable_progress_bar()
         enable_progress_bars()
     assert "Loading" not in err and "it/s" not in err, err
+
+
+# -- what a run says while it works -------------------------------------------------------------
+
+def test_a_run_says_what_it_confirms_and_what_it_resumes(tmp_path, capsys):
+    """The confirmation race printed nothing while the bar sat at 100 %, and a resumed run did
+    not say what it resumed; failed at 9214cba."""
+    progress = [a for a in TINY if a != "--no-progress"]
+    where = ["--studies", str(tmp_path / "studies"), "--output",
+             str(tmp_path / "search_params.json"), "--combo", "deepcache"]
+    assert main(["run", *progress, *where, "--trials", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "deepcache: resuming" not in err
+    assert "confirming deepcache's answer: measuring" in err
+    assert "confirmed deepcache's answer after" in err and "round(s): trial " in err
+    assert main(["run", *progress, *where, "--trials", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "deepcache: resuming its study: 2 of 3 evaluations done" in err
+    assert "answer so far deepcache(" in err and ", confirmed" in err
+    assert main(["run", *TINY, *where, "--trials", "4"]) == 0  # --no-progress: none of it
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "confirm" not in err
