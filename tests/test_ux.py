@@ -342,3 +342,49 @@ def test_a_run_says_what_it_confirms_and_what_it_resumes(tmp_path, capsys):
     assert main(["run", *TINY, *where, "--trials", "4"]) == 0  # --no-progress: none of it
     err = capsys.readouterr().err
     assert "resuming" not in err and "confirm" not in err
+
+
+# -- prompts files ------------------------------------------------------------------------------
+
+def test_a_json_list_of_prompts_is_read(tmp_path):
+    """A JSON list of strings, the natural thing to try, was refused ("no "annotations"
+    list"); failed at 9214cba."""
+    from tuner.prompts import load_prompts
+
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(["a red  bus", "", "two dogs\n in a park"]))
+    assert load_prompts(path) == ["a red bus", "two dogs in a park"]
+    path.write_text('  ["a cat"]')
+    path.rename(tmp_path / "prompts.txt")
+    assert load_prompts(tmp_path / "prompts.txt") == ["a cat"]
+
+
+def test_too_few_prompts_names_the_file_and_the_flag(tmp_path, capsys):
+    """"cannot choose 4 prompts from only 1" named neither the file nor --num-samples; failed
+    at 9214cba."""
+    path = tmp_path / "one.txt"
+    path.write_text("a red bus\n")
+    args = [a for a in TINY]
+    args[args.index("--num-samples") + 1] = "4"
+    assert main(["run", *args, "--prompts", str(path), "--studies",
+                 str(tmp_path / "studies"), "--output", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert_one_line_error(err)
+    assert "--num-samples 4" in err and f"prompts file {str(path)!r} has only 1" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt"]
+
+
+def test_repeated_and_overlong_prompts_are_said(tmp_path, capsys):
+    """Duplicate prompts and a 160-word prompt (CLIP reads 77 tokens) passed without a word;
+    failed at 9214cba."""
+    long = " ".join(["a very long prompt about a red bus on a quiet street"] * 15)
+    path = tmp_path / "prompts.txt"
+    path.write_text(f"a red bus\n{long}\na red bus\n")
+    args = [a for a in TINY]
+    args[args.index("--num-samples") + 1] = "3"
+    assert main(["run", *args, "--prompts", str(path), "--combo", "deepcache", "--trials", "1",
+                 "--studies", str(tmp_path / "studies"), "--output",
+                 str(tmp_path / "out.json")]) == 0
+    err = capsys.readouterr().err
+    assert f"note: prompts file {str(path)!r} repeats 1 prompt(s), e.g. 'a red bus'" in err
+    assert "note: 1 of the 3 prompts are longer than CLIP's 77 tokens" in err

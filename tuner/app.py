@@ -41,13 +41,24 @@ class Session:
     threads: int | None  # torch's CPU threads (None on a GPU)
 
 
-def choose_prompts(options: RunOptions) -> list[str]:
+def prompt_pool(options: RunOptions) -> tuple[list[str], str]:
+    """The prompts to draw from, and where they come from, in words."""
     from . import prompts
     from .presets import trained_prompts
 
-    pool = prompts.load_prompts(options.prompts) if options.prompts \
-        else trained_prompts(options.pipe) or list(prompts.BUILTIN_PROMPTS)
-    return prompts.choose_prompts(pool, options.num_samples, options.seed)
+    if options.prompts:
+        return prompts.load_prompts(options.prompts), f"prompts file {options.prompts!r}"
+    trained = trained_prompts(options.pipe)
+    if trained:
+        return trained, f"{options.pipe}'s captions"
+    return list(prompts.BUILTIN_PROMPTS), "the built-in prompt list"
+
+
+def choose_prompts(options: RunOptions) -> list[str]:
+    from . import prompts
+
+    pool, source = prompt_pool(options)
+    return prompts.choose_prompts(pool, options.num_samples, options.seed, source=source)
 
 
 def clip_model_name(options: RunOptions) -> str:
@@ -89,6 +100,13 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
                               device=pipelines.device_name(device), clip_model=clip,
                               prompts_id=prompts_id(chosen))
     scorer = metrics.load_clip_scorer(clip, device=device, dtype=pipelines.default_dtype(device))
+    if options.worker is None:
+        from . import prompts
+
+        pool, source = prompt_pool(options)
+        for note in prompts.notes(pool, chosen, scorer.truncated(chosen), source=source,
+                                  limit=metrics.TEXT_TOKENS):
+            print(f"note: {note}", file=sys.stderr)
     interrupts.checkpoint()
     evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.metric,
                           timing=options.timing, clock=clock)
