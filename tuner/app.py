@@ -189,11 +189,9 @@ def _degenerate_clip(options: RunOptions, session: Session) -> str | None:
 def _notes(options: RunOptions, session: Session) -> list[str]:
     notes = [n for n in [_degenerate_clip(options, session)] if n]
     plain_runs = session.evaluator.plain_runs
-    if plain_runs.noisy():
-        notes.append(f"timings on this machine spread {plain_runs.spread:.0%}: is "
-                     f"something else running? The intervals say how far to trust them.")
-    if plain_runs.too_noisy():
-        notes.append(plain_runs.too_noisy())
+    for note in (plain_runs.noise_note(), plain_runs.too_noisy()):
+        if note:
+            notes.append(note)
     if is_preset(options.pipe):
         notes.append(RANDOM_WEIGHTS_NOTE)
     return notes
