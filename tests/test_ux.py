@@ -85,7 +85,11 @@ def test_accelerate_refuses_other_steps_with_strict_at_once(tiny_sd, results):
     raised; it is refused by `accelerate` itself, and the pipeline stays plain. Failed at
     9214cba."""
     from tuner.accelerators import leftovers
+    from tuner.pipelines import model_fingerprint
 
+    # Tuned on this very model and scheduler (DDIM): only the steps differ.
+    results = write_results(results.with_name("same-model.json"),
+                            model=model_fingerprint(tiny_sd))
     with pytest.raises(tuner.AccelerateError) as err:
         tuner.accelerate(tiny_sd, results, setting="SD1.5", mode="max_speedup", steps=20,
                          strict=True)
@@ -163,8 +167,16 @@ def test_read_only_studies_are_reported_shown_and_opened(finished, tmp_path, cap
     at 9214cba. They are read from a private copy; the original stays byte for byte."""
     from tuner.search.studies import locate
 
+    import sqlite3
+
     studies = tmp_path / "archived"
     shutil.copytree(finished, studies)
+    # As archived: the log checkpointed into the database, which stays in WAL mode; the copy's
+    # only connection closing removes its -wal and -shm files.
+    with contextlib.closing(sqlite3.connect(studies / "tuner.db")) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert sorted(p.name for p in studies.iterdir()) == ["tuner.db"]
     before = {p.name: p.read_bytes() for p in studies.iterdir()}
     with read_only(studies):
         assert main(["report", "--studies", str(studies), "--out",
