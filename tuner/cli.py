@@ -207,7 +207,7 @@ def _check_run_args(args) -> None:
     from .accelerators import grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
-    from .search.studies import DB_NAME, check_database, check_storage_url
+    from .search.studies import DB_NAME, check_database, check_storage_url, sqlite_path
 
     if args.req_speedup is not None and args.req_speedup <= 1:
         raise UsageError(f"--req-speedup must be greater than 1, got {args.req_speedup:g}")
@@ -254,6 +254,9 @@ def _check_run_args(args) -> None:
             check_storage_url(args.storage)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        database = sqlite_path(args.storage)
+        if database is not None:
+            check_database(database, flag="--storage")
         results.read(args.output)
         return
     studies = Path(args.studies)

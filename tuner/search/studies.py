@@ -226,7 +226,7 @@ class Studies:
     @property
     def read_only(self) -> bool:
         """A SQLite database that cannot be written where it is: read from a copy."""
-        path = _sqlite_path(self.secret_url or self.url)
+        path = sqlite_path(self.secret_url or self.url)
         return path is not None and read_only(path)
 
     def storage(self):
@@ -238,7 +238,7 @@ class Studies:
 
         url = self.secret_url or self.url
         if self.read_only:
-            url = f"sqlite:///{readable(_sqlite_path(url))}"
+            url = f"sqlite:///{readable(sqlite_path(url))}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -254,7 +254,8 @@ class Studies:
         return open_store(self.artifacts, create=False)
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite storage URL (None for other databases, or in memory)."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -275,7 +276,7 @@ def locate(studies: str | None = None, storage: str | None = None,
             check_storage_url(storage)
         except ValueError as err:
             raise StudiesError(str(err)) from None
-        path = _sqlite_path(storage)
+        path = sqlite_path(storage)
         if path is not None and not path.is_file():
             raise StudiesError(f"no studies database at {str(path)!r} "
                                f"(--storage {masked(storage)})")
@@ -302,4 +303,4 @@ def locate(studies: str | None = None, storage: str | None = None,
 
 __all__ = ["DB_NAME", "Studies", "StudiesError", "check_database", "check_storage_url",
            "load_group", "locate", "objectives", "open_storage", "open_study", "read_only",
-           "readable", "storage_url", "study_name", "versions"]
+           "readable", "sqlite_path", "storage_url", "study_name", "versions"]
