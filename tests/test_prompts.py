@@ -56,7 +56,7 @@ def test_text_file(tmp_path):
     ("bad.json", '{"annotations": [', "is not valid JSON"),
     ("bad2.txt", '{"annotations": [}', "is not valid JSON"),
     ("other.json", '{"images": []}', 'no "annotations" list'),
-    ("list.json", "[1, 2]", 'no "annotations" list'),
+    ("list.json", "[1, 2]", "item 0 is not a string"),
     ("noannot.json", '{"annotations": [{"id": 1}]}', "annotation 0 lacks"),
     ("nocap.tsv", "id\timage_id\ttext\n1\t2\thello\n", "no 'caption' column"),
     ("nocap2.txt", "id\timage_id\ttext\n1\t2\thello\n", "no 'caption' column"),

@@ -231,7 +231,7 @@ def test_results_file_is_replaced_atomically(grid):
         assert not src.exists()
     assert files_under(grid.folder) >= {"search_params.json", "studies", "studies/tuner.db"}
     leftovers = [p for p in files_under(grid.folder)
-                 if p not in ("search_params.json", "search_params.json.lock", "studies")
+                 if p not in ("search_params.json", "studies")
                  and not p.startswith("studies/")]
     assert leftovers == []
 

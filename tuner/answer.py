@@ -421,7 +421,27 @@ def answer(setting: Setting, goal: Goal,
     tried = [t for _, trials in studies for t in trials if t.evaluated or t.invalid]
     identical = bool(tried) and all(t.invalid and "bit-identical" in (t.fail_reason or "")
                                     for t in tried)
-    return Answer(setting, goal, required, tuple(combos), chosen, met, tuple(notes), identical)
+    undecided = undecided_note(chosen, goal)
+    notes = (*notes, undecided) if undecided else tuple(notes)
+    return Answer(setting, goal, required, tuple(combos), chosen, met, notes, identical)
+
+
+def undecided_note(choice: Choice | None, goal: Goal) -> str | None:
+    """When the chosen configuration's loss interval is wider than the budget and holds it, its
+    samples cannot tell whether it keeps the budget (it is feasible by its estimate only): say
+    so, and about how many samples would tell."""
+    if choice is None:
+        return None
+    loss = choice.quality.loss
+    if not loss.undecided(goal.loss_budget):
+        return None
+    needed = loss.samples_to_decide(goal.loss_budget)
+    would = f"about {needed} would (--num-samples)" if needed else \
+        "no feasible number would, its estimate being that close to the budget"
+    return (f"the answer's {goal.metric} loss {loss_text(loss)} is wider than the budget "
+            f"({goal.loss_budget:.1%}): {loss.n} samples cannot tell whether it keeps it, "
+            f"it is feasible by its estimate only (--loss-bound upper asks the whole interval "
+            f"to be); {would}")
 
 
 def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None, bool | None]:
@@ -433,7 +453,5 @@ def overall(choices: Sequence[Choice | None], goal: Goal) -> tuple[Choice | None
 
 __all__ = ["Answer", "Choice", "ComboAnswer", "answer", "baseline_latency", "candidates",
            "choice_of", "choose", "config_text", "eligible", "feasible", "incumbent", "loss_text",
-           "overall",
-
-           "pareto_front", "raced_by", "speed_of", "speed_text", "still_in_race"]
-
+           "overall", "pareto_front", "raced_by", "speed_of", "speed_text", "still_in_race",
+           "undecided_note"]

@@ -160,6 +160,14 @@ class Accelerated:
                  model: str | None = None, strict: bool = False):
         from . import accelerators
 
+        if not callable(pipe) or not hasattr(pipe, "unet") or not hasattr(pipe, "scheduler"):
+            raise AccelerateError(f"pipe must be a loaded diffusers pipeline with a UNet and a "
+                                  f"scheduler; got {type(pipe).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise AccelerateError(f"steps must be a positive integer; got {steps!r}")
+        if strict and setting is not None and steps != setting.steps:
+            raise AccelerateError(f"settings tuned for {setting.steps} steps cannot be used at "
+                                  f"{steps} steps with strict=True")
         self.pipe, self.steps, self.seed = pipe, steps, seed
         self.params = {name: dict(knobs) for name, knobs in params.items()}
         self.combo = accelerators.combo_of(self.params)
@@ -260,9 +268,9 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
                 not all(isinstance(v, dict) for v in params.values()):
             raise AccelerateError("params must be {accelerator: {knob: value}}, e.g. "
                                   "{'deepcache': {'cache_interval': 3, 'cache_branch_id': 0}}")
-        return Accelerated(pipe, params, steps=steps or _default_steps(pipe))
+        return Accelerated(pipe, params, steps=_default_steps(pipe) if steps is None else steps)
     key, found, chosen = choose(results, mode=mode, combo=combo, setting=setting, goal=goal)
-    return Accelerated(pipe, chosen.config, steps=steps or found.setting.steps,
+    return Accelerated(pipe, chosen.config, steps=found.setting.steps if steps is None else steps,
                        seed=found.setting.seed, choice=chosen, setting=found.setting,
                        model=_model_of(results, key), strict=strict)
 

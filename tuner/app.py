@@ -41,13 +41,24 @@ class Session:
     threads: int | None  # torch's CPU threads (None on a GPU)
 
 
-def choose_prompts(options: RunOptions) -> list[str]:
+def prompt_pool(options: RunOptions) -> tuple[list[str], str]:
+    """The prompts to draw from, and where they come from, in words."""
     from . import prompts
     from .presets import trained_prompts
 
-    pool = prompts.load_prompts(options.prompts) if options.prompts \
-        else trained_prompts(options.pipe) or list(prompts.BUILTIN_PROMPTS)
-    return prompts.choose_prompts(pool, options.num_samples, options.seed)
+    if options.prompts:
+        return prompts.load_prompts(options.prompts), f"prompts file {options.prompts!r}"
+    trained = trained_prompts(options.pipe)
+    if trained:
+        return trained, f"{options.pipe}'s captions"
+    return list(prompts.BUILTIN_PROMPTS), "the built-in prompt list"
+
+
+def choose_prompts(options: RunOptions) -> list[str]:
+    from . import prompts
+
+    pool, source = prompt_pool(options)
+    return prompts.choose_prompts(pool, options.num_samples, options.seed, source=source)
 
 
 def clip_model_name(options: RunOptions) -> str:
@@ -89,6 +100,13 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
                               device=pipelines.device_name(device), clip_model=clip,
                               prompts_id=prompts_id(chosen))
     scorer = metrics.load_clip_scorer(clip, device=device, dtype=pipelines.default_dtype(device))
+    if options.worker is None:
+        from . import prompts
+
+        pool, source = prompt_pool(options)
+        for note in prompts.notes(pool, chosen, scorer.truncated(chosen), source=source,
+                                  limit=metrics.TEXT_TOKENS):
+            print(f"note: {note}", file=sys.stderr)
     interrupts.checkpoint()
     evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.metric,
                           timing=options.timing, clock=clock)
@@ -171,11 +189,9 @@ def _degenerate_clip(options: RunOptions, session: Session) -> str | None:
 def _notes(options: RunOptions, session: Session) -> list[str]:
     notes = [n for n in [_degenerate_clip(options, session)] if n]
     plain_runs = session.evaluator.plain_runs
-    if plain_runs.noisy():
-        notes.append(f"timings on this machine spread {plain_runs.spread:.0%}: is "
-                     f"something else running? The intervals say how far to trust them.")
-    if plain_runs.too_noisy():
-        notes.append(plain_runs.too_noisy())
+    for note in (plain_runs.noise_note(), plain_runs.too_noisy()):
+        if note:
+            notes.append(note)
     if is_preset(options.pipe):
         notes.append(RANDOM_WEIGHTS_NOTE)
     return notes

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
     _flag(search, "sampler-seed", type=int,
           help="fix the sampler's stream (default: one of this process's own, recorded); "
-          "with --workers, each worker's stream is derived from it")
+          "with --workers, each worker's stream is derived from it; with --sampler grid, the "
+          "order in which the grid is visited (it is shuffled)")
     _flag(search, "patience", type=_whole_number, help="stop a combo's study after this many "
           "evaluations without a better answer (0: never; the grid sampler never does)")
     _flag(search, "full-front", action="store_true", help="evaluate every configuration "
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     processes.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     _flag(processes, "heartbeat", type=_positive_int,
           help="seconds; a trial whose worker is silent for 3 beats is re-run")
-    _flag(processes, "no-progress", dest="progress", action="store_false")
+    _flag(processes, "no-progress", dest="progress", action="store_false",
+          help="print no progress: neither the run's own lines and bars nor the libraries' "
+          "loading bars (the answer and errors still)")
 
     show = commands.add_parser("show", formatter_class=_Help, help="print the chosen settings")
     show.add_argument("--output", default=DEFAULT_OUTPUT, help="the results file")
@@ -193,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--allow-remote", action="store_true",
                            help="serve on a non-loopback --host although optuna-dashboard has "
                            "no authentication (anyone reaching it can delete studies)")
-    dashboard.add_argument("--port", type=_positive_int, default=DEFAULT_PORT)
+    dashboard.add_argument("--port", type=_positive_int, default=DEFAULT_PORT,
+                           help="the port to serve on")
     report.add_argument("--out", help="the HTML file, or a folder for report.html in it "
                         "(default <studies>/report.html)")
     return parser
@@ -204,7 +208,7 @@ def _check_run_args(args) -> None:
     from .accelerators import grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
-    from .search.studies import DB_NAME, check_storage_url
+    from .search.studies import DB_NAME, check_database, check_storage_url, sqlite_path
 
     if args.req_speedup is not None and args.req_speedup <= 1:
         raise UsageError(f"--req-speedup must be greater than 1, got {args.req_speedup:g}")
@@ -251,34 +255,17 @@ def _check_run_args(args) -> None:
             check_storage_url(args.storage)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        database = sqlite_path(args.storage)
+        if database is not None:
+            check_database(database, flag="--storage")
         results.read(args.output)
         return
     studies = Path(args.studies)
     if studies.exists() and not studies.is_dir():
         raise UsageError(f"--studies {args.studies!r} is not a folder")
     _check_writable("--studies", studies)
-    _check_database(studies / DB_NAME)
+    check_database(studies / DB_NAME)
     results.read(args.output)  # an unusable results file stops us before any work
-
-
-def _check_database(path: Path) -> None:
-    """An existing studies database must be readable: found now, not after the baseline."""
-    if not path.exists():
-        return
-    import contextlib
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            tables = {row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.Error as err:
-        raise UsageError(f"studies database {str(path)!r} is unreadable or corrupt "
-                         f"({err}); move it away or pass another --studies") from None
-    if tables and "studies" not in tables:
-        raise UsageError(f"{str(path)!r} is an SQLite database but not an Optuna study "
-                         f"database; move it away or pass another --studies")
 
 
 def _check_writable(flag: str, folder: Path) -> None:
@@ -292,7 +279,10 @@ def _check_writable(flag: str, folder: Path) -> None:
         raise UsageError(f"{flag}: folder {str(existing)!r} is not writable")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries(*, progress: bool = True) -> None:
+    """Libraries' logs down to errors; with `progress` off, their progress bars too (the
+    "Loading pipeline components" and "Loading weights" bars of diffusers, transformers and
+    huggingface_hub), so that --no-progress leaves only the run's answer and its errors."""
     import logging
     import warnings
 
@@ -306,6 +296,12 @@ def _quiet_libraries() -> None:
 
     dlogging.set_verbosity_error()
     tlogging.set_verbosity_error()
+    if not progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        dlogging.disable_progress_bar()
+        tlogging.disable_progress_bar()
+        disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -315,7 +311,7 @@ def cmd_run(args, argv) -> int:
     _check_run_args(args)
     from .app import launch
 
-    _quiet_libraries()
+    quiet_libraries(progress=args.progress and args.worker is None)
     return launch(RunOptions.from_args(args, argv))
 
 
@@ -367,13 +363,11 @@ def _print_answers(found, *, after_text: bool = False) -> None:
 def _show_from_studies(args) -> int:
     """No answer in the file yet (a run still going): answer from the studies, saying so."""
     from .report import gather
-    from .search.studies import StudiesError, locate
+    from .search.studies import DB_NAME, locate
 
-    try:
-        found = locate(args.studies)
-        groups, _ = gather(found.storage())
-    except StudiesError:
-        groups = []
+    groups = []
+    if (Path(args.studies) / DB_NAME).exists():  # a foreign or broken one is said so (locate)
+        groups, _ = gather(locate(args.studies).storage())
     if not groups:
         raise UsageError(f"no results in {args.output!r}; run `tuner run` first")
     print(f"no answer in {args.output!r} yet; from the studies in {args.studies!r} "

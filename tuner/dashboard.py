@@ -88,6 +88,8 @@ def serve(found: Studies, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     httpd = _server(host, port, app)
     images = f"sample images from {found.artifacts}" if store else "no sample images"
+    if found.read_only:
+        images += "; the database is read-only: served from a copy, changes are not kept"
     print(f"optuna-dashboard: {_url(host, port)}  ({found.url}; {images}; Ctrl-C stops it)",
           flush=True)
     thread = threading.Thread(target=httpd.serve_forever, name="optuna-dashboard", daemon=True)

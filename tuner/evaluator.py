@@ -410,7 +410,7 @@ class _Scores:
         clip_loss = relative_loss_interval([base.clip_scores[i] for i in index], clip,
                                            confidence)
         loss = clip_loss if ev.metric == "clip" else \
-            mean_interval([1.0 - x for x in ssim], confidence)
+            mean_interval([1.0 - x for x in ssim], confidence).within(0.0, 2.0)  # SSIM: [-1, 1]
         psnr = metrics.psnr(torch.cat([self.images[k] for k in order]), base.images[index])
         finite = psnr[torch.isfinite(psnr)]
         return QualityEstimate(

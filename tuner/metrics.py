@@ -15,6 +15,7 @@ import torch.nn.functional as F
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # torchmetrics' default for CLIPScore
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TEXT_TOKENS = 77  # CLIP's text context: longer prompts are cut to their first 77 tokens
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -113,6 +114,12 @@ class CLIPScorer:
         x = x[..., top:top + size, left:left + size]
         return ((x / 255 - self.mean) / self.std).to(self.dtype)
 
+    def truncated(self, prompts: Sequence[str]) -> list[str]:
+        """The prompts longer than the TEXT_TOKENS tokens the text encoder reads (the rest of
+        each is cut off before scoring)."""
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        return [p for p, n in zip(prompts, lengths) if n > TEXT_TOKENS]
+
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
         """Unit-norm text embeddings (float64), cached per tuple of prompts."""
         key = tuple(prompts)
@@ -123,7 +130,8 @@ class CLIPScorer:
         with torch.inference_mode():
             for i in range(0, len(key), self.batch_size):
                 tokens = self.tokenizer(list(key[i:i + self.batch_size]), padding="max_length",
-                                        max_length=77, truncation=True, return_tensors="pt")
+                                        max_length=TEXT_TOKENS, truncation=True,
+                                        return_tensors="pt")
                 features = self.model.get_text_features(
                     input_ids=tokens["input_ids"].to(self.device),
                     attention_mask=tokens["attention_mask"].to(self.device))

@@ -26,10 +26,11 @@ def _normalise(caption: str) -> str:
 def load_prompts(path: str | Path) -> list[str]:
     """Read prompts from a COCO captions JSON, an MLPerf captions TSV or a text file.
 
-    The format is recognised by content: a JSON object (or a ``.json`` file) must be a COCO
-    captions file, whose first caption (lowest annotation id) of each image is kept, in image-id
-    order; a first line with a tab (or a ``.tsv`` file) is a TSV header with a ``caption``
-    column, one caption per row; anything else has one prompt per non-blank line.
+    The format is recognised by content: JSON (an object or a list, or a ``.json`` file) must
+    be a list of prompt strings or a COCO captions file, whose first caption (lowest annotation
+    id) of each image is kept, in image-id order; a first line with a tab (or a ``.tsv`` file)
+    is a TSV header with a ``caption`` column, one caption per row; anything else has one
+    prompt per non-blank line.
     """
     path = Path(path)
     name = f"prompts file '{path}'"
@@ -47,8 +48,8 @@ def load_prompts(path: str | Path) -> list[str]:
         raise PromptsError(f"{name} is empty")
 
     first_line = text.lstrip().partition("\n")[0]
-    if text.lstrip().startswith("{") or path.suffix.lower() == ".json":
-        prompts = _coco_captions(text, name)
+    if text.lstrip()[:1] in ("{", "[") or path.suffix.lower() == ".json":
+        prompts = _json_prompts(text, name)
     elif "\t" in first_line or path.suffix.lower() == ".tsv":
         prompts = _tsv_captions(text, name)
     else:
@@ -58,15 +59,22 @@ def load_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def _coco_captions(text: str, name: str) -> list[str]:
+def _json_prompts(text: str, name: str) -> list[str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise PromptsError(f"{name} is not valid JSON: {e.msg} at line {e.lineno}, "
                            f"column {e.colno}") from None
+    if isinstance(data, list):
+        for i, item in enumerate(data):
+            if not isinstance(item, str):
+                raise PromptsError(f"{name} is a JSON list, but item {i} is not a string "
+                                   f"(a list of prompts, or a COCO captions object)")
+        return [p for p in map(_normalise, data) if p]
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
-        raise PromptsError(f'{name} is not a COCO captions file: no "annotations" list')
+        raise PromptsError(f'{name} is neither a list of prompts nor a COCO captions file: '
+                           f'no "annotations" list')
     first: dict = {}  # image_id -> (annotation id, caption)
     for i, ann in enumerate(annotations):
         try:
@@ -168,10 +176,48 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-def choose_prompts(prompts: Sequence[str], num_samples: int, seed: int) -> list[str]:
-    """``num_samples`` prompts drawn without replacement, the same for the same ``seed``."""
+def choose_prompts(prompts: Sequence[str], num_samples: int, seed: int, *,
+                   source: str = "the prompts given") -> list[str]:
+    """``num_samples`` prompts drawn without replacement, the same for the same ``seed``;
+    `source` names where they come from in the error."""
     if num_samples <= 0:
         raise PromptsError(f"cannot choose {num_samples} prompts: the number must be positive")
     if num_samples > len(prompts):
-        raise PromptsError(f"cannot choose {num_samples} prompts from only {len(prompts)}")
+        raise PromptsError(f"--num-samples {num_samples} needs as many prompts, and "
+                           f"{source} has only {len(prompts)}: lower --num-samples or give "
+                           f"more prompts (--prompts)")
     return random.Random(seed).sample(list(prompts), num_samples)
+
+
+def repeated(prompts: Sequence[str]) -> list[str]:
+    """The prompts that occur more than once, each once, in order of first occurrence."""
+    seen: set[str] = set()
+    again: dict[str, None] = {}
+    for p in prompts:
+        if p in seen:
+            again[p] = None
+        seen.add(p)
+    return list(again)
+
+
+def _shown(prompt: str, width: int = 50) -> str:
+    return repr(prompt if len(prompt) <= width else prompt[:width - 3] + "...")
+
+
+def notes(pool: Sequence[str], chosen: Sequence[str], truncated: Sequence[str], *,
+          source: str, limit: int) -> list[str]:
+    """What the user should know about the prompts: repeats in `pool` (each draw of one is
+    scored again, with its own seed, and weighs twice in the loss), and prompts among `chosen`
+    longer than the text encoder reads (`truncated`: CLIP scores only their first `limit`
+    tokens)."""
+    found = []
+    again = repeated(pool)
+    if again:
+        found.append(f"{source} repeats {len(again)} prompt(s), e.g. {_shown(again[0])}: a "
+                     f"repeated prompt can be drawn more than once and then counts more than "
+                     f"once in the loss")
+    if truncated:
+        found.append(f"{len(truncated)} of the {len(chosen)} prompts are longer than "
+                     f"CLIP's {limit} tokens, e.g. {_shown(truncated[0])}: CLIP scores "
+                     f"only their first {limit}, so losses ignore the rest")
+    return found

@@ -40,8 +40,17 @@ PRUNED_SLOW, PRUNED_FLOOR = "too slow", "slower than another combo's answer"
 PRUNED_LOSS = "loss over budget"
 
 
+def _number(value, what: str) -> float:
+    """A stored number, refused (TypeError) when it is not one: a hand-edited or foreign file
+    must fail where it is read, not where the number is formatted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} is {value!r}, not a number")
+    return value
+
+
 def _interval(data: dict) -> Interval:
-    return Interval(data["value"], data["low"], data["high"], data["n"])
+    return Interval(*(_number(data[k], k) for k in ("value", "low", "high")),
+                    int(_number(data["n"], "n")))
 
 
 def _interval_dict(value: Interval) -> dict:
@@ -94,10 +103,13 @@ class SpeedEstimate:
     @classmethod
     def from_dict(cls, data: dict) -> SpeedEstimate:
         prior = data.get("prior")
-        return cls(_interval(data["speedup"]), data["baseline_latency"], data["pairs"],
-                   data.get("rejected", 0), tuple(data.get("ratios", ())),
-                   tuple(data.get("trusted", ())), Prior(**prior) if prior else None,
-                   dict(data.get("options") or {}))
+        return cls(_interval(data["speedup"]),
+                   _number(data["baseline_latency"], "baseline_latency"),
+                   int(_number(data["pairs"], "pairs")),
+                   int(_number(data.get("rejected", 0), "rejected")),
+                   tuple(_number(r, "a ratio") for r in data.get("ratios", ())),
+                   tuple(_number(r, "a trusted ratio") for r in data.get("trusted", ())),
+                   Prior(**prior) if prior else None, dict(data.get("options") or {}))
 
 
 @dataclass(frozen=True)
@@ -123,8 +135,10 @@ class QualityEstimate:
 
     @classmethod
     def from_dict(cls, data: dict) -> QualityEstimate:
-        return cls(data["metric"], _interval(data["loss"]), data["clip_score"],
-                   _interval(data["clip_loss"]), data["psnr"], data["ssim"], data["images"])
+        return cls(data["metric"], _interval(data["loss"]),
+                   _number(data["clip_score"], "clip_score"), _interval(data["clip_loss"]),
+                   _number(data["psnr"], "psnr"), _number(data["ssim"], "ssim"),
+                   int(_number(data["images"], "images")))
 
     def within(self, goal: Goal) -> bool:
         """The feasibility rule (see `Goal`)."""

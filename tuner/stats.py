@@ -96,6 +96,36 @@ class Interval:
     def overlaps(self, other: Interval) -> bool:
         return self.low <= other.high and other.low <= self.high
 
+    def within(self, low: float, high: float) -> Interval:
+        """Cut to the range the quantity can take: its coverage is unchanged (a true value
+        inside the range is in the cut interval exactly when it is in this one)."""
+        return Interval(min(max(self.value, low), high), max(self.low, low),
+                        min(self.high, high), self.n)
+
+    def undecided(self, threshold: float) -> bool:
+        """Wider than `threshold` itself and holding it: the observations cannot tell on which
+        side of it the quantity lies (a loss interval wider than the loss budget)."""
+        return self.low <= threshold <= self.high and self.high - self.low > abs(threshold)
+
+    def samples_to_decide(self, threshold: float, *, confidence: float = CONFIDENCE,
+                          at_most: int = 100_000) -> int | None:
+        """About how many observations would put `threshold` outside a mean's t-interval, if
+        the estimate and the spread stayed as they are: the half-width t_(n-1) s / sqrt(n)
+        shrinks to the estimate's distance from it. None when the estimate is on it, or more
+        than `at_most` would be needed."""
+        distance = abs(self.value - threshold)
+        half = max(self.value - self.low, self.high - self.value)
+        if self.n < 2 or distance == 0 or not math.isfinite(half):
+            return None
+        quantile = 0.5 + confidence / 2
+        spread = half * math.sqrt(self.n) / t_quantile(quantile, self.n - 1)
+        n = self.n
+        while t_quantile(quantile, n - 1) * spread / math.sqrt(n) > distance:
+            n = max(n + 1, int(n * 1.1))
+            if n > at_most:
+                return None
+        return n
+
     def __str__(self) -> str:
         return f"{self.value:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
@@ -217,11 +247,12 @@ def relative_loss_interval(base: Sequence[float], accelerated: Sequence[float],
         return Interval(0.0, 0.0, 0.0, n)
     loss = (mean_base - statistics.fmean(accelerated)) / mean_base
     if n < 2:
-        return Interval(loss, -math.inf, math.inf, 1)
+        return Interval(loss, -math.inf, 1.0, 1)
     residuals = [(b - a) - loss * b for b, a in zip(base, accelerated)]
     se = statistics.stdev(residuals) / (math.sqrt(n) * mean_base)
     half = t_quantile(0.5 + confidence / 2, n - 1) * se
-    return Interval(loss, loss - half, loss + half, n)
+    # Scores are never negative, so no loss exceeds 100 %: the interval stops there.
+    return Interval(loss, loss - half, loss + half, n).within(-math.inf, 1.0)
 
 
 def sequential_confidence(looks: int, alpha: float = 1 - CONFIDENCE) -> float:

@@ -328,6 +328,19 @@ class PlainRuns:
         rejected = self.rejected / self.brackets if self.brackets >= 8 else 0.0
         return rejected > 0.25 or (len(self.runs) >= 8 and self.spread > 0.25)
 
+    def noise_note(self) -> str | None:
+        """What the noise was, as measured, when `noisy`: a fact, not a guess at its cause (a
+        quiet 2-core CPU spreads its plain runs by a quarter too)."""
+        if not self.noisy():
+            return None
+        facts = [f"the last {len(self.runs)} plain runs of one batch spread {self.spread:.0%} "
+                 f"(slowest - fastest, over the median)"]
+        if self.brackets:
+            facts.append(f"{self.rejected} of {self.brackets} accelerated runs were set aside "
+                         f"as disturbed and measured again")
+        return (f"timings on this machine are noisy: {'; '.join(facts)}. The speedup "
+                f"intervals include this noise")
+
 
 @dataclass(frozen=True)
 class Bracket:

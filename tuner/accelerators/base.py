@@ -94,8 +94,10 @@ class Accelerator(ABC):
         unknown = set(params) - set(self.space)
         missing = set(self.space) - set(params)
         if unknown or missing:
-            raise AcceleratorError(
-                f"{self.name} takes {sorted(self.space)}; got {sorted(params)}")
+            wrong = [f"missing {', '.join(sorted(missing))}"] if missing else []
+            wrong += [f"unknown {', '.join(sorted(unknown))}"] if unknown else []
+            raise AcceleratorError(f"{self.name} takes {sorted(self.space)}; got "
+                                   f"{sorted(params)} ({'; '.join(wrong)})")
         for key, knob in self.space.items():
             value = params[key]
             wrong_type = isinstance(value, bool) or (isinstance(knob, IntKnob)

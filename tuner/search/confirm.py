@@ -16,32 +16,48 @@ per-round observations.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 import optuna
 
-from ..answer import CONFIRM_AT_MOST, fastest_first, feasible, still_in_race
+from ..answer import CONFIRM_AT_MOST, fastest_first, feasible, speed_text, still_in_race
 from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
 from ..state import StudyState, overall_entries
 
 
+Say = Callable[[str], None]  # where a race says what it measures (the run's progress lines)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
-          required: float | None) -> dict[str, Confirmation]:
+          required: float | None, *, what: str, say: Say = _silent) -> dict[str, Confirmation]:
     """Race the entries' configurations; write the race to each study's record as its latest:
     the speeds it measured (of that study's entries, and nothing else) and the trials that were
-    finished when it began, which it judged. Returns what was written, by study name."""
+    finished when it began, which it judged. Returns what was written, by study name. `say`
+    hears what is raced (`what`) and how it ended: a race measures for minutes after the
+    search's bar has reached its end."""
     losses = {i: t.quality.loss.value for i, (_, t) in enumerate(entries)}
     studies = {id(s): s for s, _ in entries}.values()
     before = {id(s): trial_records(s) for s in studies}
+    several = len(studies) > 1
+    names = [(f"{StudyRecord.of(s).combo} " if several else "") + f"trial {t.number}"
+             for s, t in entries]
+    say(f"confirming {what}: measuring {len(entries)} candidate(s) again, between plain runs "
+        f"({', '.join(names)}) ...")
     race = evaluator.race([t.config for _, t in entries],
                           lambda intervals: still_in_race(intervals, losses, required))
+    say(f"confirmed {what} after {race.rounds} round(s): "
+        + "; ".join(f"{name} {speed_text(race.speeds[i])}" for i, name in enumerate(names)))
     race_id, at = uuid.uuid4().hex[:12], _now()
     written = {}
     for study in studies:
@@ -55,7 +71,8 @@ def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecor
     return written
 
 
-def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool:
+def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal, *,
+                  say: Say = _silent) -> bool:
     """Race the study's answer with the trials no race has judged that could take its place
     (state.StudyState.to_race); False when it has no feasible trial to confirm. A study whose
     latest race judged everything that could change its answer (a resumed run with nothing
@@ -67,14 +84,15 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal) -> bool
     if not found:
         return False
     required = goal.required_speedup(evaluator.plain_runs.latency)
-    written = _race(evaluator, [(study, t) for t in found], required)
+    written = _race(evaluator, [(study, t) for t in found], required,
+                    what=f"{StudyRecord.of(study).combo}'s answer", say=say)
     if goal.mode == "max_speedup":
-        _race_left_out(evaluator, study, goal, written[study.study_name])
+        _race_left_out(evaluator, study, goal, written[study.study_name], say=say)
     return True
 
 
 def _race_left_out(evaluator: Evaluator, study: optuna.Study, goal: Goal,
-                   confirmation: Confirmation) -> None:
+                   confirmation: Confirmation, *, say: Say = _silent) -> None:
     """Candidates enter a race for overlapping the best first estimate. When the race takes
     the winner's luck back, trials it judged but left out for being slower than that estimate
     may overlap what it measured now; they race it once more, as challengers of the new
@@ -86,10 +104,12 @@ def _race_left_out(evaluator: Evaluator, study: optuna.Study, goal: Goal,
                 and t.number not in confirmation.speeds and t.speed.speedup.high >= best.low]
     left_out.sort(key=fastest_first)
     if left_out:
-        _race(evaluator, [(study, t) for t in [winner, *left_out[:CONFIRM_AT_MOST - 1]]], None)
+        _race(evaluator, [(study, t) for t in [winner, *left_out[:CONFIRM_AT_MOST - 1]]], None,
+              what=f"{StudyRecord.of(study).combo}'s answer against those left out", say=say)
 
 
-def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:
+def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal, *,
+                    say: Say = _silent) -> bool:
     """Race the combos' chosen configurations whose intervals overlap the best one's; False
     when there is nothing to compare. When their last race was this one (a resumed run with
     nothing new), it stands. The race becomes each study's latest: a combo's other trials,
@@ -98,7 +118,9 @@ def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal:
     states = [StudyState.of(study, goal) for study in studies]
     entries = overall_entries(states, goal, required)
     if entries:
-        _race(evaluator, [(studies[i], t) for i, t in entries], required)
+        _race(evaluator, [(studies[i], t) for i, t in entries], required,
+              what="the overall answer (" + ", ".join(StudyRecord.of(studies[i]).combo
+                                                      for i, _ in entries) + ")", say=say)
     return bool(entries) or sum(s.choose()[0] is not None for s in states) >= 2
 
 

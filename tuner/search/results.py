@@ -15,7 +15,7 @@ Layout (format 2)::
                per_combo.
 
 Several processes may merge into one file at once (workers on one host, runs sharing a
-folder): the read-merge-write happens under an exclusive lock on `<file>.lock`.
+folder): the read-merge-write happens under an exclusive lock on the file's folder.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ResultsError(ValueError):
 
 def _shape_error(path: Path, where: str) -> ResultsError:
     return ResultsError(f"results file {str(path)!r} is not a tuner results file ({where}); "
-                        f"fix or move it (it was not overwritten)")
+                        f"fix or move it (tuner leaves it as it is)")
 
 
 def _check_shape(path: Path, data) -> None:
@@ -49,8 +49,8 @@ def _check_shape(path: Path, data) -> None:
         raise _shape_error(path, "no 'settings' object")
     if data.get("format") != FORMAT:
         raise ResultsError(f"results file {str(path)!r} has format {data.get('format')!r}, "
-                           f"this tuner writes format {FORMAT}; move it away (it was not "
-                           f"overwritten) and run again")
+                           f"this tuner writes format {FORMAT}; move it away and run again "
+                           f"(tuner leaves it as it is)")
     for key, slot in data["settings"].items():
         if not isinstance(slot, dict) or not isinstance(slot.get("setting"), dict) \
                 or not isinstance(slot.get("answers"), dict):
@@ -73,7 +73,7 @@ def read(path: str | Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ResultsError(f"cannot read results file {str(path)!r}: {err}; "
-                           f"fix or move it (it was not overwritten)") from None
+                           f"fix or move it (tuner leaves it as it is)") from None
     _check_shape(path, data)
     return data
 
@@ -105,16 +105,23 @@ def write_atomically(path: str | Path, text: str) -> None:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock for read-modify-write of `path`, across processes of this host."""
+    """An exclusive lock for read-modify-write of `path`, across processes of this host.
+
+    The lock is taken on the folder that holds `path`, which leaves nothing behind: a lock
+    file beside the results would stay there, as it cannot be removed safely while another
+    process may be waiting on it."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def merge(path: str | Path, answer: Answer, *, model: dict | None = None) -> dict:

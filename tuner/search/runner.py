@@ -128,6 +128,35 @@ def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
                default=None)
 
 
+def _sayer(plan: SearchPlan) -> Callable[[str], None]:
+    """The run's progress lines (on stderr, above any live bar), or nothing (--no-progress)."""
+    def say(message: str) -> None:
+        if plan.progress:
+            tqdm.write(message, file=sys.stderr)
+    return say
+
+
+def resuming(combo: str, state: StudyState, trials: int) -> str | None:
+    """What a study that already has trials resumes from, in words (None for a new one)."""
+    records = state.records
+    if not records:
+        return None
+    done = sum(r.evaluated for r in records)
+    queued = sum(r.state == "WAITING" for r in records)
+    running = sum(r.state == "RUNNING" for r in records)
+    parts = [f"{done} of {trials} evaluations done"]
+    if queued:
+        parts.append(f"{queued} interrupted trial(s) queued to run again")
+    if running:
+        parts.append(f"{running} running (another process, or one that died)")
+    best, _ = state.choose()
+    if best is not None:
+        parts.append(f"answer so far {config_text(best.config)} "
+                     f"{speed_text(state.speed(best))}"
+                     + (", confirmed" if state.raced(best) else ", not yet confirmed"))
+    return f"{combo}: resuming its study: " + "; ".join(parts)
+
+
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
               prompts: list[str], on_evaluation: Callable | None = None,
               floor: float | None = None) -> optuna.Study:
@@ -143,6 +172,10 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
                              width=s.width)
     _record_context(study, evaluator, points, plan)
+    say = _sayer(plan)
+    resumed = resuming(combo, StudyState.of(study, goal), plan.trials)
+    if resumed:
+        say(resumed)
     objective = Objective(evaluator, combo, goal, budget=plan.trials, sampler_seed=seed,
                           full_front=plan.full_front, floor=floor,
                           on_evaluation=on_evaluation)
@@ -177,7 +210,7 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             if confirming and not plan.full_front and (
                     state.wants_race(floor=objective.floor) or (plan.patience and (
                         state.unconfirmed_progress(plan.patience, precision)))):
-                confirm_study(evaluator, study, goal)
+                confirm_study(evaluator, study, goal, say=say)
                 continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -227,16 +260,16 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
         done.append(study)
         if confirms(plan.worker_index):
             wait_for_others(study)
-            confirm_study(evaluator, study, goal)
+            confirm_study(evaluator, study, goal, say=_sayer(plan))
             if on_answer is not None:
                 on_answer()
     if confirms(plan.worker_index):
         group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS,
                                                      full_front=plan.full_front)]
-        if confirm_overall(evaluator, group, goal) and on_answer is not None:
+        if confirm_overall(evaluator, group, goal, say=_sayer(plan)) and on_answer is not None:
             on_answer()
         if measure_held_out(evaluator, group, goal) and on_answer is not None:
             on_answer()
 
 
-__all__ = ["SearchPlan", "floor_of", "run_combo", "run_search", "stalled"]
+__all__ = ["SearchPlan", "floor_of", "resuming", "run_combo", "run_search", "stalled"]

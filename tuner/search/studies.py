@@ -158,6 +158,64 @@ def load_group(storage, setting: Setting, goal: Goal, combos, *, full_front: boo
     return found
 
 
+def check_database(path: Path, *, flag: str = "--studies") -> None:
+    """An existing SQLite file must be an Optuna study database (or empty), checked read-only:
+    a foreign file is refused in one line before Optuna, which writes its version table into
+    any database it opens, touches it."""
+    import contextlib
+    import sqlite3
+
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{readable(path)}?mode=ro",
+                                                uri=True)) as connection:
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as err:
+        raise StudiesError(f"studies database {str(path)!r} is unreadable or corrupt "
+                           f"({err}); move it away or pass another {flag}") from None
+    if tables and "studies" not in tables:
+        raise StudiesError(f"{str(path)!r} is an SQLite database but not an Optuna study "
+                           f"database; move it away or pass another {flag}")
+
+
+def read_only(path: Path) -> bool:
+    """Whether SQLite could not write beside `path` (a read-only mount, an archived copy):
+    reading a database also writes (its journal, Optuna's version row)."""
+    import os
+
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+_COPIES: dict[Path, Path] = {}
+
+
+def readable(path: Path) -> Path:
+    """Where to read the SQLite database `path`: itself, or, when it is read-only, a private
+    copy of it with its write-ahead log (made once per process, removed when it ends). Read
+    there, the original is never written."""
+    if not read_only(path):
+        return path
+    if path not in _COPIES:
+        _COPIES[path] = _copy_aside(path)
+    return _COPIES[path]
+
+
+def _copy_aside(path: Path) -> Path:
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tuner-studies-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for suffix in ("", "-wal"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            shutil.copyfile(source, folder / source.name)
+    return folder / path.name
+
+
 @dataclass(frozen=True)
 class Studies:
     url: str  # the storage URL as shown (report, dashboard): its password masked
@@ -165,13 +223,22 @@ class Studies:
     folder: Path | None  # the studies folder, when not given as a storage URL
     secret_url: str | None = field(default=None, repr=False, compare=False)  # to connect
 
+    @property
+    def read_only(self) -> bool:
+        """A SQLite database that cannot be written where it is: read from a copy."""
+        path = sqlite_path(self.secret_url or self.url)
+        return path is not None and read_only(path)
+
     def storage(self):
-        """An Optuna storage on the studies (reading an existing database; no tables made)."""
+        """An Optuna storage on the studies (reading an existing database; no tables made).
+        A read-only SQLite database is read from a private copy (`read_only`)."""
         import warnings
 
         import optuna
 
         url = self.secret_url or self.url
+        if self.read_only:
+            url = f"sqlite:///{readable(sqlite_path(url))}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -187,7 +254,8 @@ class Studies:
         return open_store(self.artifacts, create=False)
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite storage URL (None for other databases, or in memory)."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -208,18 +276,22 @@ def locate(studies: str | None = None, storage: str | None = None,
             check_storage_url(storage)
         except ValueError as err:
             raise StudiesError(str(err)) from None
-        path = _sqlite_path(storage)
+        path = sqlite_path(storage)
         if path is not None and not path.is_file():
             raise StudiesError(f"no studies database at {str(path)!r} "
                                f"(--storage {masked(storage)})")
+        if path is not None:
+            check_database(path, flag="--storage")
         url, folder = storage, None
     else:
         folder = Path(studies if studies is not None else "studies")
         db = folder / DB_NAME
         if not db.is_file():
-            what = "no studies folder" if not folder.is_dir() else "no studies database"
-            raise StudiesError(f"{what} at {str(db)!r}; run `tuner run --studies "
-                               f"{folder}` first, or pass --studies DIR or --storage URL")
+            what = (f"no studies folder {str(folder)!r}" if not folder.is_dir()
+                    else f"no studies database {str(db)!r}")
+            raise StudiesError(f"{what}; run `tuner run --studies {folder}` first, or pass "
+                               f"--studies DIR or --storage URL")
+        check_database(db)
         url = storage_url(folder)
     where = artifact_dir(studies=folder, storage=storage, explicit=artifacts)
     if where is not None and not where.is_dir():
@@ -229,5 +301,6 @@ def locate(studies: str | None = None, storage: str | None = None,
     return Studies(masked(url), where, folder, url)
 
 
-__all__ = ["DB_NAME", "Studies", "StudiesError", "check_storage_url", "load_group", "locate",
-           "objectives", "open_storage", "open_study", "storage_url", "study_name", "versions"]
+__all__ = ["DB_NAME", "Studies", "StudiesError", "check_database", "check_storage_url",
+           "load_group", "locate", "objectives", "open_storage", "open_study", "read_only",
+           "readable", "sqlite_path", "storage_url", "study_name", "versions"]
