@@ -129,6 +129,21 @@ def outputs(bench: Bench) -> dict:
     return found
 
 
+def interleave(bench: Bench, order: list[str], run, raw: dict, plain_runs: list,
+               **extra) -> None:
+    """One round: a plain run, then each of `order` (`run(name)` gives its seconds) followed
+    by a plain run; each bracket's ratio (and `extra`) appended to `raw[name]`."""
+    before = bench.once(None)[0]
+    plain_runs.append(before)
+    for name in order:
+        seconds = run(name)
+        after = bench.once(None)[0]
+        plain_runs.append(after)
+        raw[name].append({"before": before, "seconds": seconds, "after": after,
+                          "ratio": (before + after) / 2 / seconds, **extra})
+        before = after
+
+
 def speeds(bench: Bench, rounds: int, deadline: float) -> dict:
     names = list(CONFIGS)
     for name in names:  # warm: capture, allocator
@@ -139,16 +154,8 @@ def speeds(bench: Bench, rounds: int, deadline: float) -> dict:
         if time.perf_counter() > deadline:
             log(f"  stopped after {r} rounds (time limit)")
             break
-        order = names[r % len(names):] + names[:r % len(names)]
-        before = bench.once(None)[0]
-        plain_runs.append(before)
-        for name in order:
-            seconds = bench.once(CONFIGS[name])[0]
-            after = bench.once(None)[0]
-            plain_runs.append(after)
-            raw[name].append({"before": before, "seconds": seconds, "after": after,
-                              "ratio": (before + after) / 2 / seconds})
-            before = after
+        interleave(bench, names[r % len(names):] + names[:r % len(names)],
+                   lambda name: bench.once(CONFIGS[name])[0], raw, plain_runs)
     table = {}
     for name, runs in raw.items():
         ratios = [x["ratio"] for x in runs]
@@ -195,26 +202,41 @@ def forced(bench: Bench) -> dict:
     return found
 
 
+def arguments(*, rounds: tuple[int, int], limit: float, rounds_help: str | None = None):
+    """The options both graphs benchmarks take; add the rest, then `start`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, nargs=2, default=rounds, help=rounds_help)
+    parser.add_argument("--limit", type=float, default=limit, help="seconds for everything")
+    return parser
+
+
+def start(args, name: str, **report):
+    """The report (device, torch, steps and `report`), the clock's start, and `save()`, which
+    writes the report to `--out`/`name`.json as it grows."""
+    import torch
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "steps": args.steps, **report}
+
+    def save():
+        (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+
+    return report, time.perf_counter(), save
+
+
 def main() -> None:
     import torch
 
     from tuner import accelerators
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--rounds", type=int, nargs=2, default=(7, 5))
-    parser.add_argument("--limit", type=float, default=500, help="seconds for everything")
+    parser = arguments(rounds=(7, 5), limit=500)
     parser.add_argument("--presets", nargs="+", default=[p for p, _, _ in PRESETS])
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "steps": args.steps, "presets": {}}
-
-    def save():
-        (out / "graphs_bench.json").write_text(json.dumps(report, indent=1))
+    report, started, save = start(args, "graphs_bench", presets={})
 
     first = None
     for (preset, size, batch), rounds in zip(PRESETS, args.rounds):

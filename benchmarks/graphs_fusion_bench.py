@@ -16,8 +16,6 @@ replay time of each captured graph alone, back to back (what a step costs with n
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
-from graphs_bench import Bench, compare, dc, log  # noqa: E402
+from graphs_bench import Bench, arguments, compare, dc, interleave, log, start  # noqa: E402
 
 G = {"graphs": {"enabled": 1}}
 
@@ -76,27 +74,14 @@ def gpu_floor(key_filter=None) -> dict:
 
 
 def main() -> None:
-    import torch
-
     from tuner import accelerators
     from tuner.accelerators import graphs
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--rounds", type=int, nargs=2, default=(3, 3),
-                        help="rounds before and after the compiled variants")
-    parser.add_argument("--limit", type=float, default=420)
+    parser = arguments(rounds=(3, 3), limit=420,
+                       rounds_help="rounds before and after the compiled variants")
     parser.add_argument("--compile", nargs="*", default=["default"])
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "steps": args.steps, "outputs": {}}
-
-    def save():
-        (out / "graphs_fusion_bench.json").write_text(json.dumps(report, indent=1))
+    report, started, save = start(args, "graphs_fusion_bench", outputs={})
 
     bench = Bench("sd1.5-random", 512, 4, args.steps)
     found = variants(args.compile)
@@ -147,16 +132,8 @@ def main() -> None:
             if time.perf_counter() - started > args.limit:
                 log(f"  phase {phase}: stopped after {r} rounds (time limit)")
                 break
-            order = names[r % len(names):] + names[:r % len(names)]
-            before = bench.once(None)[0]
-            plain_runs.append(before)
-            for name in order:
-                seconds = once(bench, *found[name])[0]
-                after = bench.once(None)[0]
-                plain_runs.append(after)
-                raw[name].append({"before": before, "seconds": seconds, "after": after,
-                                  "ratio": (before + after) / 2 / seconds, "phase": phase})
-                before = after
+            interleave(bench, names[r % len(names):] + names[:r % len(names)],
+                       lambda name: once(bench, *found[name])[0], raw, plain_runs, phase=phase)
             report["speed"] = {"plain_seconds": plain_runs, "configs": raw}
             save()
             log(f"  phase {phase} round {r + 1} done at {time.perf_counter() - started:.0f}s")
