@@ -386,10 +386,11 @@ def neighbour(args):
 
 
 def gpu(args) -> None:
-    """Quiet: screen, race, re-measure later in the run; beside the neighbour: screen, race;
-    then a second process re-measures quietly. Of the budget loading left, screening quiet
-    stops at 25 %, the re-measurement at 42 %, screening beside the neighbour at 58 % (each
-    race after its screening); the second process has the rest, at least a third."""
+    """Quiet: screen, race; beside the neighbour: screen the same configurations in the same
+    order, race; quiet again: re-measure later in the run; then a second process re-measures
+    quietly. Of the budget loading left, screening quiet stops at 25 %, screening beside the
+    neighbour at 55 % (each race after its screening), the re-measurement at 67 %; the second
+    process has the rest, at least a third."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
@@ -418,20 +419,23 @@ def gpu(args) -> None:
     if report["quiet"]["rows"]:
         report["quiet"]["answer"] = race(ev, report["quiet"]["rows"], RACE_ROUNDS)
     save()
-    log("quiet: re-measuring later in the run")
-    report["later"] = remeasure(ev, order, until(0.42))
-    save()
+    # The neighbour's search screens what the quiet one screened, in the same order, so that
+    # the two answers are comparable; the quiet re-measurement comes after it.
     log("beside the neighbour: screening")
     proc = neighbour(args)
     try:
         time.sleep(2)
-        report["neighbour"] = {"rows": screen_within(ev, order, until(0.58))}
+        screened = order[:len(report["quiet"]["rows"])]
+        report["neighbour"] = {"rows": screen_within(ev, screened, until(0.55))}
         if report["neighbour"]["rows"]:
             report["neighbour"]["answer"] = race(ev, report["neighbour"]["rows"], RACE_ROUNDS)
         report["neighbour"]["noisy"] = ev.plain_runs.noisy()
     finally:
         proc.terminate()
         proc.wait()
+    save()
+    log("quiet: re-measuring later in the run")
+    report["later"] = remeasure(ev, order, until(0.67))
     save()
     del session, ev
     import gc
