@@ -3,9 +3,14 @@ postpones the stop only once its race confirms it) would have done in the H200 r
 `cost-floor/`, read from its records: each study's evaluations are replayed in their recorded
 order through the runner's own `finished` and `unconfirmed_progress`. Where the rule races,
 each candidate's confirmed speed is the one the study's final race measured for it; a
-candidate that never raced keeps its own estimate (said in the output). Run from the
-repository root:
+candidate that never raced keeps its own estimate (said in the output).
 
+It replays the rules of commit 9ca941e, whose `tuner.search.runner` it imports (they live in
+`tuner.state.StudyState` since, with races that also record which trials they judged); that
+commit also holds the records uncompressed and this script as it was. Its output,
+`confirmed-progress.txt`, comes back byte for byte from a checkout of it:
+
+    git worktree add /tmp/at-9ca941e 9ca941e && cd /tmp/at-9ca941e
     python benchmarks/results/2026-12-02-h200-combo-all/confirmed-progress.py
 """
 
