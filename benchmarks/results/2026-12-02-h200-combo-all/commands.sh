@@ -45,7 +45,8 @@ python benchmarks/gpu_bench.py cost $A --old old --limit 540 --out $OUT      # r
 python benchmarks/gpu_bench.py cost $A --old old --limit 518 --out $OUT      # run 6 (520 s)
 # Unfinished: deepcache+tome+tgate at 155 of 200 trials. The next run resumes it the same way.
 # What "progress counts once confirmed" would have done in the cost-floor run, from its records:
-(at commit 9ca941e, see its docstring) python THIS_FOLDER/confirmed-progress.py > THIS_FOLDER/confirmed-progress.txt
+# at commit 9ca941e (its rules; see the docstring):
+python THIS_FOLDER/confirmed-progress.py > THIS_FOLDER/confirmed-progress.txt
 # A later session, on one H200 (tuner/ and gpu_bench.py of commit ae64f4a, from a copy):
 # tuner 0.1 finished, run 7 (282 s), then this tuner from scratch with confirmed progress, three
 # runs that resume the same way (cost-confirmed*; the first began in the same device call):
