@@ -266,7 +266,8 @@ class DitTrainer(Trainer):
         classes = torch.tensor([s.shape * len(shapes.COLOURS) + s.colour for s in chosen])
         full = torch.tensor([scenes.index(s) for s in chosen])
         class_text, caption_text = text(shapes.class_prompts()), text([s.caption() for s in scenes])
-        own_text, shuffled_text = text(captions), text(captions[7:] + captions[:7])
+        k = 7 % len(captions)  # a shuffle: every caption moved
+        own_text, shuffled_text = text(captions), text(captions[k:] + captions[:k])
         side = shapes.IMAGE_SIZE  # FluxPipeline's default is 1024
         self.log["generated"] = {}
         for cfg in (1.0, CFG_SCALE):
