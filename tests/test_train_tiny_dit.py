@@ -68,6 +68,41 @@ def test_the_export_is_a_flux_pipeline_with_the_shipped_vae_and_the_training_log
     assert image.shape == (2, 3, 64, 64) and torch.isfinite(image).all()
 
 
+def test_the_pipeline_tokenizes_with_tiny_shapes_shipped_tokenizer(pipe):
+    from transformers import CLIPTokenizer
+
+    shipped = CLIPTokenizer.from_pretrained(TOOL.parents[1] / "tuner" / "weights" / "tiny-shapes",
+                                            subfolder="tokenizer")
+    captions = ["a small red circle in the top left", "a photo of a cat", ""]
+    for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):
+        assert tokenizer(captions)["input_ids"] == shipped(captions)["input_ids"]
+
+
+def test_training_conditions_the_transformer_as_the_pipeline_does(tool, pipe, tmp_path):
+    """The text embeddings the transformer is trained on are those FluxPipeline gives it."""
+    from tuner import shapes
+
+    trainer = tool.DitTrainer(tool.parser().parse_args(["train", "--out", str(tmp_path)]))
+    trainer.models = {name: getattr(pipe, name) for name in tool.TRAINED}
+    rows = torch.tensor([0, 77, len(shapes.scenes())])  # the last row: the empty caption
+    captions = [shapes.scenes()[0].caption(), shapes.scenes()[77].caption(), ""]
+    with torch.no_grad():
+        pooled, sequence = trainer.encode(rows)
+        expected, expected_pooled, _ = pipe.encode_prompt(
+            captions, prompt_2=None, max_sequence_length=pipe.tokenizer_2.model_max_length)
+    assert torch.allclose(sequence, expected, atol=1e-6)
+    assert torch.allclose(pooled, expected_pooled, atol=1e-6)
+
+
+def test_export_of_a_missing_checkpoint_is_one_line_and_writes_nothing(tool, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        tool.main(["export", str(tmp_path / "none.safetensors"), "--to", str(tmp_path / "w")])
+    assert exit.value.code != 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"no checkpoint at {tmp_path / 'none.safetensors'}")
+    assert not (tmp_path / "w").exists()
+
+
 def cache_configs(pipe, steps: int) -> dict:
     """One configuration per cache, each set to act within `steps` steps."""
     from diffusers import (FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig,

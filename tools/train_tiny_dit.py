@@ -11,16 +11,16 @@ Two commands, as `tools/train_tiny.py`:
         -> tuner/weights/tiny-shapes-dit/ (a `FluxPipeline` folder, with training.json: the log)
 
 Why FLUX. Of the three DiT families, only `FluxTransformer2DModel` is a `CacheMixin` in diffusers
-0.42.1, and only `FluxPipeline` opens the `cache_context("cond")` / `("uncond")` the caches'
-state lives in. `SD3Transformer2DModel` and `PixArtTransformer2DModel` have no `enable_cache`
-at all (checked on tiny random instances on the CPU; their pipelines set no cache context), so
-they would take none of the caches through `transformer.enable_cache(...)`. On a tiny random
-FLUX on the CPU (2 double and 2 single blocks, 4 steps), FirstBlockCache, TaylorSeer, MagCache
-(with `FLUX_MAG_RATIOS`, and with `calibrate=True`), FasterCache and Pyramid Attention Broadcast
-each attach through `enable_cache`, change the output, and `disable_cache()` gives the plain
-output back bit for bit (the test in tests/test_train_tiny_dit.py repeats this on the trained
-architecture). What FLUX lacks is T-GATE: tgate 1.0.0 has loaders for SD, SDXL, PixArt-α/Σ and
-SVD only. Five caches against T-GATE alone: FLUX.
+0.42.1, and only `FluxPipeline` opens the `cache_context("cond")` / `("uncond")` the caches keep
+their state in. `SD3Transformer2DModel` and `PixArtTransformer2DModel` have no `enable_cache` at
+all (checked on tiny random instances on the CPU; their pipelines open no cache context), so
+they take none of the caches through `transformer.enable_cache(...)`. On this toy's FLUX
+architecture on the CPU (tests/test_train_tiny_dit.py, 4 steps), FirstBlockCache, TaylorSeer,
+MagCache (with `FLUX_MAG_RATIOS`), FasterCache and Pyramid Attention Broadcast each attach
+through `enable_cache` and change the output, and `disable_cache()` gives the plain output back
+bit for bit; MagCache with `calibrate=True` attaches too and leaves the output plain. What FLUX
+lacks is T-GATE: tgate 1.0.0 has loaders for SD, SDXL, PixArt-α/Σ and SVD only. Five caches
+against T-GATE alone: FLUX.
 
 The toy. 64x64 images through the `tiny-shapes` VAE give 4x8x8 latents, which `FluxPipeline`
 packs into 16 tokens of 16 channels (2x2 patches). The transformer: 3 double-stream and 6
@@ -32,8 +32,10 @@ FLUX.1-schnell): classifier-free guidance is FluxPipeline's "true CFG" (`true_cf
 byte-level BPE whose every caption word is one token; it builds offline). FluxPipeline pads the
 T5 sequence to `max_sequence_length` (512 by default) and masks nothing, so the model is trained at
 one length, `TEXT_LENGTH` tokens, saved as `tokenizer_2.model_max_length`: call the pipeline with
-`max_sequence_length=pipe.tokenizer_2.model_max_length`. All weights ship in fp32 (about 8 MiB),
-as `tiny-shapes` does, so the CPU runs them as trained.
+`max_sequence_length=pipe.tokenizer_2.model_max_length`, and with `height=width=64` (FluxPipeline's
+default is 1024). All weights ship in fp32, as `tiny-shapes`' do, so the CPU runs them as
+trained: 2.23 M parameters, about 10 MiB (the transformer 7.4, the text encoders 1.2, the shipped
+VAE's copy 1.3).
 
 Training: rectified flow as FLUX and SD3 train, x_t = (1 - s) x_0 + s e and the velocity e - x_0
 as the target, with s drawn logit-normal(0, 1) (Esser et al. 2024, "Scaling Rectified Flow
@@ -41,12 +43,22 @@ Transformers for High-Resolution Image Synthesis", sec. 3.1 and 5.1: the best of
 schemes); `train_tiny.py`'s seeded batches, warm-up and cosine schedule, gradient clipping,
 EMA of the weights and time-filled stages (`--dit-steps 0` fills `--dit-seconds`).
 
-On an H100 (to be run; fill in the step count from its log):
+On an H100, with the packages of the earlier GPU runs (`.whl-lz/site.tar.xz`, see
+benchmarks/results/2026-12-04-h200-graphs/commands.sh), carried to the device:
 
-    train --out D --device cuda --dit-seconds 270 --eval-images 540     # ??? DiT steps
-    export D/checkpoint.safetensors
+    mkdir -p /tmp/site && tar xJf .whl-lz/site.tar.xz -C /tmp/site
+    export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+    python3 tools/train_tiny_dit.py train --out $OUT/dit --device cuda --dit-seconds 270 \
+        --eval-images 540 --export 2>&1 | tee $OUT/dit.log      # ??? DiT steps (to fill in)
+    # then here, with this project's diffusers and transformers:
+    python tools/train_tiny_dit.py export <fetched>/dit/checkpoint.safetensors
 
-(pass that step count as --dit-steps to repeat it elsewhere).
+About 5 minutes in all. The step count is not known yet: on the CPU a DiT step costs what a
+`tiny-shapes` UNet step costs (742 and 719-769 ms at batch 64, one thread), and the UNet ran
+2377 steps of batch 512 in 335 s on an H100, so expect about 2000 steps in 270 s, unless the
+DiT's many small kernels make it launch-bound there; the log says "dit: N ms a step -> S steps"
+after 60 steps; pass that count as --dit-steps to repeat the run elsewhere. To train longer,
+`--resume D/checkpoint.safetensors` goes on from a checkpoint, as `tiny-shapes`' second run did.
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -343,17 +356,21 @@ def assemble(models: dict, vae):
 
 
 def export(checkpoint: Path, to: Path) -> Path:
+    """Write `to`/tiny-shapes-dit whole: into a folder beside it, which then replaces it."""
     models, log = load_checkpoint(checkpoint)
     pipe = assemble(models, shipped_vae())
-    pipe_dir = to / DIT_NAME
-    pipe.save_pretrained(pipe_dir, safe_serialization=True)
+    pipe_dir, staging = to / DIT_NAME, to / (DIT_NAME + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.save_pretrained(staging, safe_serialization=True)
     summary = {k: log[k] for k in ("device", "parameters", "stages", "generated", "seconds",
                                     "args", "resumed_from", "scaling_factor") if k in log}
     summary["text_length"] = TEXT_LENGTH
-    (pipe_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for f in pipe_dir.rglob("*"):
+    (staging / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for f in staging.rglob("*"):
         if f.is_file():
             f.chmod(0o644)  # safetensors writes 0600
+    shutil.rmtree(pipe_dir, ignore_errors=True)
+    staging.rename(pipe_dir)
     return pipe_dir
 
 
@@ -377,7 +394,7 @@ def save_samples(pipe_dir: Path, out: Path, device: str = "cpu") -> None:
     (out.with_suffix(".txt")).write_text("\n".join(prompts) + "\n")
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train")
@@ -406,7 +423,15 @@ def main(argv=None) -> None:
     exp.add_argument("checkpoint")
     exp.add_argument("--to", default=str(WEIGHTS))
     exp.add_argument("--samples", help="also save a grid of generated images here (.png)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    cli = parser()
+    args = cli.parse_args(argv)
+    checkpoint = args.checkpoint if args.command == "export" else args.resume
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        cli.error(f"no checkpoint at {checkpoint}")
 
     if args.command == "train":
         torch.set_num_threads(args.threads)
