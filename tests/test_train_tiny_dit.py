@@ -46,10 +46,13 @@ def monkeypatch_module():
         yield m
 
 
-def generate(pipe, steps: int) -> torch.Tensor:
+def generate(pipe, steps: int, cfg: float = 1.0) -> torch.Tensor:
+    """Two images; with `cfg` > 1, FluxPipeline's true classifier-free guidance (a second,
+    "uncond" transformer call a step)."""
     return pipe(["a small red circle in the top left", "a large blue cross at the bottom"],
                 num_inference_steps=steps, height=64, width=64, output_type="pt",
-                max_sequence_length=pipe.tokenizer_2.model_max_length,
+                max_sequence_length=pipe.tokenizer_2.model_max_length, true_cfg_scale=cfg,
+                negative_prompt=["", ""] if cfg > 1 else None,
                 generator=torch.Generator().manual_seed(0)).images
 
 
@@ -127,15 +130,16 @@ def cache_configs(pipe, steps: int) -> dict:
     }
 
 
+@pytest.mark.parametrize("cfg", [1.0, 4.0])
 @pytest.mark.parametrize("cache", ["fbcache", "taylorseer", "magcache", "fastercache", "pab"])
 def test_each_cache_acts_on_the_exported_pipeline_and_disable_cache_undoes_it_bit_for_bit(
-        pipe, cache):
+        pipe, cache, cfg):
     steps = 4
-    plain = generate(pipe, steps)
+    plain = generate(pipe, steps, cfg)
     pipe.transformer.enable_cache(cache_configs(pipe, steps)[cache])
     try:
-        cached = generate(pipe, steps)
+        cached = generate(pipe, steps, cfg)
     finally:
         pipe.transformer.disable_cache()
     assert not torch.equal(cached, plain)  # the cache skipped something
-    assert torch.equal(generate(pipe, steps), plain)
+    assert torch.equal(generate(pipe, steps, cfg), plain)
