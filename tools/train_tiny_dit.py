@@ -153,7 +153,7 @@ class DitTrainer(Trainer):
     """`train_tiny.Trainer`'s loop, batches and log; its VAE and CLIP stages are not run: the
     shipped VAE encodes, the shipped CLIP scores."""
 
-    def __init__(self, args):  # noqa: D107  (no super().__init__: it builds the UNet's models)
+    def __init__(self, args):  # not Trainer.__init__: that builds the UNet stage's models
         self.args = args
         self.device = torch.device(args.device)
         self.out = Path(args.out)
