@@ -80,9 +80,16 @@ class Status:
         requeued = data.get("requeued_trial")
         if requeued is not None and (isinstance(requeued, bool) or not isinstance(requeued, int)):
             raise TypeError(f"status requeued_trial is {requeued!r}, not a trial number")
+        worker = data.get("worker")
+        if worker is not None and not (isinstance(worker, dict)
+                                       and isinstance(worker.get("host"), str)
+                                       and isinstance(worker.get("pid"), int)):
+            raise TypeError(f"status worker is {worker!r}, not a host and a process id")
+        if not isinstance(data.get("to_go") or [], list):
+            raise TypeError(f"status to_go is {data['to_go']!r}, not a list of combos")
         return cls(data["state"], data.get("phase"), data.get("where"),
                    tuple(str(c) for c in data.get("to_go") or ()), data.get("signal"),
-                   requeued, data.get("worker"), bool(data.get("gone")))
+                   requeued, worker, bool(data.get("gone")))
 
     def rechecked(self) -> Status:
         """As written, unless it says in progress and its process, on this host, has ended
@@ -94,18 +101,23 @@ class Status:
     def _to_go(self) -> str:
         return f"; {', '.join(self.to_go)} still to search" if self.to_go else ""
 
+    @property
+    def _where(self) -> str:
+        return f" {self.where}" if self.where else ""
+
     def text(self) -> str:
         """One line for the table, `tuner show` and the report."""
         if self.state == COMPLETE:
             return "Final: the run that wrote this answer completed."
         if self.state == IN_PROGRESS:
-            return f"Not final: a run is still going, {self.where}{self._to_go()}."
+            return f"Not final: a run is still going{',' if self.where else ''}{self._where}" \
+                f"{self._to_go()}."
         if self.gone:
-            how = "the run was still going when this was written, " \
-                  f"{self.where}{self._to_go()}, and its process has ended since"
+            how = (f"the run was still going when this was written{',' if self.where else ''}"
+                   f"{self._where}{self._to_go()}, and its process has ended since")
         else:
             stop = STOPS.get(self.signal or "", "stopped (its process ended without finishing)")
-            how = f"the run was {stop} {self.where}{self._to_go()}"
+            how = f"the run was {stop}{self._where}{self._to_go()}"
         return f"Not final: {how}; rerun the same command to resume."
 
     def stop_text(self) -> str:
@@ -119,7 +131,7 @@ class Status:
                 RACE: "the rerun races again", OVERALL: "the rerun races again",
                 HELD_OUT: "the rerun measures it again",
             }.get(self.phase, "the rerun goes on from here")
-        return f"{word} {self.where}: {then}{self._to_go()}."
+        return f"{word}{self._where}: {then}{self._to_go()}."
 
 
 def _where(mark: RunMark, evaluated: dict[str, int]) -> str:

@@ -216,7 +216,11 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             if confirming and not plan.full_front and (
                     state.wants_race(floor=objective.floor) or (plan.patience and (
                         state.unconfirmed_progress(plan.patience, precision)))):
+                if progress is not None:
+                    progress.enter(RACE, combo=combo)
                 confirm_study(evaluator, study, goal, say=say)
+                if progress is not None:
+                    progress.enter(SEARCH, combo=combo)
                 continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
