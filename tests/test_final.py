@@ -283,3 +283,26 @@ def test_a_results_file_status_round_trips_and_a_bad_one_is_refused(tmp_path, ca
     path.write_text(json.dumps(data))
     assert main(["show", "--output", str(path)]) == 2
     assert "unknown run state 'paused'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("phase, where, requeued, said", [
+    (SEARCH, "during deepcache's search, at evaluation 3 of 8", 2,
+     "interrupted during deepcache's search, at evaluation 3 of 8: trial 2, which was running, "
+     "was marked failed and is queued to run again; deepcache+tome still to search."),
+    (SEARCH, "during deepcache's search, at evaluation 3 of 8", None,
+     "interrupted during deepcache's search, at evaluation 3 of 8: no trial was running; the "
+     "rerun goes on from here; deepcache+tome still to search."),
+    ("race", "during deepcache's race", None,
+     "interrupted during deepcache's race: no trial was running; the rerun races again; "
+     "deepcache+tome still to search."),
+    (OVERALL, "during the overall race", None,
+     "interrupted during the overall race: no trial was running; the rerun races again."),
+    ("held-out", "during the held-out loss pass", None,
+     "interrupted during the held-out loss pass: no trial was running; the rerun measures it "
+     "again."),
+])
+def test_a_stopped_run_says_what_it_stopped(phase, where, requeued, said):
+    """"The running trial was marked failed and is queued to run again" was said of every
+    stop, though only a stop inside a trial re-queues one; failed at 9214cba."""
+    to_go = ("deepcache+tome",) if phase in (SEARCH, "race") else ()
+    assert Status(INTERRUPTED, phase, where, to_go, "SIGINT", requeued).stop_text() == said

@@ -343,9 +343,8 @@ def _shown_url(options: RunOptions) -> str:
 def _print_resume(options: RunOptions, status=None, *, word: str = "interrupted") -> None:
     """What was stopped (status.Status.stop_text, where the studies say it) and how to
     resume."""
-    from .status import INTERRUPTED
-
     from .search.urls import scrubbed
+    from .status import INTERRUPTED
 
     command = options.resume_command()
     shown = scrubbed(command, options.storage) if options.storage else command

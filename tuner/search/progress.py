@@ -10,6 +10,7 @@ process id, which is gone.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,9 +48,12 @@ class Progress:
         self.mark = replace(self.mark, requeued=trial)
 
     def stop(self, stop: KeyboardInterrupt) -> None:
-        """A signal stopped the run (a KeyboardInterrupt outside `deferred` is a Ctrl-C)."""
+        """A signal stopped the run (a KeyboardInterrupt outside `deferred` is a Ctrl-C).
+        Best effort: a storage that fails now must not turn the stop into a traceback; the
+        marks then say the run's process ended without finishing."""
         signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
-        self._write(replace(self.mark, stopped=signal.Signals(signum).name, at=_now()))
+        with contextlib.suppress(Exception):
+            self._write(replace(self.mark, stopped=signal.Signals(signum).name, at=_now()))
 
     def end(self) -> None:
         self._write(replace(self.mark, phase=ENDED, combo=None, at=_now()))

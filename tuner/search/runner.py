@@ -260,7 +260,8 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
                prompts: list[str], on_evaluation: Callable | None = None,
                on_answer: Callable[[], None] | None = None) -> None:
     """Work on every combo's study in turn; confirm each answer (and the overall one) when
-    this process confirms, calling `on_answer` after each."""
+    this process confirms, calling `on_answer` after each. Where the run is, and whether it
+    ended or a signal stopped it, is marked on its studies as it goes (progress.py)."""
     if evaluator.baseline is None:
         evaluator.measure_baseline()
     progress = Progress(plan.combos, plan.trials)
