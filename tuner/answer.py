@@ -18,6 +18,7 @@ from .record import (PRUNED_FLOOR, Confirmation, HeldOut, QualityEstimate, Speed
                      StudyRecord, TrialRecord)
 from .setting import Goal, Setting
 from .stats import Interval
+from .status import Status, status_of
 
 CONFIRM_AT_MOST = 4  # candidates raced per study
 
@@ -247,20 +248,25 @@ class Answer:
     met: bool | None
     notes: tuple[str, ...] = field(default=())
     identical: bool = False  # every configuration evaluated gave the plain pipeline's output
+    # Whether the run behind it is complete, was interrupted (where), or is still going; None
+    # for studies no run marked (status.py).
+    status: Status | None = None
 
     def as_dict(self) -> dict:
         return {"goal": self.goal.as_dict(), "required_speedup": self.required_speedup,
                 "met": self.met, "met_confidently": self.met_confidently,
                 "chosen": self.chosen.as_dict() if self.chosen else None,
                 "per_combo": {c.combo: c.as_dict() for c in self.combos},
-                "notes": list(self.notes), "identical": self.identical}
+                "notes": list(self.notes), "identical": self.identical,
+                "status": self.status.as_dict() if self.status else None}
 
     @classmethod
     def from_dict(cls, setting: Setting, data: dict) -> Answer:
         return cls(setting, Goal.from_dict(data["goal"]), data.get("required_speedup"),
                    tuple(ComboAnswer.from_dict(c) for c in data["per_combo"].values()),
                    Choice.from_dict(data["chosen"]) if data.get("chosen") else None,
-                   data.get("met"), tuple(data.get("notes", ())), bool(data.get("identical")))
+                   data.get("met"), tuple(data.get("notes", ())), bool(data.get("identical")),
+                   Status.from_dict(data["status"]) if data.get("status") else None)
 
     def table(self) -> str:
         """The run's closing table, and what `tuner show` prints."""
@@ -277,6 +283,8 @@ class Answer:
                          f"{config_text(c.choice.config)}{note}")
         lines.append("")
         lines.append(self.summary())
+        if self.status is not None:
+            lines.append(self.status.text())
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -423,7 +431,8 @@ def answer(setting: Setting, goal: Goal,
                                     for t in tried)
     undecided = undecided_note(chosen, goal)
     notes = (*notes, undecided) if undecided else tuple(notes)
-    return Answer(setting, goal, required, tuple(combos), chosen, met, notes, identical)
+    return Answer(setting, goal, required, tuple(combos), chosen, met, notes, identical,
+                  status_of(studies))
 
 
 def undecided_note(choice: Choice | None, goal: Goal) -> str | None:

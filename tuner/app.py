@@ -214,6 +214,8 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
     the model and measuring a baseline; otherwise it resumes, and races what is unraced."""
     from .accelerators import COMBOS
     from .answer import baseline_latency
+    from .record import ENDED
+    from .search.progress import Progress
     from .search.studies import load_group
     from .state import StudyState, overall_entries
 
@@ -222,9 +224,8 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
     except Exception:  # configs not at hand: find out the long way
         return None
     goal = options.goal
-    group = {r.combo: (r, StudyState.from_record(r, t))
-             for _, r, t in load_group(storage, setting, goal, COMBOS,
-                                       full_front=options.full_front)}
+    loaded = load_group(storage, setting, goal, COMBOS, full_front=options.full_front)
+    group = {r.combo: (r, StudyState.from_record(r, t)) for _, r, t in loaded}
     floor = None
     for combo in options.combos:
         if combo not in group:
@@ -247,7 +248,11 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
                            full_front=options.full_front)
     if found is not None and found.chosen is not None and found.chosen.held_out is None:
         return None  # its loss is still to be measured on held-out images (heldout.py)
-    return found
+    # Nothing is left to do: this run is complete (one stopped just before saying so, too).
+    Progress(options.combos, options.trials).enter(
+        ENDED, studies=[study for study, r, _ in loaded if r.combo in options.combos])
+    return current_answer(storage, setting, goal, _stored_notes(options, setting),
+                          full_front=options.full_front)
 
 
 def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:
@@ -288,8 +293,8 @@ def run(options: RunOptions) -> int:
     storage = storage or _storage(options)
     model = {"unet": model_fingerprint(session.pipe)}
 
-    def on_answer() -> None:
-        save_answer(storage, session.setting, options, _notes(options, session), model)
+    def on_answer() -> Answer | None:
+        return save_answer(storage, session.setting, options, _notes(options, session), model)
 
     upload, said = uploader(options.artifact_dir, base.images), []
 
@@ -305,11 +310,13 @@ def run(options: RunOptions) -> int:
         run_search(session.evaluator, storage, options.goal, plan_of(options, session),
                    prompts=session.prompts, on_evaluation=on_evaluation,
                    on_answer=on_answer if options.worker is None else None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if options.worker is None:
+            found = None
             with contextlib.suppress(Exception):  # what is known so far is not lost
-                on_answer()
-            _print_resume(options)
+                found = on_answer()
+            _print_resume(options, found.status if found is not None else None,
+                          word=stop.word if isinstance(stop, Terminated) else "interrupted")
         return 130
     if options.worker is not None:
         return 0
@@ -333,15 +340,19 @@ def _shown_url(options: RunOptions) -> str:
     return masked(options.storage_url)
 
 
-def _print_resume(options: RunOptions) -> None:
+def _print_resume(options: RunOptions, status=None, *, word: str = "interrupted") -> None:
+    """What was stopped (status.Status.stop_text, where the studies say it) and how to
+    resume."""
     from .search.urls import scrubbed
+    from .status import INTERRUPTED
 
     command = options.resume_command()
     shown = scrubbed(command, options.storage) if options.storage else command
     again = "" if shown == command else \
         "\n(with the storage URL's password, or with it in PGPASSWORD or ~/.pgpass)"
-    print(f"\ninterrupted: the running trial was marked failed and is queued to run again.\n"
-          f"Resume with:\n  {shown}{again}", file=sys.stderr)
+    what = status.stop_text() if status is not None and status.state == INTERRUPTED \
+        else f"{word}: what was measured is kept."
+    print(f"\n{what}\nResume with:\n  {shown}{again}", file=sys.stderr)
 
 
 # -- several workers ---------------------------------------------------------------------------
@@ -392,7 +403,12 @@ def run_workers(options: RunOptions) -> int:
         for proc in procs:
             proc.wait()
         if isinstance(err, KeyboardInterrupt):
-            _print_resume(options)
+            found = None
+            with contextlib.suppress(Exception):  # the workers marked where they stopped
+                found = current_answer(storage, setting, options.goal,
+                                       full_front=options.full_front)
+            _print_resume(options, found.status if found is not None else None,
+                          word=err.word if isinstance(err, Terminated) else "interrupted")
             return 130
         raise
     failed = [p.returncode for p in procs if p.returncode != 0]

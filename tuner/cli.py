@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .options import RunOptions
@@ -349,7 +350,9 @@ def cmd_show(args) -> int:
     found = list(results.answers(data))
     if not found:
         return _show_from_studies(args)
-    _print_answers(found)
+    # A file keeps what was true when written: a run it says is going may have ended since.
+    _print_answers([(key, replace(a, status=a.status.rechecked()) if a.status else a)
+                    for key, a in found])
     return 0
 
 

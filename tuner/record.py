@@ -26,6 +26,7 @@ _SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
 _POINTS, _DEVICE, _VERSIONS, _PROMPTS = "distinct_points", "device", "versions", "prompts"
 _CONFIRMATION, _PLAIN_PREFIX = "confirmation", "plain@"
 _HELD_OUT_PREFIX = "held_out@"  # + the trial's number
+_RUN_PREFIX = "run@"  # + host:pid:start of the process
 
 # Why a failed trial does not count toward the budget; the first two are run again.
 INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
@@ -38,6 +39,11 @@ CHECKED, GENERATED = "checked", "generated"
 # it might have been this combo's own); its loss over budget.
 PRUNED_SLOW, PRUNED_FLOOR = "too slow", "slower than another combo's answer"
 PRUNED_LOSS = "loss over budget"
+# Where a run is (RunMark.phase): searching a combo, racing its answer, past that race, racing
+# the combos' answers, measuring the answer's loss on held-out seeds, done.
+SEARCH, RACE, RACED, OVERALL, HELD_OUT, ENDED = (
+    "search", "race", "raced", "overall race", "held-out", "ended")
+PHASES = (SEARCH, RACE, RACED, OVERALL, HELD_OUT, ENDED)
 
 
 def _number(value, what: str) -> float:
@@ -400,6 +406,41 @@ class HeldOut:
 
 
 @dataclass(frozen=True)
+class RunMark:
+    """Where one `tuner run` process is in its work: written on every study it has worked on,
+    whenever its phase changes, so that a reader can tell a finished run from an interrupted
+    one and from one still going (status.py). A run that ends cleanly writes ENDED; one
+    stopped by a signal writes the signal's name (`stopped`) and the trial it re-queued; one
+    killed writes nothing more, and its process is gone."""
+
+    worker: dict  # host and pid
+    started: str  # when the process began its search: with the worker, the mark's identity
+    combos: tuple[str, ...]  # the run's combos, in the order it searches them
+    trials: int  # its --trials
+    phase: str  # one of PHASES
+    combo: str | None = None  # the combo searched or raced (SEARCH, RACE, RACED)
+    at: str = ""
+    stopped: str | None = None  # the signal that stopped it: SIGINT or SIGTERM
+    requeued: int | None = None  # the trial that was running then, queued to run again
+
+    @property
+    def key(self) -> str:
+        return f"{_RUN_PREFIX}{self.worker['host']}:{self.worker['pid']}:{self.started}"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["combos"] = list(self.combos)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunMark:
+        mark = cls(**{**data, "combos": tuple(data["combos"])})
+        if mark.phase not in PHASES:
+            raise ValueError(f"unknown run phase {mark.phase!r}")
+        return mark
+
+
+@dataclass(frozen=True)
 class StudyRecord:
     """A study's context: what it measures, for what goal, and what was measured once."""
 
@@ -415,6 +456,7 @@ class StudyRecord:
     plain_latencies: tuple[PlainLatency, ...] = ()
     confirmation: Confirmation | None = None
     held_out: dict[int, HeldOut] = field(default_factory=dict)  # trial number -> its loss again
+    runs: tuple[RunMark, ...] = ()  # the latest mark of each process that worked on it
 
     @staticmethod
     def is_tuner_study(user_attrs: dict) -> bool:
@@ -436,7 +478,9 @@ class StudyRecord:
             confirmation=Confirmation.from_dict(a[_CONFIRMATION]) if a.get(_CONFIRMATION)
             else None,
             held_out={int(k[len(_HELD_OUT_PREFIX):]): HeldOut.from_dict(v)
-                      for k, v in a.items() if k.startswith(_HELD_OUT_PREFIX)})
+                      for k, v in a.items() if k.startswith(_HELD_OUT_PREFIX)},
+            runs=tuple(sorted((RunMark.from_dict(v) for k, v in a.items()
+                               if k.startswith(_RUN_PREFIX)), key=lambda m: m.at)))
 
     @classmethod
     def of(cls, study) -> StudyRecord:
@@ -485,8 +529,14 @@ class StudyRecord:
     def write_held_out(study, trial: int, held_out: HeldOut) -> None:
         study.set_user_attr(f"{_HELD_OUT_PREFIX}{trial}", held_out.as_dict())
 
+    @staticmethod
+    def write_run(study, mark: RunMark) -> None:
+        """A process's latest mark (one key per process: it replaces the previous one)."""
+        study.set_user_attr(mark.key, mark.as_dict())
 
-__all__ = ["CHECKED", "GENERATED", "INTERRUPTED", "NOT_COUNTED", "ORPHANED", "PRUNED_FLOOR",
-           "PRUNED_LOSS", "PRUNED_SLOW", "SURPLUS", "Baseline", "Confirmation", "HeldOut",
-           "PlainLatency", "QualityEstimate", "SpeedEstimate", "StudyRecord", "TrialRecord",
+
+__all__ = ["CHECKED", "ENDED", "GENERATED", "HELD_OUT", "INTERRUPTED", "NOT_COUNTED",
+           "ORPHANED", "OVERALL", "PHASES", "PRUNED_FLOOR", "PRUNED_LOSS", "PRUNED_SLOW", "RACE",
+           "RACED", "SEARCH", "SURPLUS", "Baseline", "Confirmation", "HeldOut", "PlainLatency",
+           "QualityEstimate", "RunMark", "SpeedEstimate", "StudyRecord", "TrialRecord",
            "trial_records"]

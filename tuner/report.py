@@ -401,6 +401,9 @@ def _choice_table(page: _Page, g: GoalGroup) -> None:
              '<th>latency per batch (plain &rarr; accelerated)</th><th>confirmed</th>'
              '<th>params</th></tr>' + "".join(rows) + "</table>")
     page.add(f"<p>{html.escape(a.summary())}</p>")
+    if a.status is not None:
+        css = "status final" if a.status.final else "status warning"
+        page.add(f'<p class="{css}">{html.escape(a.status.text())}</p>')
     page.add('<p class="meta">Speedup: plain over accelerated latency in bracketed pairs '
              '(geometric mean, 95 % interval); confirmed: measured again against the other '
              'candidates, interleaved, before the answer was written. The accelerated latency '

@@ -39,13 +39,15 @@ class TrialFailed(Exception):
 class Objective:
     def __init__(self, evaluator: Evaluator, combo: str, goal: Goal, *, budget: int,
                  sampler_seed: int | None = None, full_front: bool = False,
-                 floor: float | None = None, on_evaluation=None, poll: float = 0.5):
+                 floor: float | None = None, on_evaluation=None, on_requeue=None,
+                 poll: float = 0.5):
         self.evaluator, self.combo, self.goal, self.budget = evaluator, combo, goal, budget
         # The speedup under which no configuration of this combo can change the run's overall
         # answer (runner.floor_of), or None.
         self.floor = None if full_front else floor
         self.sampler_seed, self.full_front = sampler_seed, full_front
         self.on_evaluation = on_evaluation  # called with (trial, Evaluation) after a real run
+        self.on_requeue = on_requeue  # called with the number of a trial a stop re-queued
         self.poll = poll
 
     def __call__(self, trial: optuna.Trial):
@@ -57,6 +59,8 @@ class Objective:
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)
                           if t.number == trial.number)
             requeue(trial.study, frozen)  # the next run starts with it
+            if self.on_requeue is not None:
+                self.on_requeue(trial.number)
             raise
 
     def _run(self, trial: optuna.Trial):

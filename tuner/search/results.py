@@ -11,8 +11,10 @@ Layout (format 2)::
            "<goal key>": <answer>}}}}    # Goal.key, e.g. "fastest | clip loss <= 0.02"
 
     <answer> = answer.Answer.as_dict(): the goal, required_speedup, met, chosen (combo,
-               params, speed and quality with their intervals, the headline numbers) and
-               per_combo.
+               params, speed and quality with their intervals, the headline numbers),
+               per_combo, and status: whether the answer is final, its run complete,
+               interrupted (where) or in progress (status.Status.as_dict; null when the
+               studies did not say).
 
 Several processes may merge into one file at once (workers on one host, runs sharing a
 folder): the read-merge-write happens under an exclusive lock on the file's folder.

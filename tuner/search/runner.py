@@ -35,12 +35,14 @@ from .. import interrupts
 from ..accelerators import COMBOS, device_of, split_params
 from ..answer import config_text, speed_text
 from ..evaluator import Evaluator
-from ..record import SURPLUS, Baseline, Confirmation, PlainLatency, StudyRecord, TrialRecord
+from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, SURPLUS, Baseline, Confirmation,
+                      PlainLatency, StudyRecord, TrialRecord)
 from ..setting import Goal
 from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
 from .heldout import measure_held_out
 from .objective import Objective, TrialFailed
+from .progress import Progress
 from .space import canonical_key, distinct_points, make_sampler, random_point
 from .studies import load_group, open_study, versions
 from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
@@ -159,9 +161,10 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
 
 def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
               prompts: list[str], on_evaluation: Callable | None = None,
-              floor: float | None = None) -> optuna.Study:
+              floor: float | None = None, progress: Progress | None = None) -> optuna.Study:
     """Work on one combo's study until it stops (see the module's docstring), pruning
-    configurations slower than `floor`. Several processes may do this at once (workers.py)."""
+    configurations slower than `floor`; `progress` marks the study as searched by this run.
+    Several processes may do this at once (workers.py)."""
     s = evaluator.setting
     seed = worker_seed(plan.sampler_seed, plan.worker_index) \
         if plan.sampler_seed is not None else process_seed(plan.seed)
@@ -172,13 +175,16 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
     points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
                              width=s.width)
     _record_context(study, evaluator, points, plan)
+    if progress is not None:
+        progress.enter(SEARCH, combo=combo, studies=[study])
     say = _sayer(plan)
     resumed = resuming(combo, StudyState.of(study, goal), plan.trials)
     if resumed:
         say(resumed)
     objective = Objective(evaluator, combo, goal, budget=plan.trials, sampler_seed=seed,
                           full_front=plan.full_front, floor=floor,
-                          on_evaluation=on_evaluation)
+                          on_evaluation=on_evaluation,
+                          on_requeue=progress.requeued if progress is not None else None)
     precision = evaluator.timing.precision
     confirming = confirms(plan.worker_index)
     rng = random.Random(seed)
@@ -210,7 +216,11 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
             if confirming and not plan.full_front and (
                     state.wants_race(floor=objective.floor) or (plan.patience and (
                         state.unconfirmed_progress(plan.patience, precision)))):
+                if progress is not None:
+                    progress.enter(RACE, combo=combo)
                 confirm_study(evaluator, study, goal, say=say)
+                if progress is not None:
+                    progress.enter(SEARCH, combo=combo)
                 continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -250,24 +260,44 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
                prompts: list[str], on_evaluation: Callable | None = None,
                on_answer: Callable[[], None] | None = None) -> None:
     """Work on every combo's study in turn; confirm each answer (and the overall one) when
-    this process confirms, calling `on_answer` after each."""
+    this process confirms, calling `on_answer` after each. Where the run is, and whether it
+    ended or a signal stopped it, is marked on its studies as it goes (progress.py)."""
     if evaluator.baseline is None:
         evaluator.measure_baseline()
+    progress = Progress(plan.combos, plan.trials)
+    try:
+        _search(evaluator, storage, goal, plan, progress, prompts=prompts,
+                on_evaluation=on_evaluation, on_answer=on_answer)
+    except KeyboardInterrupt as stop:  # where it stopped, for whoever reads the answer
+        progress.stop(stop)
+        raise
+    progress.end()
+
+
+def _search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, progress: Progress, *,
+            prompts: list[str], on_evaluation: Callable | None,
+            on_answer: Callable[[], None] | None) -> None:
+    confirming = confirms(plan.worker_index)
     done: list[optuna.Study] = []
     for combo in plan.combos:
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
-                          on_evaluation=on_evaluation, floor=floor_of(done, goal))
+                          on_evaluation=on_evaluation, floor=floor_of(done, goal),
+                          progress=progress)
         done.append(study)
-        if confirms(plan.worker_index):
+        if confirming:
             wait_for_others(study)
+            progress.enter(RACE, combo=combo)
             confirm_study(evaluator, study, goal, say=_sayer(plan))
+            progress.enter(RACED, combo=combo)
             if on_answer is not None:
                 on_answer()
-    if confirms(plan.worker_index):
+    if confirming:
         group = [study for study, _, _ in load_group(storage, evaluator.setting, goal, COMBOS,
                                                      full_front=plan.full_front)]
+        progress.enter(OVERALL, studies=group)
         if confirm_overall(evaluator, group, goal, say=_sayer(plan)) and on_answer is not None:
             on_answer()
+        progress.enter(HELD_OUT)
         if measure_held_out(evaluator, group, goal) and on_answer is not None:
             on_answer()
 

@@ -69,6 +69,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .. import interrupts
 from ..record import ORPHANED, TrialRecord, trial_records
+from ..status import pid_alive
 
 
 class Surplus(Exception):
@@ -111,16 +112,6 @@ def confirms(worker_index: int | None) -> bool:
     return worker_index in (None, 0)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_orphans(study: optuna.Study) -> list[int]:
     """Fail and re-queue (same parameters) the running trials of dead workers (rule 2)."""
     optuna.storages.fail_stale_trials(study)
@@ -128,7 +119,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = TrialRecord.from_trial(trial).worker
         if not worker or worker["host"] != me["host"] or worker["pid"] == me["pid"] \
-                or _alive(worker["pid"]):
+                or pid_alive(worker["pid"]):
             continue
         storage = study._storage  # noqa: SLF001 - the public API has no way to fail a trial
         try:
