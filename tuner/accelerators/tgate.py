@@ -3,9 +3,10 @@ reuse self-attention every `sp_interval` steps before the gate and every `fi_int
 once `warmup` steps have run in full.
 
 tgate generates through its own `pipe.tgate(...)` method and leaves its patched attention
-`forward`s and caches behind; its footprint declares them, so the registry takes them back. With DeepCache it must run through
-tgate's DeepCache loaders, which reset DeepCache at the gate (plain DeepCache + T-GATE crashes
-when the first step after the gate is a cached one), so T-GATE absorbs DeepCache.
+`forward`s and caches behind; its footprint declares them, so `patch` takes them back. With
+DeepCache it must run through tgate's DeepCache loaders, which reset DeepCache at the gate (plain
+DeepCache + T-GATE crashes when the first step after the gate is a cached one), so T-GATE absorbs
+DeepCache.
 
 tgate's attention caches also outlive a generation: on DeepCache's cached steps the deep blocks
 are skipped, so their attention modules reach a "reuse" step without having cached anything in
