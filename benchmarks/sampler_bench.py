@@ -207,7 +207,7 @@ class TableEvaluator:
     """Stands in for tuner.evaluator.Evaluator: every number comes from the table."""
 
     def __init__(self, table: Table):
-        from tuner.evaluator import Baseline
+        from tuner.evaluator import MeasuredBaseline
         from tuner.timing import PlainRuns, Run, Stats, TimingPolicy
 
         self.table, self.pipe = table, None
@@ -216,7 +216,8 @@ class TableEvaluator:
         latency = table.data["baseline_latency"]
         self.plain_runs = PlainRuns(_NoClock(), self.timing)
         self.plain_runs.add(Run(0.0, latency))
-        self.baseline = Baseline(Stats.of([latency]), [30.0] * self.setting.num_samples, None)
+        self.baseline = MeasuredBaseline(Stats.of([latency]), [30.0] * self.setting.num_samples,
+                                         None)
         self.evaluations: list[str] = []
 
     def evaluate(self, config, *, slower_than=None, loss_budget=None):

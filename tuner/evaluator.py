@@ -38,7 +38,10 @@ from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, Timing
 
 
 @dataclass
-class Baseline:
+class MeasuredBaseline:
+    """What `measure_baseline` measured of the plain pipeline (record.Baseline is what a study
+    keeps of it)."""
+
     latency: Stats  # seconds per batch
     clip_scores: list[float]  # one per image
     images: torch.Tensor = field(repr=False)  # uint8 (N, 3, H, W)
@@ -95,10 +98,11 @@ class Evaluator:
         # Timed runs use full batches other than the warm-up one, in turn (a smaller last batch
         # would time another shape).
         self._timed = [k for k in full if k != 0] or [0]
-        self.baseline: Baseline | None = None
+        self.baseline: MeasuredBaseline | None = None
         self._sentinel: Config | None = None  # the configuration measured again (drift)
         self._since_repeat = 0
-        self._held_out_base: Baseline | None = None  # the plain images of the held-out seeds
+        # the plain images of the held-out seeds
+        self._held_out_base: MeasuredBaseline | None = None
 
     # -- generation -------------------------------------------------------------------------
 
@@ -176,15 +180,15 @@ class Evaluator:
 
     # -- baseline ---------------------------------------------------------------------------
 
-    def measure_baseline(self) -> Baseline:
+    def measure_baseline(self) -> MeasuredBaseline:
         """Generate and score the quality set plainly (which also warms up), then time plain
         runs, which open the series of plain runs that every speedup is measured against."""
         images = torch.cat([self._images(self.pipe, k)[0] for k in range(len(self._batches))])
         runs = [self.plain_runs.add(self._plain(self._timed[i % len(self._timed)], {}))
                 for i in range(self.baseline_repeats)]
         scores = self.scorer.score(images, self.prompts)
-        self.baseline = Baseline(Stats.of([r.seconds for r in runs]), [float(x) for x in scores],
-                                 images)
+        self.baseline = MeasuredBaseline(Stats.of([r.seconds for r in runs]),
+                                         [float(x) for x in scores], images)
         return self.baseline
 
     def time_plain_batch(self) -> float:
@@ -306,8 +310,8 @@ class Evaluator:
             images = torch.cat([self._images(self.pipe, k, held_out=True)[0]
                                 for k in range(len(self._batches))])
             scores = self.scorer.score(images, self.prompts)
-            self._held_out_base = Baseline(self.baseline.latency, [float(x) for x in scores],
-                                           images)
+            self._held_out_base = MeasuredBaseline(self.baseline.latency,
+                                                   [float(x) for x in scores], images)
         accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
         images: dict[int, torch.Tensor] = {}
         self._accelerated(config, range(len(self._batches)), images, {}, held_out=True)
@@ -377,7 +381,7 @@ class _Scores:
     """The quality of one configuration's images, scored batch by batch as they come."""
 
     def __init__(self, evaluator: Evaluator, images: dict[int, torch.Tensor], seconds: dict,
-                 *, base: Baseline | None = None):
+                 *, base: MeasuredBaseline | None = None):
         """`base`: the plain images and scores compared with (the evaluator's baseline)."""
         self.evaluator, self.images, self.seconds = evaluator, images, seconds
         self.base = base or evaluator.baseline
@@ -419,4 +423,4 @@ class _Scores:
             ssim=statistics.fmean(ssim), images=len(index))
 
 
-__all__ = ["Baseline", "BrokenImages", "Evaluation", "Evaluator", "Race"]
+__all__ = ["BrokenImages", "Evaluation", "Evaluator", "MeasuredBaseline", "Race"]
