@@ -229,18 +229,11 @@ class Evaluator:
                 interval.high < slower_than
 
         warmup = self._accelerated(config, [0], images, seconds)  # its images count
-        turns = itertools.cycle(self._timed)
-        batch = next(turns)
-
-        def run_accelerated() -> Run:
-            nonlocal batch
-            batch = next(turns)
-            return self._accelerated(config, [batch], images, seconds)
-
-        def run_plain() -> Run:  # the batch of the accelerated run it closes
-            return self._plain(batch, seconds)
-
-        speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
+        turns = _Turns(self._timed)
+        speed = measure_speedup(lambda: self._plain(turns.bracketed, seconds),
+                                lambda: self._accelerated(config, [turns.next()], images,
+                                                          seconds),
+                                self.plain_runs,
                                 precision=self.timing.screening,
                                 decided=lambda interval: over_budget() or too_slow(interval),
                                 warmup=warmup, key=config_key(config))
@@ -362,6 +355,25 @@ class Evaluator:
         for b, config in zip(brackets, configs):  # every repeat before any interval
             b.remember(config_key(config))
         return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
+
+
+class _Turns:
+    """The full batches that one speed measurement's timed runs generate, in turn.
+
+    `measure_speedup` runs an opening plain run (when the plain series has no recent one), then
+    brackets: accelerated, plain, accelerated, plain... (its docstring's order). Each accelerated
+    run takes the `next()` batch, and each plain run the batch of the accelerated run whose
+    bracket it closes (`bracketed`), so the two runs of a pair time the same prompts and shape,
+    and the quality set is generated in turn along the way; the opening plain run takes the first.
+    """
+
+    def __init__(self, batches: Sequence[int]):
+        self._cycle = itertools.cycle(batches)
+        self.bracketed = next(self._cycle)
+
+    def next(self) -> int:
+        self.bracketed = next(self._cycle)
+        return self.bracketed
 
 
 def _checkpoint_each_step(pipe, step: int, timestep, tensors: dict) -> dict:
