@@ -609,6 +609,11 @@ def test_restoring_puts_back_exactly_what_was_there():
     assert not inner._forward_pre_hooks and not linear._forward_hooks
     assert pipe.helper == "theirs" and not hasattr(pipe, "method")
     assert scheduler.step is None and not hasattr(scheduler, "sync")
+    other = types.SimpleNamespace(transformer=torch.nn.Linear(2, 2))  # no unet, no scheduler
+    with restoring(other, footprint):
+        other.helper = "patched"
+        assert traces(other, footprint) == ["pipe.helper"]
+    assert traces(other, footprint) == [] and not hasattr(other, "helper")
 
 
 def test_distinct_points_count_what_tomesd_and_deepcache_compute(tiny_sd):

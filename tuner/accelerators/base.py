@@ -208,15 +208,26 @@ class _ModuleState:
                 del hooks[key]
 
 
+def _components(pipe, declared: Mapping[str, tuple[str, ...]]
+                ) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
+    """(name, component, attribute names) for the declared components that `pipe` has: a
+    footprint may name a component other pipelines have and this one lacks."""
+    for name, names in declared.items():
+        component = getattr(pipe, name, None)
+        if component is not None:
+            yield name, component, names
+
+
 @contextlib.contextmanager
 def restoring(pipe, footprint: Footprint) -> Iterator[None]:
     """Record the state of `pipe` that `footprint` declares; put it back on exit, however the
     block ends. The objects are resolved on entry: what is restored is what was there."""
     saved: list[_Attributes | _ModuleState] = [_Attributes.of(pipe, footprint.pipe)]
-    saved += [_Attributes.of(getattr(pipe, component), names)
-              for component, names in footprint.components.items()]
-    saved += [_ModuleState.of(module, names) for component, names in footprint.modules.items()
-              for module in getattr(pipe, component).modules()]
+    saved += [_Attributes.of(component, names)
+              for _, component, names in _components(pipe, footprint.components)]
+    saved += [_ModuleState.of(module, names)
+              for _, tree, names in _components(pipe, footprint.modules)
+              for module in tree.modules()]
     try:
         yield
     finally:
@@ -227,11 +238,11 @@ def restoring(pipe, footprint: Footprint) -> Iterator[None]:
 def traces(pipe, footprint: Footprint) -> list[str]:
     """What a patch with `footprint` would have left on `pipe`: empty for a plain pipeline."""
     found = [f"pipe.{a}" for a in footprint.pipe if a in pipe.__dict__]
-    for component, names in footprint.components.items():
-        found += [f"{component}.{a}" for a in names if a in getattr(pipe, component).__dict__]
-    for component, names in footprint.modules.items():
-        for name, module in getattr(pipe, component).named_modules():
-            where = name or component
+    for where, component, names in _components(pipe, footprint.components):
+        found += [f"{where}.{a}" for a in names if a in component.__dict__]
+    for root, tree, names in _components(pipe, footprint.modules):
+        for name, module in tree.named_modules():
+            where = name or root
             found += [f"{where}.{a}" for a in names if a in module.__dict__]
             if type(module).__name__ in footprint.classes:
                 found.append(f"{where}: {type(module).__name__} class")
