@@ -34,7 +34,7 @@ Config = Mapping[str, Params]  # accelerator name -> its params
 def register(cls: type[Accelerator]) -> type[Accelerator]:
     """Add an accelerator to the registry, applied after those already there; returns `cls`.
 
-    An accelerator is self-describing: its name, knobs, footprint and patch are all it takes.
+    An accelerator is self-describing: its name, knobs, footprint and `attach` are all it takes.
     """
     if not isinstance(getattr(cls, "footprint", None), Footprint):
         raise TypeError(f"{cls.__name__} declares no footprint (what its patch sets)")
