@@ -140,11 +140,12 @@ def toy_accelerator():
         accelerators.ACCELERATORS.pop("tint")
 
 
-def test_a_new_accelerator_registers_applies_and_undoes_without_the_base(tiny_sd,
-                                                                        toy_accelerator):
+def test_a_new_accelerator_needs_no_edit_to_the_base(tiny_sd, toy_accelerator):
+    """Registered from outside the package, the toy is checked, applied, composed with DeepCache
+    and undone exactly by its footprint alone."""
     import torch
 
-    from tuner.accelerators import apply, check, leftovers, register
+    from tuner.accelerators import AcceleratorError, apply, check, leftovers, register
 
     def images(run):
         with torch.inference_mode():
@@ -153,7 +154,7 @@ def test_a_new_accelerator_registers_applies_and_undoes_without_the_base(tiny_sd
 
     plain = images(tiny_sd)
     check(tiny_sd, {"tint": {"percent": 90}}, steps=3)
-    with pytest.raises(Exception, match="outside"):
+    with pytest.raises(AcceleratorError, match="outside"):
         check(tiny_sd, {"tint": {"percent": 80}}, steps=3)
     with apply(tiny_sd, {"tint": {"percent": 90}}, steps=3) as run:
         tinted = images(run)
