@@ -69,6 +69,17 @@ def test_only_the_interrupts_module_handles_the_stop_signals_of_a_run():
     assert sorted(set(setters)) == ["dashboard.py", "interrupts.py"]
 
 
+def test_no_two_classes_of_the_package_share_a_name():
+    """A name says which class it is wherever it is imported (the evaluator's measured baseline
+    and the record's stored one were both `Baseline`)."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
 # ---------------------------------------------------------------------------------------------
 # Accelerators describe themselves: the base knows no library, the registry takes a new one
 
