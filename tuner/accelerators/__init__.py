@@ -4,6 +4,11 @@
 
     with apply(pipe, {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}, steps=50) as run:
         images = run(prompt=["a cat"], num_inference_steps=50).images
+
+A new accelerator is one module: a subclass of `Accelerator` with its `name`, its knobs
+(`space`), its `footprint` (what it sets on a pipeline, which `patch` restores exactly) and its
+`attach` (the library's own application), added with `register`, and named in a combo
+(`COMBOS`) to be searched; the base needs no edit.
 """
 
 from __future__ import annotations
