@@ -323,10 +323,11 @@ class Deadline:
 def build_session(args):
     from tuner.app import build
     from tuner.options import RunOptions
+    from tuner.setting import Goal
 
     began = time.perf_counter()
     session = build(RunOptions(pipe=args.preset, steps=args.steps, batch_size=args.batch_size,
-                               num_samples=args.num_samples, metric="ssim",
+                               num_samples=args.num_samples, goal=Goal(metric="ssim"),
                                clip_model=args.clip_model, device=args.device, threads=1,
                                progress=False))
     base = session.evaluator.measure_baseline()

@@ -78,12 +78,14 @@ def header() -> dict:
 def speedups(out: Path, args) -> None:
     from tuner.app import build
     from tuner.options import RunOptions
+    from tuner.setting import Goal
 
     report = header()
     for name, preset, batch, configs in (("sd15", args.sd, 4, SD15_CONFIGS),
                                          ("sdxl", args.sdxl, 1, SDXL_CONFIGS)):
         options = RunOptions(pipe=preset, steps=args.steps, batch_size=batch,
-                             num_samples=2 * batch, metric="ssim", clip_model=args.clip,
+                             num_samples=2 * batch, goal=Goal(metric="ssim"),
+                             clip_model=args.clip,
                              device=DEVICE, progress=False)
         session = build(options)
         base = session.evaluator.measure_baseline()
@@ -113,10 +115,11 @@ def lookup(out: Path, args) -> None:
     import tuner.accelerators.deepcache as deepcache
     from tuner.app import build
     from tuner.options import RunOptions
+    from tuner.setting import Goal
 
     original = deepcache._find_steps_once
     session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4, num_samples=8,
-                               metric="ssim", clip_model=args.clip, device=DEVICE,
+                               goal=Goal(metric="ssim"), clip_model=args.clip, device=DEVICE,
                                progress=False))
     ev = session.evaluator
     ev.timing = ev.plain_runs.policy = type(ev.timing)(screening=0.02)
@@ -143,9 +146,10 @@ def trace(out: Path, args) -> None:
     every run recorded (start, seconds, and the apply/undo time around an accelerated one)."""
     from tuner.app import build
     from tuner.options import RunOptions
+    from tuner.setting import Goal
 
     session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4, num_samples=8,
-                               metric="ssim", clip_model=args.clip, device=DEVICE,
+                               goal=Goal(metric="ssim"), clip_model=args.clip, device=DEVICE,
                                progress=False))
     ev = session.evaluator
     base = ev.measure_baseline()
@@ -329,6 +333,7 @@ def compare(out: Path, args) -> None:
     maximum over single measurements); quality of each with the full quality set."""
     from tuner.app import build
     from tuner.options import RunOptions
+    from tuner.setting import Goal
     from tuner.timing import TimingPolicy
 
     runs = {label: stored.read_json(out / f"cost-{label}.json") for label in args.labels}
@@ -347,7 +352,7 @@ def compare(out: Path, args) -> None:
         report[f"{label}_over_{first}"] = ratio
         log(f"seconds per answer, {label} / {first}: {ratio:.2f}")
     session = build(RunOptions(pipe=args.sd, steps=args.steps, batch_size=4,
-                               num_samples=args.num_samples, metric=args.metric,
+                               num_samples=args.num_samples, goal=Goal(metric=args.metric),
                                clip_model=args.cost_clip or "auto", prompts=args.prompts,
                                device=DEVICE, threads=args.threads, progress=False))
     report["threads"] = session.threads

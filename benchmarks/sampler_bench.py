@@ -70,7 +70,8 @@ def record(args) -> None:
     from tuner.search.space import canonical_key
 
     options = RunOptions(pipe=args.pipe, steps=args.steps, batch_size=args.batch_size,
-                         num_samples=args.num_samples, device=args.device, metric=args.metric,
+                         num_samples=args.num_samples, device=args.device,
+                         goal=Goal(metric=args.metric),
                          timing_pairs=args.pairs, max_timing_pairs=args.max_pairs,
                          threads=args.threads, progress=False)
     session = build(options, say=lambda m: print(m, file=sys.stderr))
@@ -142,7 +143,7 @@ def remeasure(args) -> None:
     s = Setting.from_dict(data["setting"])
     options = RunOptions(pipe=s.pipe, steps=s.steps, batch_size=s.batch_size,
                          num_samples=s.num_samples, device="cpu" if "CPU" in s.device else "auto",
-                         metric=data["metric"], timing_precision=args.precision,
+                         goal=Goal(metric=data["metric"]), timing_precision=args.precision,
                          max_timing_pairs=args.max_pairs, threads=data["torch_threads"],
                          progress=False)
     session = build(options, say=lambda m: print(m, file=sys.stderr))
@@ -207,7 +208,7 @@ class TableEvaluator:
     """Stands in for tuner.evaluator.Evaluator: every number comes from the table."""
 
     def __init__(self, table: Table):
-        from tuner.evaluator import Baseline
+        from tuner.evaluator import MeasuredBaseline
         from tuner.timing import PlainRuns, Run, Stats, TimingPolicy
 
         self.table, self.pipe = table, None
@@ -216,7 +217,8 @@ class TableEvaluator:
         latency = table.data["baseline_latency"]
         self.plain_runs = PlainRuns(_NoClock(), self.timing)
         self.plain_runs.add(Run(0.0, latency))
-        self.baseline = Baseline(Stats.of([latency]), [30.0] * self.setting.num_samples, None)
+        self.baseline = MeasuredBaseline(Stats.of([latency]), [30.0] * self.setting.num_samples,
+                                         None)
         self.evaluations: list[str] = []
 
     def evaluate(self, config, *, slower_than=None, loss_budget=None):

@@ -12,7 +12,7 @@ import torch
 from tuner import accelerators
 from tuner.accelerators import (COMBOS, AcceleratorError, NoEffect, Unsupported, apply, canonical,
                                 check, grid, grid_size, leftovers, split_params)
-from tuner.accelerators.base import restoring
+from tuner.accelerators.base import Footprint, restoring, traces
 from tuner.accelerators.deepcache import DeepCache
 from tuner.accelerators.tgate import TGate
 from tuner.accelerators.tome import ToMe
@@ -124,6 +124,34 @@ def test_undo_restores_bit_identical_output(request, ddim_after, pipe_name, sche
     assert not torch.equal(accelerated, base), f"{combo} changed nothing"
     assert leftovers(pipe) == []
     assert torch.equal(generate(pipe, steps=COMBO_STEPS), base)
+
+
+def _declared(config) -> Footprint:
+    found = Footprint()
+    for name in config:
+        found |= accelerators.ACCELERATORS[name].footprint
+    return found
+
+
+@pytest.mark.parametrize("config", [{name: params} for name, params in PARAMS.items()]
+                         + [config_of(combo) for combo in COMBOS if "+" in combo],
+                         ids=lambda config: "+".join(config))
+def test_each_footprint_declares_everything_its_patch_sets(tiny_sd, config):
+    """Every attribute an application sets (on the pipeline, its components and their modules)
+    is one its accelerators declare, so `patch` restores all of it; after the undo nothing
+    differs from the plain pipeline but what a plain generation changes by itself."""
+    from footprints import differences, snapshot, undeclared
+
+    generate(tiny_sd, steps=COMBO_STEPS)
+    first = snapshot(tiny_sd)
+    generate(tiny_sd, steps=COMBO_STEPS)
+    second = snapshot(tiny_sd)
+    with apply(tiny_sd, config, steps=COMBO_STEPS) as run:
+        generate(run, steps=COMBO_STEPS)
+        inside = snapshot(tiny_sd)
+    assert undeclared((first, second), inside, _declared(config)) == []
+    assert undeclared((first, second), inside, Footprint()) != []  # the check can fail
+    assert differences(second, snapshot(tiny_sd)) <= differences(first, second)
 
 
 class Boom(RuntimeError):
@@ -428,7 +456,7 @@ def test_tgate_leaves_patches_behind_without_our_undo(tiny_sd):
 
     one = PROMPTS[:1]
     base = baseline(tiny_sd, "tiny_sd", prompts=one)
-    with restoring(tiny_sd):
+    with restoring(tiny_sd, TGate.footprint):
         tgate.TgateSDLoader(tiny_sd)
         generate(lambda **kw: tiny_sd.tgate(**kw, gate_step=2, sp_interval=2, fi_interval=1,
                                            warm_up=1), prompts=one)
@@ -537,43 +565,55 @@ def test_split_params_round_trips_a_grid_point(tiny_sd):
 
 
 # ---------------------------------------------------------------------------------------------
-# `restoring` on its own (a toy pipeline: no generation needed)
+# `restoring` on its own (a toy pipeline and footprint: no generation needed)
 
 
 def test_restoring_puts_back_exactly_what_was_there():
     import types
 
     unet = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.ReLU()))
-    pipe = types.SimpleNamespace(unet=unet)
+    scheduler = types.SimpleNamespace(step=None)
+    pipe = types.SimpleNamespace(unet=unet, scheduler=scheduler)
     linear, inner = unet[0], unet[1]
+    footprint = Footprint(pipe=("helper", "method"), components={"scheduler": ("step", "sync")},
+                          modules={"unet": ("forward", "cache", "settings")}, classes=("Swapped",))
     kept_forward = linear.forward  # an instance attribute that was there before: must stay
     linear.forward = kept_forward
     kept_hook = inner.register_forward_hook(lambda *a: None)
-    pipe.deepcache = "theirs"
-    before = leftovers(pipe)
-    assert before == ["pipe.deepcache", "0.forward", "1: forward hooks"]
+    pipe.helper = "theirs"
+    before = traces(pipe, footprint)
+    assert before == ["pipe.helper", "scheduler.step", "0.forward", "1: forward hooks"]
 
     class Swapped(torch.nn.ReLU):
         pass
 
     with pytest.raises(Boom):
-        with restoring(pipe):
+        with restoring(pipe, footprint):
             linear.forward = lambda x: x
             inner.forward = lambda x: x
             inner.cache = torch.zeros(1)
-            unet._tome_info = {}
+            unet.settings = {}
             inner[0].__class__ = Swapped
             inner.register_forward_pre_hook(lambda *a: None)
             linear.register_forward_hook(lambda *a: None)
-            pipe.tgate = "patched"
-            pipe.deepcache = "replaced"
+            pipe.method = "patched"
+            pipe.helper = "replaced"
+            scheduler.step = "patched"
+            scheduler.sync = False
+            assert "1.0: Swapped class" in traces(pipe, footprint)
             raise Boom("inside")
-    assert leftovers(pipe) == before
+    assert traces(pipe, footprint) == before
     assert linear.__dict__["forward"] is kept_forward
     assert type(inner[0]) is torch.nn.ReLU
     assert list(inner._forward_hooks) == [kept_hook.id]
     assert not inner._forward_pre_hooks and not linear._forward_hooks
-    assert pipe.deepcache == "theirs" and not hasattr(pipe, "tgate")
+    assert pipe.helper == "theirs" and not hasattr(pipe, "method")
+    assert scheduler.step is None and not hasattr(scheduler, "sync")
+    other = types.SimpleNamespace(transformer=torch.nn.Linear(2, 2))  # no unet, no scheduler
+    with restoring(other, footprint):
+        other.helper = "patched"
+        assert traces(other, footprint) == ["pipe.helper"]
+    assert traces(other, footprint) == [] and not hasattr(other, "helper")
 
 
 def test_distinct_points_count_what_tomesd_and_deepcache_compute(tiny_sd):

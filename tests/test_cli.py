@@ -272,6 +272,23 @@ def test_patience_stops_searches_but_never_the_exhaustive_grid():
     assert options("--sampler", "grid", "--patience", "7").stop_after is None
 
 
+def test_the_goal_options_are_the_goals_own_fields():
+    """The run options hold a `Goal` instead of repeating its fields; its flags still parse into
+    it, with its defaults."""
+    from dataclasses import fields
+
+    from tuner.options import RunOptions
+    from tuner.setting import Goal
+
+    assert not {f.name for f in fields(RunOptions)} & {f.name for f in fields(Goal)}
+    assert RunOptions.default("loss_budget") == Goal().loss_budget
+    assert RunOptions.from_args(build_parser().parse_args(["run"])).goal == Goal()
+    goal = RunOptions.from_args(build_parser().parse_args(
+        ["run", "--req-score-loss", "0.05", "--metric", "ssim", "--req-time", "0.5",
+         "--loss-bound", "upper"])).goal
+    assert goal == Goal(loss_budget=0.05, metric="ssim", req_time=0.5, loss_bound="upper")
+
+
 @pytest.mark.parametrize("device, points", [("cpu", 16), ("cuda", 32)])
 def test_the_grid_size_check_counts_the_graphs_knob_on_cuda(device, points, tmp_path,
                                                             monkeypatch, capsys):

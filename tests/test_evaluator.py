@@ -62,6 +62,29 @@ def deepcache_eval(evaluator):
     return result
 
 
+def test_each_plain_run_times_the_batch_of_the_accelerated_run_it_closes(tiny_sd, scorer,
+                                                                         monkeypatch):
+    """The timed runs take the quality set's full batches in turn (the warm-up's excepted), and
+    the plain run closing a bracket generates the same batch as the accelerated run in it."""
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=6)  # batches 0 (warm-up), 1 and 2
+    ev = Evaluator(tiny_sd, setting, choose_prompts(BUILTIN_PROMPTS, 6, seed=0), scorer,
+                   timing=TimingPolicy(min_pairs=3, max_pairs=3), baseline_repeats=2)
+    ev.measure_baseline()
+    runs = []
+    plain, accelerated = ev._plain, ev._accelerated
+    monkeypatch.setattr(ev, "_plain", lambda k, seconds: runs.append(("plain", k)) or
+                        plain(k, seconds))
+    monkeypatch.setattr(ev, "_accelerated", lambda config, batches, *a, **kw: runs.append(
+        ("accelerated", *batches)) or accelerated(config, batches, *a, **kw))
+    ev.evaluate(DEEPCACHE)
+    assert runs[0] == ("accelerated", 0)  # the warm-up
+    brackets = [(a, p) for a, p in zip(runs, runs[1:]) if a[0] == "accelerated" != p[0]]
+    assert len(brackets) >= 3
+    assert all(a[1] == p[1] for a, p in brackets)
+    assert [a[1] for a, _ in brackets[:2]] == [2, 1]  # in turn (1 opens, when a plain run must)
+    assert leftovers(tiny_sd) == []
+
+
 def direct_images(pipe, setting: Setting, prompts, run=None) -> torch.Tensor:
     """What the evaluator should produce: same prompts, batches and per-image seeds."""
     run = run or pipe

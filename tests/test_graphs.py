@@ -191,6 +191,27 @@ def test_replays_the_plain_pipeline_and_undoes_exactly(tiny_sd, fake_gpu):
     assert torch.equal(_generate(tiny_sd), plain)
 
 
+def test_the_footprint_declares_everything_graphs_set(tiny_sd, fake_gpu):
+    """What graphs set over DeepCache (the UNet's call, DDIM's step) is in their footprint, so
+    `patch` restores it; after the undo the pipeline is plain (tests/footprints.py)."""
+    from footprints import differences, snapshot, undeclared
+
+    from tuner.accelerators.deepcache import DeepCache
+
+    _generate(tiny_sd)
+    first = snapshot(tiny_sd)
+    _generate(tiny_sd)
+    second = snapshot(tiny_sd)
+    with apply(tiny_sd, dc(3), steps=STEPS) as run:
+        with Graphs().patch(tiny_sd, ON["graphs"], run, absorbed={}) as fast:
+            _generate(fast)
+            inside = snapshot(tiny_sd)
+    declared = DeepCache.footprint | Graphs.footprint
+    assert undeclared((first, second), inside, declared) == []
+    assert undeclared((first, second), inside, DeepCache.footprint) == ["scheduler.step"]
+    assert differences(second, snapshot(tiny_sd)) <= differences(first, second)
+
+
 def test_the_cache_is_bounded(tiny_sd, fake_gpu, monkeypatch):
     monkeypatch.setattr(graphs_module, "CACHE_SIZE", 2)
     for b in (0, 1, 2):

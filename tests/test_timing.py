@@ -192,6 +192,26 @@ def test_slow_runs_are_set_aside_not_averaged_in(slow_plain, slow_accelerated):
     assert any(abs(r - 2.0) > 0.5 for r in found.ratios)  # they were seen, and set aside
 
 
+@pytest.mark.parametrize("recent_plain", [False, True])
+def test_runs_come_in_the_documented_order(recent_plain):
+    """An opening plain run only when the series has no recent one, then per bracket an
+    accelerated run and the plain run that closes it: the evaluator times the plain run on the
+    batch of the accelerated run before it (evaluator._Turns)."""
+    clock, rng, calls = FakeClock(), random.Random(5), []
+
+    def run(kind, seconds):
+        calls.append(kind)
+        seconds *= 1 + rng.gauss(0, 0.05)  # noisy enough to take several pairs
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock, TimingPolicy())
+    if recent_plain:
+        plain.add(timed_run(lambda: clock.advance(1.0), clock)[1])
+    measure_speedup(lambda: run("p", 1.0), lambda: run("a", 0.5), plain)
+    pairs = "".join(calls).removeprefix("" if recent_plain else "p")
+    assert len(pairs) >= 6 and pairs == "ap" * (len(pairs) // 2)
+
+
 def test_noisy_ratios_get_more_pairs_until_the_interval_is_precise():
     clock, rng = FakeClock(), random.Random(3)
 

@@ -108,7 +108,7 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
                                   limit=metrics.TEXT_TOKENS):
             print(f"note: {note}", file=sys.stderr)
     interrupts.checkpoint()
-    evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.metric,
+    evaluator = Evaluator(pipe, setting, chosen, scorer, metric=options.goal.metric,
                           timing=options.timing, clock=clock)
     threads = None
     if device.type == "cpu":
@@ -179,7 +179,7 @@ DEGENERATE_CLIP = 5.0  # real models' images score 20-35 against their prompts
 
 def _degenerate_clip(options: RunOptions, session: Session) -> str | None:
     score = session.evaluator.baseline.clip_score
-    if options.metric == "clip" and score < DEGENERATE_CLIP:
+    if options.goal.metric == "clip" and score < DEGENERATE_CLIP:
         return (f"the plain pipeline's images score {score:.2f} against their prompts with "
                 f"{session.setting.clip_model} (real models score 20-35): CLIP losses mean "
                 f"nothing here; --metric ssim measures fidelity instead")

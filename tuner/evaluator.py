@@ -38,7 +38,10 @@ from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, Timing
 
 
 @dataclass
-class Baseline:
+class MeasuredBaseline:
+    """What `measure_baseline` measured of the plain pipeline (record.Baseline is what a study
+    keeps of it)."""
+
     latency: Stats  # seconds per batch
     clip_scores: list[float]  # one per image
     images: torch.Tensor = field(repr=False)  # uint8 (N, 3, H, W)
@@ -95,10 +98,11 @@ class Evaluator:
         # Timed runs use full batches other than the warm-up one, in turn (a smaller last batch
         # would time another shape).
         self._timed = [k for k in full if k != 0] or [0]
-        self.baseline: Baseline | None = None
+        self.baseline: MeasuredBaseline | None = None
         self._sentinel: Config | None = None  # the configuration measured again (drift)
         self._since_repeat = 0
-        self._held_out_base: Baseline | None = None  # the plain images of the held-out seeds
+        # the plain images of the held-out seeds
+        self._held_out_base: MeasuredBaseline | None = None
 
     # -- generation -------------------------------------------------------------------------
 
@@ -176,15 +180,15 @@ class Evaluator:
 
     # -- baseline ---------------------------------------------------------------------------
 
-    def measure_baseline(self) -> Baseline:
+    def measure_baseline(self) -> MeasuredBaseline:
         """Generate and score the quality set plainly (which also warms up), then time plain
         runs, which open the series of plain runs that every speedup is measured against."""
         images = torch.cat([self._images(self.pipe, k)[0] for k in range(len(self._batches))])
         runs = [self.plain_runs.add(self._plain(self._timed[i % len(self._timed)], {}))
                 for i in range(self.baseline_repeats)]
         scores = self.scorer.score(images, self.prompts)
-        self.baseline = Baseline(Stats.of([r.seconds for r in runs]), [float(x) for x in scores],
-                                 images)
+        self.baseline = MeasuredBaseline(Stats.of([r.seconds for r in runs]),
+                                         [float(x) for x in scores], images)
         return self.baseline
 
     def time_plain_batch(self) -> float:
@@ -225,18 +229,11 @@ class Evaluator:
                 interval.high < slower_than
 
         warmup = self._accelerated(config, [0], images, seconds)  # its images count
-        turns = itertools.cycle(self._timed)
-        batch = next(turns)
-
-        def run_accelerated() -> Run:
-            nonlocal batch
-            batch = next(turns)
-            return self._accelerated(config, [batch], images, seconds)
-
-        def run_plain() -> Run:  # the batch of the accelerated run it closes
-            return self._plain(batch, seconds)
-
-        speed = measure_speedup(run_plain, run_accelerated, self.plain_runs,
+        turns = _Turns(self._timed)
+        speed = measure_speedup(lambda: self._plain(turns.bracketed, seconds),
+                                lambda: self._accelerated(config, [turns.next()], images,
+                                                          seconds),
+                                self.plain_runs,
                                 precision=self.timing.screening,
                                 decided=lambda interval: over_budget() or too_slow(interval),
                                 warmup=warmup, key=config_key(config))
@@ -306,8 +303,8 @@ class Evaluator:
             images = torch.cat([self._images(self.pipe, k, held_out=True)[0]
                                 for k in range(len(self._batches))])
             scores = self.scorer.score(images, self.prompts)
-            self._held_out_base = Baseline(self.baseline.latency, [float(x) for x in scores],
-                                           images)
+            self._held_out_base = MeasuredBaseline(self.baseline.latency,
+                                                   [float(x) for x in scores], images)
         accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
         images: dict[int, torch.Tensor] = {}
         self._accelerated(config, range(len(self._batches)), images, {}, held_out=True)
@@ -360,6 +357,25 @@ class Evaluator:
         return Race([b.estimate() for b in brackets], statistics.median(plain), rounds)
 
 
+class _Turns:
+    """The full batches that one speed measurement's timed runs generate, in turn.
+
+    `measure_speedup` runs an opening plain run (when the plain series has no recent one), then
+    brackets: accelerated, plain, accelerated, plain... (its docstring's order). Each accelerated
+    run takes the `next()` batch, and each plain run the batch of the accelerated run whose
+    bracket it closes (`bracketed`), so the two runs of a pair time the same prompts and shape,
+    and the quality set is generated in turn along the way; the opening plain run takes the first.
+    """
+
+    def __init__(self, batches: Sequence[int]):
+        self._cycle = itertools.cycle(batches)
+        self.bracketed = next(self._cycle)
+
+    def next(self) -> int:
+        self.bracketed = next(self._cycle)
+        return self.bracketed
+
+
 def _checkpoint_each_step(pipe, step: int, timestep, tensors: dict) -> dict:
     """diffusers' step callback: a stop requested mid-batch (interrupts.py) takes effect at the
     end of the denoising step, not of the batch."""
@@ -377,7 +393,7 @@ class _Scores:
     """The quality of one configuration's images, scored batch by batch as they come."""
 
     def __init__(self, evaluator: Evaluator, images: dict[int, torch.Tensor], seconds: dict,
-                 *, base: Baseline | None = None):
+                 *, base: MeasuredBaseline | None = None):
         """`base`: the plain images and scores compared with (the evaluator's baseline)."""
         self.evaluator, self.images, self.seconds = evaluator, images, seconds
         self.base = base or evaluator.baseline
@@ -419,4 +435,4 @@ class _Scores:
             ssim=statistics.fmean(ssim), images=len(index))
 
 
-__all__ = ["Baseline", "BrokenImages", "Evaluation", "Evaluator", "Race"]
+__all__ = ["BrokenImages", "Evaluation", "Evaluator", "MeasuredBaseline", "Race"]

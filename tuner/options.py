@@ -31,13 +31,9 @@ class RunOptions:
     prompts: str | None = None  # a captions file; None: the built-in prompts
     device: str = "auto"
     threads: int | None = None  # torch's CPU threads; None: measured (tuner.app)
-    # the goal
-    metric: str = "clip"
+    # the goal: its own fields (`--metric`, `--req-score-loss`, ...) are `Goal`'s, given by name
+    goal: Goal = field(default_factory=Goal)
     clip_model: str = "auto"
-    loss_budget: float = 0.02
-    loss_bound: str = "estimate"
-    req_speedup: float | None = None
-    req_time: float | None = None
     # the search
     combo: str = "all"
     trials: int = 200  # evaluations per combo
@@ -66,14 +62,18 @@ class RunOptions:
 
     @classmethod
     def default(cls, name: str):
-        found = next(f for f in fields(cls) if f.name == name)
+        """The default of a field, or of a field of the goal."""
+        found = next((f for f in fields(cls) if f.name == name), None) or \
+            next(f for f in fields(Goal) if f.name == name)
         return found.default if found.default is not MISSING else found.default_factory()
 
     @classmethod
     def from_args(cls, args, argv=()) -> RunOptions:
-        """From parsed arguments whose destinations are named as these fields."""
+        """From parsed arguments whose destinations are named as these fields or the goal's."""
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-        return cls(**{**values, "argv": tuple(argv)})
+        goal = Goal(**{f.name: getattr(args, f.name) for f in fields(Goal)
+                       if hasattr(args, f.name)})
+        return cls(**{**values, "goal": goal, "argv": tuple(argv)})
 
     @property
     def combos(self) -> tuple[str, ...]:
@@ -84,11 +84,6 @@ class RunOptions:
         """The patience in effect: none for the grid sampler, which is exhaustive by design
         (BENCHMARKS.md, "Sampler", says why 40 for the others)."""
         return None if self.sampler == "grid" or not self.patience else self.patience
-
-    @property
-    def goal(self) -> Goal:
-        return Goal(self.loss_budget, self.metric, self.req_speedup, self.req_time,
-                    self.loss_bound)
 
     @property
     def timing(self) -> TimingPolicy:

@@ -308,11 +308,6 @@ class TrialRecord:
             return False
         return self.invalid != CHECKED
 
-    @property
-    def retried(self) -> bool:
-        """Failed for a reason that makes it run again (interrupted, or its worker died)."""
-        return self.state == "FAIL" and self.fail_reason in (INTERRUPTED, ORPHANED)
-
 
 def trial_records(study_or_trials) -> list[TrialRecord]:
     trials = study_or_trials.get_trials(deepcopy=False) \

@@ -518,11 +518,13 @@ def measure_speedup(run_plain: Callable[[], Run], run_accelerated: Callable[[], 
 
     After every bracket, `decided(interval)` (the interval is None before the policy's minimum
     of trusted pairs) may end the measurement once the caller's question is answered, e.g.
-    "is it below the required speedup?". Each callable times one run. `precision` defaults
-    to the policy's. `warmup`, the configuration's untimed first run, joins the trust rule's
-    judges of the accelerated runs, never their ratios. `key` names the configuration
-    (`Brackets.remember`). The measurement stops on the precision of this moment's own interval:
-    more pairs cannot narrow the drift between moments that the estimate's interval includes.
+    "is it below the required speedup?". Each callable times one run, in this order: one plain
+    run when `plain` has no recent one, then per bracket an accelerated run and the plain run
+    that closes its bracket (and opens the next). `precision` defaults to the policy's.
+    `warmup`, the configuration's untimed first run, joins the trust rule's judges of the
+    accelerated runs, never their ratios. `key` names the configuration (`Brackets.remember`).
+    The measurement stops on the precision of this moment's own interval: more pairs cannot
+    narrow the drift between moments that the estimate's interval includes.
     """
     policy = plain.policy
     before = plain.recent() or plain.add(run_plain())

@@ -4,6 +4,11 @@
 
     with apply(pipe, {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}}, steps=50) as run:
         images = run(prompt=["a cat"], num_inference_steps=50).images
+
+A new accelerator is one module: a subclass of `Accelerator` with its `name`, its knobs
+(`space`), its `footprint` (what it sets on a pipeline, which `patch` restores exactly) and its
+`attach` (the library's own application), added with `register`, and named in a combo
+(`COMBOS`) to be searched; the base needs no edit.
 """
 
 from __future__ import annotations
@@ -11,17 +16,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from .base import (Accelerator, AcceleratorError, DecimalKnob, Generate, IntKnob, Knob, NoEffect,
-                   Params, Unsupported, leftovers)
+from .base import (Accelerator, AcceleratorError, DecimalKnob, Footprint, Generate, IntKnob, Knob,
+                   NoEffect, Params, Unsupported, traces)
 from .deepcache import DeepCache
 from .graphs import Graphs, capture_seconds
 from .tgate import TGate
 from .tome import ToMe
 
-# Application order: T-GATE first, since it replaces the pipeline call the others wrap; graphs
-# last, since they capture the UNet call the others patched.
-ACCELERATORS: dict[str, type[Accelerator]] = {"tgate": TGate, "deepcache": DeepCache, "tome": ToMe,
-                                              "graphs": Graphs}
+# name -> class, in application order (`register`).
+ACCELERATORS: dict[str, type[Accelerator]] = {}
 
 COMBOS: dict[str, tuple[str, ...]] = {
     "deepcache": ("deepcache",),
@@ -31,6 +34,38 @@ COMBOS: dict[str, tuple[str, ...]] = {
 }
 
 Config = Mapping[str, Params]  # accelerator name -> its params
+
+
+def register(cls: type[Accelerator]) -> type[Accelerator]:
+    """Add an accelerator to the registry, applied after those already there; returns `cls`.
+
+    An accelerator is self-describing: its name, knobs, footprint and `attach` are all it takes.
+    """
+    if not isinstance(getattr(cls, "footprint", None), Footprint):
+        raise TypeError(f"{cls.__name__} declares no footprint (what its patch sets)")
+    if getattr(cls, "name", None) in ACCELERATORS:
+        raise ValueError(f"an accelerator named {cls.name!r} is already registered")
+    ACCELERATORS[cls.name] = cls
+    return cls
+
+
+# Application order: T-GATE first, since it replaces the pipeline call the others wrap; graphs
+# last, since they capture the UNet call the others patched.
+for _accelerator in (TGate, DeepCache, ToMe, Graphs):
+    register(_accelerator)
+
+
+def footprint() -> Footprint:
+    """Everything any registered accelerator may set on a pipeline."""
+    found = Footprint()
+    for cls in ACCELERATORS.values():
+        found |= cls.footprint
+    return found
+
+
+def leftovers(pipe) -> list[str]:
+    """What an accelerator may have left on a pipeline: empty for a plain pipeline."""
+    return traces(pipe, footprint())
 
 
 def device_of(pipe) -> str:
@@ -137,6 +172,6 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
 
 
 __all__ = ["ACCELERATORS", "COMBOS", "Accelerator", "AcceleratorError", "Config", "DecimalKnob",
-           "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical", "check",
-           "capture_seconds", "combo_of", "device_of", "grid", "grid_size", "instances",
-           "leftovers", "members", "split_params"]
+           "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical",
+           "check", "capture_seconds", "combo_of", "device_of", "footprint", "grid", "grid_size",
+           "instances", "leftovers", "members", "register", "split_params"]

@@ -2,8 +2,11 @@
 
 An accelerator declares its knobs (`space`) and how it is applied (`patch`): a context manager
 that patches an already-loaded pipeline, yields the callable that generates with it, and on exit
-leaves the pipeline exactly as it found it. Combining accelerators is stacking their context
-managers; the one exception (tgate's DeepCache loaders) is declared through `absorbs`.
+leaves the pipeline exactly as it found it. An accelerator implements `attach` (the library's own
+application) and declares what it sets on the pipeline (`footprint`); `patch` records that state
+before and puts it back after, so the undo is exact even where a library's own is not. Combining
+accelerators is stacking their context managers; an accelerator that applies another one itself
+declares it through `absorbs`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,6 +70,8 @@ Knob = IntKnob | DecimalKnob
 class Accelerator(ABC):
     name: ClassVar[str]
     space: ClassVar[Mapping[str, Knob]]
+    # Everything `attach` may set on a pipeline (below): restored exactly after each application.
+    footprint: ClassVar[Footprint]
     # Accelerators this one applies itself when both are in a combo (their params are passed in).
     absorbs: ClassVar[tuple[str, ...]] = ()
     # Accelerators this one cannot run with: name -> the reason (`Unsupported` before any work).
@@ -85,10 +90,21 @@ class Accelerator(ABC):
         pixels map to the same canonical form (and different computations to different ones)."""
         return params
 
-    @abstractmethod
+    @contextlib.contextmanager
     def patch(self, pipe, params: Params, generate: Generate, *,
-              absorbed: Mapping[str, Params]) -> contextlib.AbstractContextManager[Generate]:
-        """Apply to `pipe`; yield the callable to generate with; undo exactly on exit."""
+              absorbed: Mapping[str, Params]) -> Iterator[Generate]:
+        """Apply to `pipe`; yield the callable to generate with; undo exactly on exit (what the
+        footprint declares is put back as it was, however the block ends)."""
+        with restoring(pipe, self.footprint), self.attach(pipe, params, generate,
+                                                          absorbed=absorbed) as run:
+            yield run
+
+    @abstractmethod
+    def attach(self, pipe, params: Params, generate: Generate, *,
+               absorbed: Mapping[str, Params]) -> contextlib.AbstractContextManager[Generate]:
+        """The library's own application: patch `pipe` (setting nothing the footprint does not
+        declare, the accelerators in `absorbed` included), yield the callable to generate with,
+        and on exit release what the library holds; `patch` restores the footprint after it."""
 
     def validate(self, params: Params) -> None:
         unknown = set(params) - set(self.space)
@@ -107,79 +123,129 @@ class Accelerator(ABC):
 
 
 # ---------------------------------------------------------------------------------------------
-# Exact undo. The three libraries patch by setting instance attributes (`forward`, `cache`),
-# swapping `__class__` or registering hooks, and not all of them take everything back. Instead of
-# trusting each library's own undo, we record the state they touch and put it back.
+# Exact undo. Libraries patch a pipeline by setting instance attributes (a module's `forward`, a
+# cache tensor, a method on the pipeline), swapping a module's `__class__` or registering forward
+# hooks, and not all of them take everything back. Each accelerator therefore declares what it
+# sets (its `Footprint`), and instead of trusting the library's own undo, `restoring` records that
+# state before the patch and puts it back after. The idea is diffusers' hooks
+# (`diffusers/hooks/hooks.py`: a `ModelHook` owns its state and its `reset_state`, the
+# `HookRegistry` knows only the hooks' interface): here the accelerator owns the declaration, and
+# this module knows only its shape, never a library or what it sets.
 
-PATCHED_ATTRIBUTES = ("forward", "cache", "_tome_info")
-PIPE_ATTRIBUTES = ("tgate", "deepcache")
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What an accelerator's patch may set on a pipeline, by name.
+
+    `pipe`: attributes of the pipeline object itself. `components`: attributes of its other
+    components, by component (`{"scheduler": ("step",)}`). `modules`: instance attributes that
+    may be set on any module of a component's module tree (`{"unet": ("forward",)}`); the
+    classes and the forward hooks of those modules are recorded too, whatever is declared.
+    `classes`: the names of classes the patch gives those modules, so that `traces` can tell a
+    patched module from a plain one.
+
+    Contract: everything the patch changes is declared here; `restoring` then puts the pipeline
+    back exactly, however the patch ends, and `traces` of a plain pipeline is empty.
+    """
+
+    pipe: tuple[str, ...] = ()
+    components: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+
+    def __or__(self, other: Footprint) -> Footprint:
+        def merged(a: Mapping[str, tuple[str, ...]], b: Mapping[str, tuple[str, ...]]):
+            return {key: _union(a.get(key, ()), b.get(key, ())) for key in {**a, **b}}
+
+        return Footprint(pipe=_union(self.pipe, other.pipe),
+                         components=merged(self.components, other.components),
+                         modules=merged(self.modules, other.modules),
+                         classes=_union(self.classes, other.classes))
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return a + tuple(x for x in b if x not in a)
+
+
+@dataclass
+class _Attributes:
+    """Instance attributes of one object, as they were (`_MISSING` where absent)."""
+
+    owner: Any
+    values: dict[str, Any]
+
+    @classmethod
+    def of(cls, owner: Any, names: tuple[str, ...]) -> _Attributes:
+        return cls(owner, {a: owner.__dict__.get(a, _MISSING) for a in names})
+
+    def put_back(self) -> None:
+        for attr, value in self.values.items():
+            if value is _MISSING:
+                self.owner.__dict__.pop(attr, None)
+            else:
+                self.owner.__dict__[attr] = value
 
 
 @dataclass
 class _ModuleState:
+    attributes: _Attributes
     cls: type
-    attrs: dict[str, Any]
     hooks: tuple[tuple[int, ...], tuple[int, ...]]
 
+    @classmethod
+    def of(cls, module: torch.nn.Module, names: tuple[str, ...]) -> _ModuleState:
+        return cls(_Attributes.of(module, names), module.__class__,
+                   (tuple(module._forward_pre_hooks), tuple(module._forward_hooks)))
 
-def _module_state(module: torch.nn.Module) -> _ModuleState:
-    return _ModuleState(
-        cls=module.__class__,
-        attrs={a: module.__dict__.get(a, _MISSING) for a in PATCHED_ATTRIBUTES},
-        hooks=(tuple(module._forward_pre_hooks), tuple(module._forward_hooks)),
-    )
+    def put_back(self) -> None:
+        module = self.attributes.owner
+        module.__class__ = self.cls
+        self.attributes.put_back()
+        for hooks, keep in zip((module._forward_pre_hooks, module._forward_hooks), self.hooks):
+            for key in [k for k in hooks if k not in keep]:
+                del hooks[key]
+
+
+def _components(pipe, declared: Mapping[str, tuple[str, ...]]
+                ) -> Iterator[tuple[str, Any, tuple[str, ...]]]:
+    """(name, component, attribute names) for the declared components that `pipe` has: a
+    footprint may name a component other pipelines have and this one lacks."""
+    for name, names in declared.items():
+        component = getattr(pipe, name, None)
+        if component is not None:
+            yield name, component, names
 
 
 @contextlib.contextmanager
-def restoring(pipe) -> Iterator[None]:
-    """Record the UNet modules' patchable state and the pipe's attributes; restore them on exit."""
-    modules = list(pipe.unet.modules())
-    before = [_module_state(m) for m in modules]
-    pipe_before = {a: pipe.__dict__.get(a, _MISSING) for a in PIPE_ATTRIBUTES}
+def restoring(pipe, footprint: Footprint) -> Iterator[None]:
+    """Record the state of `pipe` that `footprint` declares; put it back on exit, however the
+    block ends. The objects are resolved on entry: what is restored is what was there."""
+    saved: list[_Attributes | _ModuleState] = [_Attributes.of(pipe, footprint.pipe)]
+    saved += [_Attributes.of(component, names)
+              for _, component, names in _components(pipe, footprint.components)]
+    saved += [_ModuleState.of(module, names)
+              for _, tree, names in _components(pipe, footprint.modules)
+              for module in tree.modules()]
     try:
         yield
     finally:
-        for module, state in zip(modules, before):
-            module.__class__ = state.cls
-            for attr, value in state.attrs.items():
-                if value is _MISSING:
-                    module.__dict__.pop(attr, None)
-                else:
-                    module.__dict__[attr] = value
-            for hooks, keep in zip((module._forward_pre_hooks, module._forward_hooks), state.hooks):
-                for key in [k for k in hooks if k not in keep]:
-                    del hooks[key]
-        for attr, value in pipe_before.items():
-            if value is _MISSING:
-                pipe.__dict__.pop(attr, None)
-            else:
-                pipe.__dict__[attr] = value
+        for state in saved:
+            state.put_back()
 
 
-def leftovers(pipe) -> list[str]:
-    """What an accelerator may have left on a pipeline: empty for a plain pipeline."""
-    found = [f"pipe.{a}" for a in PIPE_ATTRIBUTES if a in pipe.__dict__]
-    for name, module in pipe.unet.named_modules():
-        where = name or "unet"
-        found += [f"{where}.{a}" for a in PATCHED_ATTRIBUTES if a in module.__dict__]
-        if type(module).__name__ == "ToMeBlock":
-            found.append(f"{where}: ToMeBlock class")
-        if module._forward_pre_hooks or module._forward_hooks:
-            found.append(f"{where}: forward hooks")
+def traces(pipe, footprint: Footprint) -> list[str]:
+    """What a patch with `footprint` would have left on `pipe`: empty for a plain pipeline."""
+    found = [f"pipe.{a}" for a in footprint.pipe if a in pipe.__dict__]
+    for where, component, names in _components(pipe, footprint.components):
+        found += [f"{where}.{a}" for a in names if a in component.__dict__]
+    for root, tree, names in _components(pipe, footprint.modules):
+        for name, module in tree.named_modules():
+            where = name or root
+            found += [f"{where}.{a}" for a in names if a in module.__dict__]
+            if type(module).__name__ in footprint.classes:
+                found.append(f"{where}: {type(module).__name__} class")
+            if module._forward_pre_hooks or module._forward_hooks:
+                found.append(f"{where}: forward hooks")
     return found
-
-
-def unet_levels(unet) -> Iterator[tuple[int, torch.nn.Module]]:
-    """(downsampling factor, block) for every down, mid and up block of a UNet2DConditionModel."""
-    factor = 1
-    for block in unet.down_blocks:
-        yield factor, block
-        if getattr(block, "downsamplers", None):
-            factor *= 2
-    if unet.mid_block is not None:
-        yield factor, unet.mid_block
-    for block in unet.up_blocks:
-        yield factor, block
-        if getattr(block, "upsamplers", None):
-            factor //= 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-from .base import Accelerator, Generate, IntKnob, Params, Unsupported, restoring
+from .base import Accelerator, Footprint, Generate, IntKnob, Params, Unsupported
 
 
 def scheduler_timesteps(pipe, steps: int) -> list[float]:
@@ -41,6 +41,9 @@ def _find_steps_once(pipe, helper) -> None:
 class DeepCache(Accelerator):
     name = "deepcache"
     space = {"cache_interval": IntKnob(2, 5), "cache_branch_id": IntKnob(0, 3)}
+    # The helper replaces `forward` on the UNet and the blocks it skips; the pipeline keeps the
+    # helper, as tgate's DeepCache loaders do.
+    footprint = Footprint(pipe=("deepcache",), modules={"unet": ("forward",)})
 
     def check(self, pipe, params, *, steps, absorbed):
         # The helper finds the current step with list(timesteps).index(t): a schedule that
@@ -61,18 +64,17 @@ class DeepCache(Accelerator):
         return {**params, "cache_interval": min(params["cache_interval"], steps)}
 
     @contextlib.contextmanager
-    def patch(self, pipe, params: Params, generate: Generate, *,
-              absorbed: Mapping[str, Params]):
+    def attach(self, pipe, params: Params, generate: Generate, *,
+               absorbed: Mapping[str, Params]):
         from DeepCache import DeepCacheSDHelper
 
-        with restoring(pipe):
-            # A fresh helper each time: enabling one helper twice recurses forever.
-            helper = DeepCacheSDHelper(pipe=pipe)
-            helper.set_params(**params)
-            helper.enable()
-            _find_steps_once(pipe, helper)
-            pipe.deepcache = helper  # as tgate's loaders do: graphs replay its step kinds
-            try:
-                yield generate
-            finally:
-                helper.disable()
+        # A fresh helper each time: enabling one helper twice recurses forever.
+        helper = DeepCacheSDHelper(pipe=pipe)
+        helper.set_params(**params)
+        helper.enable()
+        _find_steps_once(pipe, helper)
+        pipe.deepcache = helper  # as tgate's loaders do: graphs replay its step kinds
+        try:
+            yield generate
+        finally:
+            helper.disable()

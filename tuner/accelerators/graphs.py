@@ -30,7 +30,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 
-from .base import Accelerator, Generate, IntKnob, Params, Unsupported, restoring
+from .base import Accelerator, Footprint, Generate, IntKnob, Params, Unsupported
 
 # An entry: one UNet's graphs for one step-kind family (plain, or DeepCache's full and shallow
 # pair of one cache_branch_id: intervals only choose which replays, so N=2..5 share it) and one
@@ -135,6 +135,8 @@ class Graphs(Accelerator):
     # from a CUDA generator seeded per generation); under T-GATE the output differs (its caches
     # and guidance change by step), and with DeepCache its resets bypass the graphs.
     conflicts = {"tome": "ToMe's per-generation random merges", "tgate": "T-GATE's step schedule"}
+    # The UNet's call replays the graphs; DDIM/DDPM's step takes the timestep from the host.
+    footprint = Footprint(components={"scheduler": ("step",)}, modules={"unet": ("forward",)})
 
     def check(self, pipe, params, *, steps, absorbed):
         # enabled=0 is the eager side of the knob: a study measures it like any other point.
@@ -142,8 +144,8 @@ class Graphs(Accelerator):
             raise Unsupported(f"graphs need a CUDA device; the pipeline is on {pipe.device}")
 
     @contextlib.contextmanager
-    def patch(self, pipe, params: Params, generate: Generate, *,
-              absorbed: Mapping[str, Params]):
+    def attach(self, pipe, params: Params, generate: Generate, *,
+               absorbed: Mapping[str, Params]):
         import torch
         from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
@@ -213,15 +215,7 @@ class Graphs(Accelerator):
             steps[0] = 0  # a new generation starts at step 0
             return generate(*args, **kwargs)
 
-        with restoring(pipe):
-            unet.forward = forward
-            before = scheduler.__dict__.get("step")
-            if inner_step is not None:
-                scheduler.step = scheduler_step
-            try:
-                yield run
-            finally:
-                if inner_step is not None:
-                    scheduler.__dict__.pop("step", None)
-                    if before is not None:
-                        scheduler.step = before
+        unet.forward = forward
+        if inner_step is not None:
+            scheduler.step = scheduler_step
+        yield run

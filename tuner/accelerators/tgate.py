@@ -3,9 +3,10 @@ reuse self-attention every `sp_interval` steps before the gate and every `fi_int
 once `warmup` steps have run in full.
 
 tgate generates through its own `pipe.tgate(...)` method and leaves its patched attention
-`forward`s and caches behind; `restoring` takes them back. With DeepCache it must run through
-tgate's DeepCache loaders, which reset DeepCache at the gate (plain DeepCache + T-GATE crashes
-when the first step after the gate is a cached one), so T-GATE absorbs DeepCache.
+`forward`s and caches behind; its footprint declares them, so `patch` takes them back. With
+DeepCache it must run through tgate's DeepCache loaders, which reset DeepCache at the gate (plain
+DeepCache + T-GATE crashes when the first step after the gate is a cached one), so T-GATE absorbs
+DeepCache.
 
 tgate's attention caches also outlive a generation: on DeepCache's cached steps the deep blocks
 are skipped, so their attention modules reach a "reuse" step without having cached anything in
@@ -19,7 +20,7 @@ import contextlib
 import functools
 from collections.abc import Mapping
 
-from .base import Accelerator, Generate, IntKnob, NoEffect, Params, restoring
+from .base import Accelerator, Footprint, Generate, IntKnob, NoEffect, Params
 
 
 def changes_anything(params: Params, steps: int) -> bool:
@@ -59,6 +60,9 @@ class TGate(Accelerator):
     space = {"gate_step": IntKnob(5, 19), "sp_interval": IntKnob(2, 9),
              "fi_interval": IntKnob(1, 5), "warmup": IntKnob(1, 3)}
     absorbs = ("deepcache",)
+    # The loaders add `pipe.tgate` (and `pipe.deepcache`, the DeepCache helper they enable) and
+    # replace `forward` on every attention module, which keeps its `cache` there.
+    footprint = Footprint(pipe=("tgate", "deepcache"), modules={"unet": ("forward", "cache")})
 
     def check(self, pipe, params, *, steps, absorbed):
         if not absorbed and not changes_anything(params, steps):
@@ -66,32 +70,31 @@ class TGate(Accelerator):
                            f"reuse nothing within {steps} steps")
 
     @contextlib.contextmanager
-    def patch(self, pipe, params: Params, generate: Generate, *,
-              absorbed: Mapping[str, Params]):
+    def attach(self, pipe, params: Params, generate: Generate, *,
+               absorbed: Mapping[str, Params]):
         import tgate
 
         if generate != pipe.__call__:
             raise TypeError("tgate replaces the pipeline call, so it must be applied first")
         deepcache = absorbed.get("deepcache")
-        with restoring(pipe):
-            if deepcache is None:
-                loader = tgate.TgateSDXLLoader if _is_sdxl(pipe) else tgate.TgateSDLoader
-                loader(pipe)
-            else:
-                loader = (tgate.TgateSDXLDeepCacheLoader if _is_sdxl(pipe)
-                          else tgate.TgateSDDeepCacheLoader)
-                loader(pipe, **deepcache)
-            tgate_call = functools.partial(
-                pipe.tgate, gate_step=params["gate_step"], sp_interval=params["sp_interval"],
-                fi_interval=params["fi_interval"], warm_up=params["warmup"])
+        if deepcache is None:
+            loader = tgate.TgateSDXLLoader if _is_sdxl(pipe) else tgate.TgateSDLoader
+            loader(pipe)
+        else:
+            loader = (tgate.TgateSDXLDeepCacheLoader if _is_sdxl(pipe)
+                      else tgate.TgateSDDeepCacheLoader)
+            loader(pipe, **deepcache)
+        tgate_call = functools.partial(
+            pipe.tgate, gate_step=params["gate_step"], sp_interval=params["sp_interval"],
+            fi_interval=params["fi_interval"], warm_up=params["warmup"])
 
-            def run(*args, **kwargs):
-                _forget_caches(pipe)
-                return tgate_call(*args, **kwargs)
+        def run(*args, **kwargs):
+            _forget_caches(pipe)
+            return tgate_call(*args, **kwargs)
 
-            try:
-                yield run
-            finally:
-                if deepcache is not None:
-                    pipe.deepcache.disable()
+        try:
+            yield run
+        finally:
+            if deepcache is not None:
+                pipe.deepcache.disable()
 

@@ -8,10 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from .base import (Accelerator, DecimalKnob, Generate, IntKnob, NoEffect, Params, restoring,
-                   unet_levels)
+from .base import Accelerator, DecimalKnob, Footprint, Generate, IntKnob, NoEffect, Params
+
+if TYPE_CHECKING:
+    import torch
+
+
+def unet_levels(unet) -> Iterator[tuple[int, torch.nn.Module]]:
+    """(downsampling factor, block) for every down, mid and up block of a UNet2DConditionModel."""
+    factor = 1
+    for block in unet.down_blocks:
+        yield factor, block
+        if getattr(block, "downsamplers", None):
+            factor *= 2
+    if unet.mid_block is not None:
+        yield factor, unet.mid_block
+    for block in unet.up_blocks:
+        yield factor, block
+        if getattr(block, "upsamplers", None):
+            factor //= 2
 
 
 def merged_levels(unet, max_downsample: int) -> tuple[int, ...]:
@@ -54,6 +72,9 @@ def merged_tokens(pipe, params: Params, *, height: int, width: int) -> tuple[tup
 class ToMe(Accelerator):
     name = "tome"
     space = {"ratio": DecimalKnob("0.1", "0.9", "0.1"), "max_downsample": IntKnob(1, 4)}
+    # tomesd keeps its settings on the UNet, swaps the transformer blocks' class for its
+    # `ToMeBlock` and registers a forward pre-hook on the UNet (hooks are always recorded).
+    footprint = Footprint(modules={"unet": ("_tome_info",)}, classes=("ToMeBlock",))
 
     def check(self, pipe, params, *, steps, absorbed):
         if not merged_levels(pipe.unet, params["max_downsample"]):
@@ -65,24 +86,22 @@ class ToMe(Accelerator):
                                                                 width=width)]}
 
     @contextlib.contextmanager
-    def patch(self, pipe, params: Params, generate: Generate, *,
-              absorbed: Mapping[str, Params]):
+    def attach(self, pipe, params: Params, generate: Generate, *,
+               absorbed: Mapping[str, Params]):
         import tomesd
         import torch
 
-        with restoring(pipe):
-            tomesd.apply_patch(pipe, ratio=params["ratio"],
-                               max_downsample=params["max_downsample"])
-            info = pipe.unet._tome_info
-            device = pipe.unet.device
+        tomesd.apply_patch(pipe, ratio=params["ratio"], max_downsample=params["max_downsample"])
+        info = pipe.unet._tome_info
+        device = pipe.unet.device
 
-            def seeded(*args, **kwargs):
-                # tomesd forks its generator from the global RNG on first use; a seeded one per
-                # call makes every generation reproducible whatever ran before.
-                info["args"]["generator"] = torch.Generator(device=device).manual_seed(self.seed)
-                return generate(*args, **kwargs)
+        def seeded(*args, **kwargs):
+            # tomesd forks its generator from the global RNG on first use; a seeded one per call
+            # makes every generation reproducible whatever ran before.
+            info["args"]["generator"] = torch.Generator(device=device).manual_seed(self.seed)
+            return generate(*args, **kwargs)
 
-            try:
-                yield seeded
-            finally:
-                tomesd.remove_patch(pipe)
+        try:
+            yield seeded
+        finally:
+            tomesd.remove_patch(pipe)

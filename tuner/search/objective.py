@@ -16,6 +16,7 @@ whose configurations a floor prunes, it has nothing else to learn from).
 from __future__ import annotations
 
 import gc
+from typing import NoReturn
 
 import optuna
 
@@ -113,12 +114,12 @@ class Objective:
         return StudyState.of(study, self.goal).slower_than(required, floor=self.floor)
 
     @staticmethod
-    def _pruned(trial: optuna.Trial, reason: str, speedup: float):
+    def _pruned(trial: optuna.Trial, reason: str, speedup: float) -> NoReturn:
         trial.report(speedup, 0)  # for TPE's ranking of pruned trials (module docstring)
         raise optuna.TrialPruned(reason)
 
     @staticmethod
-    def _fail(trial: optuna.Trial, reason: str, *, invalid: str | None = None):
+    def _fail(trial: optuna.Trial, reason: str, *, invalid: str | None = None) -> NoReturn:
         TrialRecord.write_failure(trial, reason, invalid=invalid)
         raise TrialFailed(reason)
 
