@@ -29,7 +29,9 @@ import torch
 
 from . import accelerators, interrupts, metrics
 from .accelerators import Config
-from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate, SpeedEstimate
+from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate
+from .search.measurer import Evaluation, Measurer, Race
+from .search.space import canonical_key, distinct_points
 from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
                     sequential_confidence)
@@ -48,32 +50,13 @@ class Baseline:
         return statistics.fmean(self.clip_scores)
 
 
-@dataclass
-class Evaluation:
-    """What one configuration measured. `quality` is None when it was pruned for speed."""
-
-    config: dict
-    speed: SpeedEstimate
-    quality: QualityEstimate | None
-    pruned: str | None  # record.PRUNED_SLOW / PRUNED_LOSS, or None
-    sample_images: torch.Tensor = field(repr=False)  # uint8, the first few images
-    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
-
-
-@dataclass
-class Race:
-    """Confirmed speeds of the raced configurations, in their order."""
-
-    speeds: list[SpeedEstimate]
-    baseline_latency: float  # median of the race's plain runs
-    rounds: int
-
-
 class BrokenImages(accelerators.AcceleratorError):
     """A configuration produced NaN or blank images."""
 
 
-class Evaluator:
+class Evaluator(Measurer):
+    """Measures configurations on one loaded pipeline (search/measurer.py's contracts)."""
+
     def __init__(self, pipe, setting: Setting, prompts: Sequence[str],
                  scorer: metrics.CLIPScorer, *, metric: str = "clip",
                  timing: TimingPolicy = TimingPolicy(), clock: Clock | None = None,
@@ -99,6 +82,27 @@ class Evaluator:
         self._sentinel: Config | None = None  # the configuration measured again (drift)
         self._since_repeat = 0
         self._held_out_base: Baseline | None = None  # the plain images of the held-out seeds
+
+    # -- the space (Measurer) ----------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        return accelerators.device_of(self.pipe)
+
+    def canonical_key(self, config: Config) -> str:
+        s = self.setting
+        return canonical_key(self.pipe, config, steps=s.steps, height=s.height, width=s.width)
+
+    def distinct_points(self, combo: str) -> int:
+        s = self.setting
+        return distinct_points(self.pipe, combo, steps=s.steps, height=s.height, width=s.width)
+
+    def check(self, config: Config) -> None:
+        accelerators.check(self.pipe, config, steps=self.setting.steps, seed=self.setting.seed)
+
+    @property
+    def plain_latency(self) -> float | None:
+        return self.plain_runs.latency
 
     # -- generation -------------------------------------------------------------------------
 
@@ -206,7 +210,7 @@ class Evaluator:
         if self.baseline is None:
             self.measure_baseline()
         s = self.setting
-        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        self.check(config)
         started = self.clock.now()
         seconds: dict[str, float] = {}
         self._repeat_sentinel(seconds)
@@ -301,14 +305,13 @@ class Evaluator:
         selected on a validation set is reported on a test set)."""
         if self.baseline is None:
             self.measure_baseline()
-        s = self.setting
         if self._held_out_base is None:
             images = torch.cat([self._images(self.pipe, k, held_out=True)[0]
                                 for k in range(len(self._batches))])
             scores = self.scorer.score(images, self.prompts)
             self._held_out_base = Baseline(self.baseline.latency, [float(x) for x in scores],
                                            images)
-        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        self.check(config)
         images: dict[int, torch.Tensor] = {}
         self._accelerated(config, range(len(self._batches)), images, {}, held_out=True)
         scores = _Scores(self, images, {}, base=self._held_out_base)
