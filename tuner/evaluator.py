@@ -29,6 +29,7 @@ import torch
 
 from . import accelerators, interrupts, metrics
 from .accelerators import Config
+from .families import family_of, supported
 from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate
 from .search.measurer import Evaluation, Measurer, Race
 from .search.space import canonical_key, distinct_points
@@ -68,7 +69,11 @@ class Evaluator(Measurer):
                              f"({setting.batch_size}): latency is measured on full batches")
         if metric not in LOSS_METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(LOSS_METRICS)}")
-        self.pipe, self.setting, self.prompts = pipe, setting, list(prompts)
+        family = family_of(pipe)
+        if family is None:
+            raise ValueError(f"{type(pipe).__name__} is of no pipeline family tuner supports "
+                             f"({supported()})")
+        self.pipe, self.family, self.setting, self.prompts = pipe, family, setting, list(prompts)
         self.scorer, self.metric, self.timing = scorer, metric, timing
         self.clock = clock or DeviceClock(pipe.device)
         self.plain_runs = PlainRuns(self.clock, timing)
@@ -108,18 +113,12 @@ class Evaluator(Measurer):
 
     def _encode_batches(self) -> list[dict[str, Any]]:
         """Prompt embeddings per batch, encoded once (identical for every configuration)."""
-        s, pipe = self.setting, self.pipe
+        s = self.setting
         batches = []
         with torch.inference_mode():
             for start in range(0, s.num_samples, s.batch_size):
                 prompts = self.prompts[start:start + s.batch_size]
-                encoded = pipe.encode_prompt(prompts, device=pipe.device,
-                                             num_images_per_prompt=1,
-                                             do_classifier_free_guidance=s.guidance_scale > 1)
-                names = ["prompt_embeds", "negative_prompt_embeds"]
-                if len(encoded) == 4:  # SDXL
-                    names += ["pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
-                kwargs = {n: e for n, e in zip(names, encoded) if e is not None}
+                kwargs = self.family.encode(self.pipe, prompts, guidance=s.guidance_scale > 1)
                 batches.append({"first": start, "count": len(prompts), **kwargs})
         return batches
 
