@@ -3,10 +3,12 @@
 `record` measures every distinct configuration of a combo once, with the tuner's own evaluator
 (speedup with its interval, loss with its interval), and writes the table. `replay` runs the
 tuner's real search layer (runner, objective with its pruning and dedup, patience) against the
-table instead of a pipeline, as tabular HPO benchmarks do (HPOBench, NAS-Bench), for several
-samplers and seeds, and counts the evaluations until the answer is within 2 % of the table's
-optimum (the fastest feasible configuration). It also says when `--patience K` would have
-stopped each replay, and whether it had found the answer by then.
+table instead of a pipeline, through the search's own measurer interface
+(tuner/search/measurer.py, implemented here by `TableEvaluator`), as tabular HPO benchmarks
+do (HPOBench, NAS-Bench), for several samplers and seeds, and counts the evaluations until
+the answer is within 2 % of the table's optimum (the fastest feasible configuration). It also
+says when `--patience K` would have stopped each replay, and whether it had found the answer
+by then.
 
 The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo deepcache
 --num-samples 8; interrupted recordings resume from OUT.partial):
@@ -35,7 +37,6 @@ objectives by default.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import math
@@ -49,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import stored  # noqa: E402 - the tables and replays are stored compressed
 from tuner.record import QualityEstimate, SpeedEstimate  # noqa: E402
+from tuner.search.measurer import Evaluation, Measurer, Race  # noqa: E402
 from tuner.setting import Goal, Setting  # noqa: E402
 
 WITHIN = 0.02  # "found" = within 2 % of the optimum's speedup
@@ -67,7 +69,6 @@ def record(args) -> None:
     from tuner.accelerators import AcceleratorError
     from tuner.app import build
     from tuner.options import RunOptions
-    from tuner.search.space import canonical_key
 
     options = RunOptions(pipe=args.pipe, steps=args.steps, batch_size=args.batch_size,
                          num_samples=args.num_samples, device=args.device,
@@ -92,7 +93,7 @@ def record(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for values in itertools.product(*grid.values()):
         config = accelerators.split_params(dict(zip(grid, values)))
-        key = canonical_key(ev.pipe, config, steps=s.steps, height=s.height, width=s.width)
+        key = ev.canonical_key(config)
         if key not in seen:
             started = time.perf_counter()
             try:
@@ -204,26 +205,46 @@ class Table:
         return self.key_of[json.dumps(flat, sort_keys=True)]
 
 
-class TableEvaluator:
-    """Stands in for tuner.evaluator.Evaluator: every number comes from the table."""
+class TableEvaluator(Measurer):
+    """The search's measurer (tuner/search/measurer.py) answered from a table: every number
+    comes from it, and nothing is run."""
 
     def __init__(self, table: Table):
         from tuner.evaluator import MeasuredBaseline
-        from tuner.timing import PlainRuns, Run, Stats, TimingPolicy
+        from tuner.timing import Stats, TimingPolicy
 
-        self.table, self.pipe = table, None
+        self.table = table
         self.setting = Setting.from_dict(table.data["setting"])
         self.timing = TimingPolicy()
         latency = table.data["baseline_latency"]
-        self.plain_runs = PlainRuns(_NoClock(), self.timing)
-        self.plain_runs.add(Run(0.0, latency))
         self.baseline = MeasuredBaseline(Stats.of([latency]), [30.0] * self.setting.num_samples,
                                          None)
         self.evaluations: list[str] = []
 
-    def evaluate(self, config, *, slower_than=None, loss_budget=None):
+    @property
+    def device(self) -> str:
+        """`record` tabulates a combo's grid on the CPU's space (no on/off knobs of a GPU)."""
+        return "cpu"
+
+    def canonical_key(self, config) -> str:
+        return self.table.key(config)
+
+    def distinct_points(self, combo: str) -> int:
+        """The table's points (every combo's, where a table holds several)."""
+        return len(self.table.points)
+
+    def check(self, config) -> None:
+        """A point found invalid while recording fails when evaluated (`evaluate`)."""
+
+    def measure_baseline(self):
+        return self.baseline
+
+    @property
+    def plain_latency(self) -> float:
+        return self.table.data["baseline_latency"]
+
+    def evaluate(self, config, *, slower_than=None, loss_budget=None) -> Evaluation:
         from tuner.accelerators import NoEffect
-        from tuner.evaluator import Evaluation
         from tuner.record import PRUNED_LOSS, PRUNED_SLOW
 
         key = self.table.key(config)
@@ -244,41 +265,13 @@ class TableEvaluator:
         s = self.setting
         return s.seed + s.num_samples, s.seed + 2 * s.num_samples - 1
 
-    def held_out_quality(self, config):
+    def held_out_quality(self, config) -> QualityEstimate:
         """The table measured each point on one set of images: its quality again."""
         return self.table.quality(self.table.key(config))
 
-    def race(self, configs, keep, *, max_rounds=None):
-        from tuner.evaluator import Race
-
+    def race(self, configs, keep, *, max_rounds=None) -> Race:
         return Race([self.table.true_speed(self.table.key(c)) for c in configs],
                     self.table.data["baseline_latency"], 0)
-
-
-class _NoClock:
-    def now(self) -> float:
-        return 0.0
-
-    def sync(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def table_driven(table: Table):
-    """The search layer's pipeline-dependent helpers answered from the table."""
-    import tuner.search.objective as objective
-    import tuner.search.runner as runner
-
-    saved = (objective.canonical_key, objective.accelerators.check, runner.distinct_points,
-             runner.canonical_key)
-    objective.canonical_key = runner.canonical_key = lambda pipe, config, **kw: table.key(config)
-    objective.accelerators.check = lambda *a, **kw: None
-    runner.distinct_points = lambda *a, **kw: len(table.points)
-    try:
-        yield
-    finally:
-        (objective.canonical_key, objective.accelerators.check, runner.distinct_points,
-         runner.canonical_key) = saved
 
 
 PATIENCES = (10, 20, 30, 40, 60)
@@ -309,7 +302,7 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
     best = 0.0
     started = time.perf_counter()
 
-    def after_trial(study, trial):
+    def after_trial(study, trial):  # after every finished trial (run_combo's callbacks)
         nonlocal found_at, near_at, best
         records = trial_records(study)
         n = sum(r.evaluated for r in records)
@@ -325,17 +318,11 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
         if found_at is not None and len(stops) == len(patiences):
             raise _Seen  # out of the runner's loop (study.stop() ends one optimize call only)
 
-    with table_driven(table):
-        import tuner.search.runner as runner
-
-        original = runner.Objective
-        try:
-            runner.Objective = _stopping(original, after_trial)
-            run_combo(ev, storage, table.data["combo"], table.goal, plan, prompts=[])
-        except _Seen:
-            pass
-        finally:
-            runner.Objective = original
+    try:
+        run_combo(ev, storage, table.data["combo"], table.goal, plan, prompts=[],
+                  callbacks=[after_trial])
+    except _Seen:
+        pass
     evaluations = len(set(ev.evaluations))
     return {"sampler": sampler, "seed": seed, "found_at": found_at, "near_at": near_at,
             "evaluations": evaluations, "order": ev.evaluations,
@@ -347,19 +334,6 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
 
 class _Seen(Exception):
     """Everything a replay records is known: the search can stop."""
-
-
-def _stopping(objective_class, after_each):
-    """The runner's Objective, calling `after_each(study, trial)` after every trial."""
-
-    class Stopping(objective_class):
-        def __call__(self, trial):
-            try:
-                return super().__call__(trial)
-            finally:
-                after_each(trial.study, trial)
-
-    return Stopping
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -70,8 +70,9 @@ def test_the_free_streak_escape_queues_what_it_says_it_queues(tiny_sd):
     than this run's, so this run evaluates it again. Failed at 9214cba: the escape said it
     had queued it, but Optuna's skip_if_exists dropped it (its parameters exist), and the
     sampler went on proposing answered points."""
-    setting = SimpleNamespace(steps=5, height=64, width=64)
-    evaluator = SimpleNamespace(pipe=tiny_sd, setting=setting)
+    evaluator = SimpleNamespace(  # the part of the search's Measurer this uses
+        device="cpu",
+        canonical_key=lambda c: canonical_key(tiny_sd, c, steps=5, height=64, width=64))
     space = grid("deepcache")
     points = [dict(zip(space, values)) for values in itertools.product(*space.values())]
     keys = {i: canonical_key(tiny_sd, split_params(p), steps=5, height=64, width=64)

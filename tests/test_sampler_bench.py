@@ -30,19 +30,35 @@ def test_the_table_has_every_grid_point_and_a_feasible_optimum(table):
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "grid"])
 def test_replay_finds_the_tables_optimum_through_the_real_search(table, sampler):
+    from tuner import accelerators
+    from tuner.search import confirm, objective, runner, space
+
+    modules = (accelerators, confirm, objective, runner, space)
+    before = [dict(vars(m)) for m in modules]
     for seed in range(3):
         run = sampler_bench.replay_once(table, sampler, seed, budget=16, patiences=(2, 4))
         assert run["found_at"] is not None and 1 <= run["found_at"] <= run["evaluations"] <= 16
         assert len(set(run["order"])) == len(run["order"])  # no configuration twice
         assert 2 < run["stops"][2] <= run["stops"][4] <= 16
-    # Nothing of the table-driven search leaks into the tuner afterwards.
-    from tuner import accelerators
-    from tuner.search import objective, runner
+    # The search ran through the measurer interface: no module of the tuner was patched.
+    assert [dict(vars(m)) for m in modules] == before
 
-    assert accelerators.check.__module__ == "tuner.accelerators"
-    assert objective.canonical_key.__module__ == runner.canonical_key.__module__ == \
-        "tuner.search.space"
-    assert runner.Objective is objective.Objective
+
+def test_the_table_replays_through_the_searchs_measurer_interface(table):
+    """Every abstract member of the interface is the table's own; the search reaches no
+    pipeline (it has none)."""
+    from tuner.search.measurer import Measurer
+
+    ev = sampler_bench.TableEvaluator(table)
+    assert isinstance(ev, Measurer) and not hasattr(ev, "pipe")
+    key = next(iter(table.points))
+    params = next(r["params"] for r in table.data["grid"] if r["canonical"] == key)
+    from tuner import accelerators
+
+    config = accelerators.split_params(params)
+    assert ev.canonical_key(config) == key and ev.check(config) is None
+    assert ev.distinct_points("deepcache") == 16 and ev.device == "cpu"
+    assert ev.plain_latency == table.data["baseline_latency"]
 
 
 def _first_stall(table, order: list[str], patience: int) -> int:
@@ -112,12 +128,11 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
         return [StudyRecord.of(optuna.load_study(study_name=s.study_name, storage=storage))
                 .confirmation for s in optuna.get_all_study_summaries(storage)]
 
-    with sampler_bench.table_driven(both):
-        run_search(ev, storage, both.goal, plan, prompts=[])
-        first, races = confirmations(), len(raced)
-        # each new best as it came, each combo's answer, then the two answers
-        assert races >= 3
-        run_search(ev, storage, both.goal, plan, prompts=[])  # resumed: nothing left to do
+    run_search(ev, storage, both.goal, plan, prompts=[])
+    first, races = confirmations(), len(raced)
+    # each new best as it came, each combo's answer, then the two answers
+    assert races >= 3
+    run_search(ev, storage, both.goal, plan, prompts=[])  # resumed: nothing left to do
     assert len(raced) == races
     assert confirmations() == first and all(c.judged is not None for c in first)
 
@@ -146,8 +161,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
     plan = SearchPlan(("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
                       sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
-    with sampler_bench.table_driven(both):
-        run_search(ev, storage, both.goal, plan, prompts=[])
+    run_search(ev, storage, both.goal, plan, prompts=[])
     studies = {StudyRecord.of(s).combo: s for s in (
         optuna.load_study(study_name=n, storage=storage)
         for n in optuna.get_all_study_names(storage))}
@@ -172,8 +186,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
     alone = SearchPlan(("deepcache+tome",), trials=60, sampler="random", seed=0,
                        sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
-    with sampler_bench.table_driven(both):
-        run_search(ev, storage, both.goal, alone, prompts=[])
+    run_search(ev, storage, both.goal, alone, prompts=[])
     again = set(ev.evaluations) & {r.canonical for r in below}
     assert again  # the random stream proposes the same configurations first
     records = trial_records(optuna.load_study(study_name=studies["deepcache+tome"].study_name,
@@ -244,12 +257,11 @@ def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
     ev.race = race
     plan = SearchPlan(("deepcache",), trials=trials, sampler="random", seed=2, sampler_seed=2,
                       patience=patience, progress=False)
-    with sampler_bench.table_driven(table):
-        study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
-                          prompts=[])
-        from tuner.search.confirm import confirm_study
+    study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
+                      prompts=[])
+    from tuner.search.confirm import confirm_study
 
-        confirm_study(ev, study, table.goal)  # as run_search does after the search
+    confirm_study(ev, study, table.goal)  # as run_search does after the search
     confirmation = StudyRecord.of(study).confirmation
     chosen, _ = choose(trial_records(study), table.goal, confirmation)
     return SimpleNamespace(evaluations=ev.evaluations, races=races,

@@ -56,7 +56,7 @@ class RacingEvaluator:
     def __init__(self):
         self.speeds: dict[int, SpeedEstimate] = {}
         self.races: list[list[int]] = []
-        self.plain_runs = SimpleNamespace(latency=BASE)
+        self.plain_latency = BASE
 
     def race(self, configs, keep, **kwargs) -> Race:
         tags = [c["deepcache"]["cache_interval"] for c in configs]
@@ -200,10 +200,9 @@ def test_only_a_raced_speed_prunes():
     ev.race = lambda configs, keep, **kw: Race([true[table.key(c)] for c in configs], BASE, 3)
     plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=2, sampler_seed=2,
                       patience=None, progress=False)
-    with sampler_bench.table_driven(table):
-        study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
-                          prompts=[])
-        confirm_study(ev, study, table.goal)
+    study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
+                      prompts=[])
+    confirm_study(ev, study, table.goal)
     pruned = [r for r in trial_records(study) if r.pruned == PRUNED_SLOW]
     assert pruned  # the search did prune for speed
     raced_lows = [s.speedup.low for s in true.values()]
@@ -250,10 +249,9 @@ def test_nothing_reaching_the_requirement_still_measures_and_shows_the_closest()
 
     plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=0, sampler_seed=0,
                       patience=None, progress=False)
-    with sampler_bench.table_driven(table):
-        study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", goal, plan,
-                          prompts=[])
-        confirm_study(ev, study, goal)
+    study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", goal, plan,
+                      prompts=[])
+    confirm_study(ev, study, goal)
     record = StudyRecord.of(study)
     found = answer(record.setting, goal, [(record, trial_records(study))])
     closest = max(table.feasible(), key=lambda k: table.speed(k).value)

@@ -191,3 +191,40 @@ def test_a_new_accelerator_needs_no_edit_to_the_base(tiny_sd, toy_accelerator):
 
     with pytest.raises(TypeError, match="declares no footprint"):
         register(Undeclared)
+
+
+# What only a pipeline family knows (tuner/families): its denoiser, its text encoders and how
+# its prompts are encoded, its pipeline classes. The accelerators patch a UNet by nature, and
+# the presets build UNet architectures; nothing else asks a pipeline for them.
+FAMILY_NAMES = {"unet", "transformer", "encode_prompt", "text_encoder_2", "tokenizer_2",
+                "prompt_embeds", "pooled_prompt_embeds", "StableDiffusionPipeline",
+                "StableDiffusionXLPipeline", "UNet2DConditionModel"}
+FAMILY_ANSWERED = ("families", "accelerators", "presets.py")
+
+
+def _family_names_used(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        name = node.attr if isinstance(node, ast.Attribute) else \
+            node.id if isinstance(node, ast.Name) else \
+            node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else \
+            None
+        names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else [name]
+        found += [f"{path.relative_to(PACKAGE)}:{node.lineno} {n}" for n in names
+                  if n in FAMILY_NAMES]
+    return found
+
+
+def test_only_the_pipeline_families_name_what_a_family_answers():
+    uses = [use for path in sorted(PACKAGE.rglob("*.py"))
+            if path.relative_to(PACKAGE).parts[0] not in FAMILY_ANSWERED
+            for use in _family_names_used(path)]
+    assert uses == []
+
+
+def test_the_search_reaches_no_pipeline():
+    """The search measures through its Measurer (tuner/search/measurer.py) alone."""
+    uses = [f"{path.name}:{node.lineno}" for path in sorted((PACKAGE / "search").glob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr == "pipe"]
+    assert uses == []

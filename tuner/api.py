@@ -159,16 +159,18 @@ class Accelerated:
                  choice: Choice | None = None, setting: Setting | None = None,
                  model: str | None = None, strict: bool = False):
         from . import accelerators
+        from .families import family_of, supported
 
-        if not callable(pipe) or not hasattr(pipe, "unet") or not hasattr(pipe, "scheduler"):
-            raise AccelerateError(f"pipe must be a loaded diffusers pipeline with a UNet and a "
-                                  f"scheduler; got {type(pipe).__name__}")
+        family = family_of(pipe) if callable(pipe) else None
+        if family is None or not hasattr(pipe, "scheduler"):
+            raise AccelerateError(f"pipe must be a loaded diffusers pipeline ({supported()}) "
+                                  f"with a scheduler; got {type(pipe).__name__}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise AccelerateError(f"steps must be a positive integer; got {steps!r}")
         if strict and setting is not None and steps != setting.steps:
             raise AccelerateError(f"settings tuned for {setting.steps} steps cannot be used at "
                                   f"{steps} steps with strict=True")
-        self.pipe, self.steps, self.seed = pipe, steps, seed
+        self.pipe, self.family, self.steps, self.seed = pipe, family, steps, seed
         self.params = {name: dict(knobs) for name, knobs in params.items()}
         self.combo = accelerators.combo_of(self.params)
         self.choice, self.setting, self.strict = choice, setting, strict
@@ -195,7 +197,7 @@ class Accelerated:
         tuned = self.setting
         if model and model != model_fingerprint(self.pipe):
             self._differs("model", f"settings tuned on {tuned.pipe} are applied to a model "
-                                   f"with another UNet architecture")
+                                   f"with another {self.family.denoiser_title} architecture")
         expected = SCHEDULERS[scheduler_name(tuned.scheduler)][0]
         used = type(self.pipe.scheduler).__name__
         if used != expected:
@@ -208,9 +210,7 @@ class Accelerated:
         if steps != tuned.steps:
             self._differs("steps", f"settings tuned for {tuned.steps} steps are used at "
                                    f"{steps} steps")
-        from .pipelines import native_size
-
-        native_h, native_w = native_size(self.pipe)
+        native_h, native_w = self.family.native_size(self.pipe)
         size = (kwargs.get("height") or native_h, kwargs.get("width") or native_w)
         if size != (tuned.height, tuned.width):
             self._differs("size", f"settings tuned at {tuned.height}x{tuned.width} are used "
@@ -276,9 +276,12 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
 
 
 def _model_of(results, key: str) -> str | None:
+    """The fingerprint of the tuned model's denoiser (the file keys it by the denoiser's name
+    in its family, pipelines.model_record)."""
     from .search import results as results_file
 
-    return (results_file.read(results)["settings"][key].get("model") or {}).get("unet")
+    model = results_file.read(results)["settings"][key].get("model") or {}
+    return next(iter(model.values()), None)
 
 
 __all__ = ["AccelerateError", "Accelerated", "TunedElsewhere", "accelerate", "choose"]

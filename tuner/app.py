@@ -85,6 +85,8 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
 
     from . import metrics, pipelines
     from .evaluator import Evaluator
+    from .families import family_of
+    from .messages import PipelineError
 
     chosen = choose_prompts(options)
     device = pipelines.resolve_device(options.device)
@@ -95,6 +97,11 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     pipe = pipelines.load_pipeline(options.pipe, device=device)
     interrupts.checkpoint()  # loading has no others: a stop waits for each step to end
     pipelines.set_scheduler(pipe, options.sched)
+    family = family_of(pipe)
+    foreign = [c for c in options.combos if c not in family.combos]
+    if foreign:
+        raise PipelineError(f"combo {foreign[0]} does not apply to {family.title} pipelines; "
+                            f"choose from {', '.join(family.combos)}")
     clip = clip_model_name(options)
     setting = options.setting(native=pipelines.native_size(pipe),
                               device=pipelines.device_name(device), clip_model=clip,
@@ -268,7 +275,7 @@ def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:
 def run(options: RunOptions) -> int:
     """`tuner run` in this process (alone, or as one of several workers)."""
     from .artifacts import uploader
-    from .pipelines import model_fingerprint
+    from .pipelines import model_record
     from .search import results
     from .search.runner import run_search
     from .search.studies import DB_NAME
@@ -291,7 +298,7 @@ def run(options: RunOptions) -> int:
     if degenerate and options.worker is None:
         print(f"note: {degenerate}", file=sys.stderr)
     storage = storage or _storage(options)
-    model = {"unet": model_fingerprint(session.pipe)}
+    model = model_record(session.pipe)
 
     def on_answer() -> Answer | None:
         return save_answer(storage, session.setting, options, _notes(options, session), model)

@@ -29,7 +29,10 @@ import torch
 
 from . import accelerators, interrupts, metrics
 from .accelerators import Config
-from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate, SpeedEstimate
+from .families import family_of, supported
+from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate
+from .search.measurer import Evaluation, Measurer, Race
+from .search.space import canonical_key, distinct_points
 from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
                     sequential_confidence)
@@ -51,32 +54,13 @@ class MeasuredBaseline:
         return statistics.fmean(self.clip_scores)
 
 
-@dataclass
-class Evaluation:
-    """What one configuration measured. `quality` is None when it was pruned for speed."""
-
-    config: dict
-    speed: SpeedEstimate
-    quality: QualityEstimate | None
-    pruned: str | None  # record.PRUNED_SLOW / PRUNED_LOSS, or None
-    sample_images: torch.Tensor = field(repr=False)  # uint8, the first few images
-    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
-
-
-@dataclass
-class Race:
-    """Confirmed speeds of the raced configurations, in their order."""
-
-    speeds: list[SpeedEstimate]
-    baseline_latency: float  # median of the race's plain runs
-    rounds: int
-
-
 class BrokenImages(accelerators.AcceleratorError):
     """A configuration produced NaN or blank images."""
 
 
-class Evaluator:
+class Evaluator(Measurer):
+    """Measures configurations on one loaded pipeline (search/measurer.py's contracts)."""
+
     def __init__(self, pipe, setting: Setting, prompts: Sequence[str],
                  scorer: metrics.CLIPScorer, *, metric: str = "clip",
                  timing: TimingPolicy = TimingPolicy(), clock: Clock | None = None,
@@ -88,7 +72,11 @@ class Evaluator:
                              f"({setting.batch_size}): latency is measured on full batches")
         if metric not in LOSS_METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(LOSS_METRICS)}")
-        self.pipe, self.setting, self.prompts = pipe, setting, list(prompts)
+        family = family_of(pipe)
+        if family is None:
+            raise ValueError(f"{type(pipe).__name__} is of no pipeline family tuner supports "
+                             f"({supported()})")
+        self.pipe, self.family, self.setting, self.prompts = pipe, family, setting, list(prompts)
         self.scorer, self.metric, self.timing = scorer, metric, timing
         self.clock = clock or DeviceClock(pipe.device)
         self.plain_runs = PlainRuns(self.clock, timing)
@@ -104,22 +92,37 @@ class Evaluator:
         # the plain images of the held-out seeds
         self._held_out_base: MeasuredBaseline | None = None
 
+    # -- the space (Measurer) ----------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        return accelerators.device_of(self.pipe)
+
+    def canonical_key(self, config: Config) -> str:
+        s = self.setting
+        return canonical_key(self.pipe, config, steps=s.steps, height=s.height, width=s.width)
+
+    def distinct_points(self, combo: str) -> int:
+        s = self.setting
+        return distinct_points(self.pipe, combo, steps=s.steps, height=s.height, width=s.width)
+
+    def check(self, config: Config) -> None:
+        accelerators.check(self.pipe, config, steps=self.setting.steps, seed=self.setting.seed)
+
+    @property
+    def plain_latency(self) -> float | None:
+        return self.plain_runs.latency
+
     # -- generation -------------------------------------------------------------------------
 
     def _encode_batches(self) -> list[dict[str, Any]]:
         """Prompt embeddings per batch, encoded once (identical for every configuration)."""
-        s, pipe = self.setting, self.pipe
+        s = self.setting
         batches = []
         with torch.inference_mode():
             for start in range(0, s.num_samples, s.batch_size):
                 prompts = self.prompts[start:start + s.batch_size]
-                encoded = pipe.encode_prompt(prompts, device=pipe.device,
-                                             num_images_per_prompt=1,
-                                             do_classifier_free_guidance=s.guidance_scale > 1)
-                names = ["prompt_embeds", "negative_prompt_embeds"]
-                if len(encoded) == 4:  # SDXL
-                    names += ["pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
-                kwargs = {n: e for n, e in zip(names, encoded) if e is not None}
+                kwargs = self.family.encode(self.pipe, prompts, guidance=s.guidance_scale > 1)
                 batches.append({"first": start, "count": len(prompts), **kwargs})
         return batches
 
@@ -210,7 +213,7 @@ class Evaluator:
         if self.baseline is None:
             self.measure_baseline()
         s = self.setting
-        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        self.check(config)
         started = self.clock.now()
         seconds: dict[str, float] = {}
         self._repeat_sentinel(seconds)
@@ -298,14 +301,13 @@ class Evaluator:
         selected on a validation set is reported on a test set)."""
         if self.baseline is None:
             self.measure_baseline()
-        s = self.setting
         if self._held_out_base is None:
             images = torch.cat([self._images(self.pipe, k, held_out=True)[0]
                                 for k in range(len(self._batches))])
             scores = self.scorer.score(images, self.prompts)
             self._held_out_base = MeasuredBaseline(self.baseline.latency,
                                                    [float(x) for x in scores], images)
-        accelerators.check(self.pipe, config, steps=s.steps, seed=s.seed)
+        self.check(config)
         images: dict[int, torch.Tensor] = {}
         self._accelerated(config, range(len(self._batches)), images, {}, held_out=True)
         scores = _Scores(self, images, {}, base=self._held_out_base)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from . import presets
+from .families import Family, family_made_of, family_of, family_of_checkpoint, supported
 from .messages import PipelineError, first_line
 from .presets import is_preset, is_trained_preset
 
@@ -128,36 +129,49 @@ def load_pipeline(name: str, *, device: torch.device, dtype: torch.dtype | None 
             pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype, **extra).to(device)
         except (OSError, ValueError) as err:
             raise _unreachable(name, source, err) from err
-    if not hasattr(pipe, "unet"):
-        raise PipelineError(f"model {name!r} has no UNet; tuner supports SD1.x/2.x/XL pipelines")
+    if family_of(pipe) is None:
+        raise PipelineError(f"model {name!r} is a {type(pipe).__name__}; tuner supports "
+                            f"{supported()} pipelines")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def _single_file(path: str, dtype):
-    """A single-file checkpoint (how many fine-tunes are shared), as SDXL or SD1.x/2.x by its
-    keys. diffusers fetches the matching model's configs from the Hub, or its cache."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from diffusers.loaders.single_file_utils import (infer_diffusers_model_type,
-                                                     load_single_file_checkpoint)
-
+    """A single-file checkpoint (how many fine-tunes are shared), loaded as its family's
+    pipeline by its keys. diffusers fetches the matching model's configs from the Hub, or its
+    cache."""
     try:
-        kind = infer_diffusers_model_type(load_single_file_checkpoint(path))
-        cls = StableDiffusionXLPipeline if kind.startswith("xl") else StableDiffusionPipeline
-        extra = {} if cls is StableDiffusionXLPipeline else \
-            {"safety_checker": None, "requires_safety_checker": False}
-        return cls.from_single_file(path, torch_dtype=dtype, **extra)
+        family = family_of_checkpoint(_checkpoint_kind(path))
+        return family.pipeline_type().from_single_file(path, torch_dtype=dtype,
+                                                       **family.loads_with)
     except (OSError, ValueError, KeyError) as err:
         raise PipelineError(f"cannot load checkpoint {path!r}: {first_line(err)}") from err
 
 
+def _checkpoint_kind(path: str) -> str:
+    """diffusers' model type of a single-file checkpoint, by its keys ("v1", "xl_base", ...)."""
+    from diffusers.loaders.single_file_utils import (infer_diffusers_model_type,
+                                                     load_single_file_checkpoint)
+
+    return infer_diffusers_model_type(load_single_file_checkpoint(path))
+
+
+def _family(pipe) -> Family:
+    family = family_of(pipe)
+    if family is None:
+        raise PipelineError(f"a {type(pipe).__name__} is of no pipeline family tuner supports "
+                            f"({supported()})")
+    return family
+
+
 def model_fingerprint(pipe) -> str:
-    """A short fingerprint of the UNet's architecture: to warn when settings tuned on one
+    """A short fingerprint of the denoiser's architecture: to warn when settings tuned on one
     model are applied to another."""
     import hashlib
     import json
 
-    config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+    config = {k: v for k, v in dict(_family(pipe).denoiser(pipe).config).items()
+              if not k.startswith("_")}
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -171,33 +185,32 @@ def set_scheduler(pipe, name: str) -> None:
     pipe.scheduler = cls.from_config(pipe.scheduler.config, **overrides)
 
 
+def model_record(pipe) -> dict[str, str]:
+    """What a results file keeps of the model: its denoiser's fingerprint, keyed by the
+    denoiser's name in its family ("unet")."""
+    return {_family(pipe).denoiser_name: model_fingerprint(pipe)}
+
+
 def native_size(pipe) -> tuple[int, int]:
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return side, side
+    return _family(pipe).native_size(pipe)
 
 
 def native_size_of(name: str) -> tuple[int, int]:
     """`native_size` read from the model's configs, without loading any weights."""
     if is_preset(name):
-        arch = presets.ARCHITECTURES[name]
-        sample, vae_blocks = arch.unet["sample_size"], len(arch.vae["block_out_channels"])
-    elif Path(name).suffix.lower() in SINGLE_FILE:
-        from diffusers.loaders.single_file_utils import (infer_diffusers_model_type,
-                                                         load_single_file_checkpoint)
+        return presets.native_size(name)
+    if Path(name).suffix.lower() in SINGLE_FILE:
+        kind = _checkpoint_kind(name)
+        return family_of_checkpoint(kind).checkpoint_size(kind)
+    from diffusers import DiffusionPipeline
 
-        kind = infer_diffusers_model_type(load_single_file_checkpoint(name))
-        side = 1024 if kind.startswith("xl") else 768 if kind == "v2" else 512
-        return side, side
-    else:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
-        source, _ = resolve_model(name)
-        try:
-            sample = UNet2DConditionModel.load_config(source, subfolder="unet")["sample_size"]
-            vae_blocks = len(AutoencoderKL.load_config(source, subfolder="vae")
-                             ["block_out_channels"])
-        except (OSError, ValueError) as err:
-            raise PipelineError(f"cannot read the configs of {name!r}: "
-                                f"{first_line(err)}") from err
-    side = sample * 2 ** (vae_blocks - 1)
-    return side, side
+    source, _ = resolve_model(name)
+    try:
+        family = family_made_of(DiffusionPipeline.load_config(source))
+        size = family and family.native_size_of(source)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"cannot read the configs of {name!r}: {first_line(err)}") from err
+    if size is None:
+        raise PipelineError(f"model {name!r} is of no pipeline family tuner supports "
+                            f"({supported()})")
+    return size

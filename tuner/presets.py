@@ -71,7 +71,7 @@ def _text_config(hidden: int, layers: int, heads: int, intermediate: int, *, voc
 
 @dataclass(frozen=True)
 class Architecture:
-    kind: str  # "sd" or "sdxl"
+    kind: str  # its family's name (families.FAMILIES): "sd" or "sdxl"
     unet: dict[str, Any]
     vae: dict[str, Any]
     text: tuple  # arguments of _text_config for text_encoder
@@ -141,6 +141,14 @@ def is_preset(pipe: str) -> bool:
     return pipe in ARCHITECTURES
 
 
+def native_size(name: str) -> tuple[int, int]:
+    """(height, width) a preset generates by default: its UNet's sample size in latents, each
+    VAE block but the last halving it."""
+    arch = ARCHITECTURES[name]
+    side = arch.unet["sample_size"] * 2 ** (len(arch.vae["block_out_channels"]) - 1)
+    return side, side
+
+
 # Trained presets: name -> folder in tuner/weights, loaded with from_pretrained like any model.
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 TRAINED = {"tiny-shapes": "tiny-shapes"}  # pipelines
@@ -176,9 +184,10 @@ def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cp
                    dtype: torch.dtype | None = None):
     """Build a preset pipeline with seeded random weights (deterministic for a given seed)."""
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from .families import FAMILIES
 
     arch = ARCHITECTURES[name]
     torch.manual_seed(seed)
@@ -190,16 +199,11 @@ def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cp
                                                                    act=arch.text_act))
                           if arch.text_2 else None)
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG, prediction_type=arch.prediction_type)
-    tokenizer = offline_clip_tokenizer()
-    if arch.kind == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=offline_clip_tokenizer(), unet=unet, scheduler=scheduler,
-            add_watermarker=False)
-    else:
-        pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    components = {"vae": vae, "text_encoder": text_encoder, "tokenizer": offline_clip_tokenizer(),
+                  "unet": unet, "scheduler": scheduler}
+    if text_encoder_2 is not None:
+        components.update(text_encoder_2=text_encoder_2, tokenizer_2=offline_clip_tokenizer())
+    pipe = FAMILIES[arch.kind].build(components)
     if dtype not in (None, torch.float32):
         from diffusers.utils import logging
 

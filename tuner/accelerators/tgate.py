@@ -52,7 +52,10 @@ def _forget_caches(pipe) -> None:
 
 
 def _is_sdxl(pipe) -> bool:
-    return hasattr(pipe, "text_encoder_2")
+    """tgate has one loader for SD pipelines and one for SDXL's."""
+    from ..families import SDXL, family_of  # the families name the accelerators' combos
+
+    return family_of(pipe) is SDXL
 
 
 class TGate(Accelerator):

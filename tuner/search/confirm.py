@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 import optuna
 
 from ..answer import CONFIRM_AT_MOST, fastest_first, feasible, speed_text, still_in_race
-from ..evaluator import Evaluator
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
 from ..setting import Goal
 from ..state import StudyState, overall_entries
+from .measurer import Measurer
 
 
 Say = Callable[[str], None]  # where a race says what it measures (the run's progress lines)
@@ -39,7 +39,7 @@ def _silent(message: str) -> None:
     pass
 
 
-def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecord]],
+def _race(evaluator: Measurer, entries: Sequence[tuple[optuna.Study, TrialRecord]],
           required: float | None, *, what: str, say: Say = _silent) -> dict[str, Confirmation]:
     """Race the entries' configurations; write the race to each study's record as its latest:
     the speeds it measured (of that study's entries, and nothing else) and the trials that were
@@ -71,7 +71,7 @@ def _race(evaluator: Evaluator, entries: Sequence[tuple[optuna.Study, TrialRecor
     return written
 
 
-def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal, *,
+def confirm_study(evaluator: Measurer, study: optuna.Study, goal: Goal, *,
                   say: Say = _silent) -> bool:
     """Race the study's answer with the trials no race has judged that could take its place
     (state.StudyState.to_race); False when it has no feasible trial to confirm. A study whose
@@ -83,7 +83,7 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal, *,
     found = state.to_race()
     if not found:
         return False
-    required = goal.required_speedup(evaluator.plain_runs.latency)
+    required = goal.required_speedup(evaluator.plain_latency)
     written = _race(evaluator, [(study, t) for t in found], required,
                     what=f"{StudyRecord.of(study).combo}'s answer", say=say)
     if goal.mode == "max_speedup":
@@ -91,7 +91,7 @@ def confirm_study(evaluator: Evaluator, study: optuna.Study, goal: Goal, *,
     return True
 
 
-def _race_left_out(evaluator: Evaluator, study: optuna.Study, goal: Goal,
+def _race_left_out(evaluator: Measurer, study: optuna.Study, goal: Goal,
                    confirmation: Confirmation, *, say: Say = _silent) -> None:
     """Candidates enter a race for overlapping the best first estimate. When the race takes
     the winner's luck back, trials it judged but left out for being slower than that estimate
@@ -108,13 +108,13 @@ def _race_left_out(evaluator: Evaluator, study: optuna.Study, goal: Goal,
               what=f"{StudyRecord.of(study).combo}'s answer against those left out", say=say)
 
 
-def confirm_overall(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal, *,
+def confirm_overall(evaluator: Measurer, studies: Sequence[optuna.Study], goal: Goal, *,
                     say: Say = _silent) -> bool:
     """Race the combos' chosen configurations whose intervals overlap the best one's; False
     when there is nothing to compare. When their last race was this one (a resumed run with
     nothing new), it stands. The race becomes each study's latest: a combo's other trials,
     which did not run in it, are no longer chosen over the one that did on an older number."""
-    required = goal.required_speedup(evaluator.plain_runs.latency)
+    required = goal.required_speedup(evaluator.plain_latency)
     states = [StudyState.of(study, goal) for study in studies]
     entries = overall_entries(states, goal, required)
     if entries:

@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 import optuna
 
 from ..answer import choice_of, choose, overall
-from ..evaluator import Evaluator
 from ..record import HeldOut, StudyRecord, trial_records
 from ..setting import Goal
+from .measurer import Measurer
 
 
-def measure_held_out(evaluator: Evaluator, studies: Sequence[optuna.Study], goal: Goal) -> bool:
+def measure_held_out(evaluator: Measurer, studies: Sequence[optuna.Study], goal: Goal) -> bool:
     """Measure the overall answer's loss on held-out seeds and store it on its study, unless
     it was measured before; True when it measured."""
     choices = {}

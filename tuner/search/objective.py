@@ -20,15 +20,15 @@ from typing import NoReturn
 
 import optuna
 
-from .. import accelerators, interrupts
+from .. import interrupts
 from ..accelerators import AcceleratorError
-from ..evaluator import Evaluation, Evaluator
 from ..messages import described
 from ..record import (CHECKED, GENERATED, INTERRUPTED, PRUNED_FLOOR, PRUNED_SLOW, SURPLUS,
                       TrialRecord)
 from ..setting import Goal
 from ..state import StudyState
-from .space import canonical_key, suggest
+from .measurer import Evaluation, Measurer
+from .space import suggest
 from .studies import objectives
 from .workers import Surplus, earlier_answer, queued_after, requeue, this_worker
 
@@ -38,7 +38,7 @@ class TrialFailed(Exception):
 
 
 class Objective:
-    def __init__(self, evaluator: Evaluator, combo: str, goal: Goal, *, budget: int,
+    def __init__(self, evaluator: Measurer, combo: str, goal: Goal, *, budget: int,
                  sampler_seed: int | None = None, full_front: bool = False,
                  floor: float | None = None, on_evaluation=None, on_requeue=None,
                  poll: float = 0.5):
@@ -65,11 +65,8 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial):
-        s = self.evaluator.setting
-        config = suggest(trial, self.combo,
-                         device=accelerators.device_of(self.evaluator.pipe))
-        key = canonical_key(self.evaluator.pipe, config, steps=s.steps, height=s.height,
-                            width=s.width)
+        config = suggest(trial, self.combo, device=self.evaluator.device)
+        key = self.evaluator.canonical_key(config)
         TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),
                                 sampler_seed=self.sampler_seed, queued_after=queued_after(trial))
         try:
@@ -80,7 +77,7 @@ class Objective:
         if earlier is not None:
             return self._repeat(trial, earlier)
         try:  # rejected before any generation: free, like a repeat
-            accelerators.check(self.evaluator.pipe, config, steps=s.steps, seed=s.seed)
+            self.evaluator.check(config)
         except AcceleratorError as err:
             self._fail(trial, str(err), invalid=CHECKED)
         slower_than, under_floor = self._slower_than(trial.study)
@@ -110,7 +107,7 @@ class Objective:
             return None, False
         # Only a raced speed prunes (state.StudyState.slower_than): an unraced best estimate
         # carries the winner's curse, and pruning under it would drop faster configurations.
-        required = self.goal.required_speedup(self.evaluator.plain_runs.latency)
+        required = self.goal.required_speedup(self.evaluator.plain_latency)
         return StudyState.of(study, self.goal).slower_than(required, floor=self.floor)
 
     @staticmethod

@@ -32,18 +32,18 @@ import optuna
 from tqdm.auto import tqdm
 
 from .. import interrupts
-from ..accelerators import COMBOS, device_of, split_params
+from ..accelerators import COMBOS, split_params
 from ..answer import config_text, speed_text
-from ..evaluator import Evaluator
 from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, SURPLUS, Baseline, Confirmation,
                       PlainLatency, StudyRecord, TrialRecord)
 from ..setting import Goal
 from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
 from .heldout import measure_held_out
+from .measurer import Measurer
 from .objective import Objective, TrialFailed
 from .progress import Progress
-from .space import canonical_key, distinct_points, make_sampler, random_point
+from .space import make_sampler, random_point
 from .studies import load_group, open_study, versions
 from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
                       wait_for_others, worker_seed)
@@ -97,7 +97,7 @@ def _free_streak(records: list[TrialRecord]) -> int:
     return streak
 
 
-def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
+def _enqueue_unanswered(study: optuna.Study, evaluator: Measurer, combo: str,
                         answered: set[str], rng: random.Random) -> bool:
     """Queue a random configuration that no trial has answered yet (a sampler that keeps
     proposing answered points would otherwise spin without evaluating anything); False when
@@ -106,11 +106,9 @@ def _enqueue_unanswered(study: optuna.Study, evaluator: Evaluator, combo: str,
     Queued even where a trial of the same parameters exists (a configuration pruned under a
     higher floor than this run's is one, rule 3 of workers.py): Optuna's skip_if_exists would
     drop exactly those, silently."""
-    s = evaluator.setting
     for _ in range(1000):
-        params = random_point(combo, rng, device=device_of(evaluator.pipe))
-        key = canonical_key(evaluator.pipe, split_params(params), steps=s.steps,
-                            height=s.height, width=s.width)
+        params = random_point(combo, rng, device=evaluator.device)
+        key = evaluator.canonical_key(split_params(params))
         if key not in answered:
             study.enqueue_trial(params)
             return True
@@ -159,21 +157,24 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
     return f"{combo}: resuming its study: " + "; ".join(parts)
 
 
-def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: SearchPlan, *,
+def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: SearchPlan, *,
               prompts: list[str], on_evaluation: Callable | None = None,
-              floor: float | None = None, progress: Progress | None = None) -> optuna.Study:
+              floor: float | None = None, progress: Progress | None = None,
+              callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+              ) -> optuna.Study:
     """Work on one combo's study until it stops (see the module's docstring), pruning
     configurations slower than `floor`; `progress` marks the study as searched by this run.
-    Several processes may do this at once (workers.py)."""
+    Several processes may do this at once (workers.py).
+
+    `callbacks` are called with (study, finished trial) after every trial, as
+    `optuna.Study.optimize`'s are; an exception one raises ends the work on the study."""
     s = evaluator.setting
     seed = worker_seed(plan.sampler_seed, plan.worker_index) \
         if plan.sampler_seed is not None else process_seed(plan.seed)
-    device = device_of(evaluator.pipe)
     study = open_study(storage, s, combo, goal, prompts,
-                       make_sampler(plan.sampler, combo, seed=seed, device=device),
+                       make_sampler(plan.sampler, combo, seed=seed, device=evaluator.device),
                        full_front=plan.full_front)
-    points = distinct_points(evaluator.pipe, combo, steps=s.steps, height=s.height,
-                             width=s.width)
+    points = evaluator.distinct_points(combo)
     _record_context(study, evaluator, points, plan)
     if progress is not None:
         progress.enter(SEARCH, combo=combo, studies=[study])
@@ -235,11 +236,11 @@ def run_combo(evaluator: Evaluator, storage, combo: str, goal: Goal, plan: Searc
                     {r.canonical for r in records if r.settles(objective.floor)}, rng):
                 break
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=False,
-                           callbacks=[report_failure])
+                           callbacks=[report_failure, *callbacks])
     return study
 
 
-def _record_context(study: optuna.Study, evaluator: Evaluator, points: int,
+def _record_context(study: optuna.Study, evaluator: Measurer, points: int,
                     plan: SearchPlan) -> None:
     """Device, versions, the quality baseline (the study's, once) and this worker's plain
     latency on the study; the evaluator then scores against the study's baseline."""
@@ -256,7 +257,7 @@ def _record_context(study: optuna.Study, evaluator: Evaluator, points: int,
         base.latency.median, base.latency.spread, now, this_worker(), plan.threads))
 
 
-def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
+def run_search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, *,
                prompts: list[str], on_evaluation: Callable | None = None,
                on_answer: Callable[[], None] | None = None) -> None:
     """Work on every combo's study in turn; confirm each answer (and the overall one) when
@@ -274,7 +275,7 @@ def run_search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, *,
     progress.end()
 
 
-def _search(evaluator: Evaluator, storage, goal: Goal, plan: SearchPlan, progress: Progress, *,
+def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress: Progress, *,
             prompts: list[str], on_evaluation: Callable | None,
             on_answer: Callable[[], None] | None) -> None:
     confirming = confirms(plan.worker_index)

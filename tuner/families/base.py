@@ -1,0 +1,87 @@
+"""The interface every pipeline family implements.
+
+A family is one kind of diffusers pipeline the tuner can measure: how its prompts are encoded
+(once, for every configuration), which module denoises, its native image size, which
+accelerator combos apply to it, and how its pipeline class is built or loaded from one file.
+Everything else (the evaluator, the loading, the public API) asks the family, so that a new
+kind of pipeline (a DiT: `transformer`, attention masks, pooled embeddings, text ids) is one
+new module here. Families are recognised by the components a pipeline has, the names
+diffusers registers them under (and lists in a folder's model_index.json).
+
+Importing a family must not import torch or diffusers (the results readers import the
+registry).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class Family(ABC):
+    name: ClassVar[str]  # "sd", "sdxl": what presets name their architecture's kind by
+    title: ClassVar[str]  # shown to users: "SD1.x/2.x"
+    pipeline_class: ClassVar[str]  # the diffusers class presets and single files are built as
+    # The pipeline's attribute holding the denoiser, and its name in words; the results file
+    # keys the denoiser's architecture fingerprint by the attribute.
+    denoiser_name: ClassVar[str]
+    denoiser_title: ClassVar[str]
+    # Components a pipeline of this family has, and ones it has not (diffusers' names).
+    has: ClassVar[tuple[str, ...]]
+    lacks: ClassVar[tuple[str, ...]] = ()
+    # The accelerator combos (accelerators.COMBOS) that apply to this family.
+    combos: ClassVar[tuple[str, ...]]
+    # Options a preset's pipeline is built with besides its components, and a single-file
+    # checkpoint loaded with (no safety checker, no watermark: they change no timing).
+    builds_with: ClassVar[Mapping[str, Any]] = {}
+    loads_with: ClassVar[Mapping[str, Any]] = {}
+
+    def made_of(self, components: Collection[str]) -> bool:
+        """Whether a pipeline with these components (diffusers' names) is of this family."""
+        return all(c in components for c in self.has) and \
+            not any(c in components for c in self.lacks)
+
+    def matches(self, pipe) -> bool:
+        """Whether the loaded pipeline `pipe` is of this family."""
+        return self.made_of({c for c in (*self.has, *self.lacks) if hasattr(pipe, c)})
+
+    def denoiser(self, pipe):
+        """The module that runs once per denoising step (what the accelerators patch)."""
+        return getattr(pipe, self.denoiser_name)
+
+    @abstractmethod
+    def encode(self, pipe, prompts: Sequence[str], *, guidance: bool) -> dict[str, Any]:
+        """The keyword arguments of `pipe`'s call that carry the embeddings of `prompts`, one
+        image per prompt (`guidance`: with the negative ones of classifier-free guidance).
+        Called under torch.inference_mode; the same tensors serve every configuration."""
+
+    @abstractmethod
+    def native_size(self, pipe) -> tuple[int, int]:
+        """(height, width) the loaded pipeline generates by default."""
+
+    @abstractmethod
+    def native_size_of(self, source: str) -> tuple[int, int]:
+        """`native_size` of a hub id or local folder, from its configs without weights; raises
+        OSError or ValueError when they cannot be read."""
+
+    @abstractmethod
+    def holds_checkpoint(self, kind: str) -> bool:
+        """Whether a single-file checkpoint of diffusers' model type `kind`
+        (`infer_diffusers_model_type`) is of this family."""
+
+    @abstractmethod
+    def checkpoint_size(self, kind: str) -> tuple[int, int]:
+        """The native size of a single-file checkpoint of model type `kind`."""
+
+    def pipeline_type(self) -> type:
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class)
+
+    def build(self, components: Mapping[str, Any]):
+        """A pipeline of this family from its components (diffusers' names)."""
+        return self.pipeline_type()(**components, **self.builds_with)
+
+
+__all__ = ["Family"]
