@@ -108,6 +108,7 @@ def open_storage(url: str, *, heartbeat: int = 10) -> RDBStorage:
             if sqlite:  # readers (the dashboard, other workers) no longer block the writer
                 with storage.engine.connect() as connection:
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                _begin_immediately(storage.engine)
             return storage
         except Exception as err:  # no driver, a server that does not answer, a broken file
             # Processes started together on a new database race to create its tables
@@ -119,6 +120,29 @@ def open_storage(url: str, *, heartbeat: int = 10) -> RDBStorage:
                 continue
             raise _cannot_open(url, err) from None
     raise AssertionError("unreachable")
+
+
+def _begin_immediately(engine) -> None:
+    """Every transaction on this SQLite engine takes the database's write lock when it begins.
+
+    Optuna claims a queued trial by reading it WAITING and writing it RUNNING in one
+    transaction, with SELECT ... FOR UPDATE, which SQLite ignores; and Python's sqlite3 begins
+    a transaction only at its first write, so the read runs outside it. Two processes then both
+    read WAITING and both write RUNNING: one trial runs twice, and the second to finish fails
+    with "Cannot tell a COMPLETE trial" (optuna/optuna#4002, #4621). BEGIN IMMEDIATE makes the
+    read and the write one step. This is SQLAlchemy's recipe for pysqlite's transactions
+    ("Serializable isolation / Savepoints / Transactional DDL", the pysqlite dialect's docs)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # sqlite3's own late BEGIN off
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners are not reused
 
 
 def versions() -> dict[str, str]:
