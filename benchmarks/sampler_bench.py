@@ -296,7 +296,7 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
 
     ev = TableEvaluator(table)
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan((table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
+    plan = SearchPlan(combos=(table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
                       sampler_seed=seed, patience=patience, progress=False)
     found_at, near_at, stops, reached = None, None, {}, {}
     best = 0.0

@@ -16,7 +16,7 @@ from tuner.stats import Interval
 
 GOAL = Goal(loss_budget=0.02)
 UPPER = Goal(loss_budget=0.02, loss_bound="upper")
-SETTING = Setting("SD1.5", "DDIM", 50, 512, 512)
+SETTING = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512)
 DISTRIBUTIONS = {"deepcache.cache_interval": IntDistribution(2, 5),
                  "deepcache.cache_branch_id": IntDistribution(0, 3)}
 

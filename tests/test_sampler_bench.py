@@ -121,7 +121,7 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
     ev.race = lambda configs, keep, **kw: raced.append(len(configs)) or \
         sampler_bench.TableEvaluator.race(ev, configs, keep, **kw)
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=8, sampler="random", seed=0,
+    plan = SearchPlan(combos=("deepcache", "deepcache+tome"), trials=8, sampler="random", seed=0,
                       sampler_seed=0, patience=None, progress=False)
 
     def confirmations():
@@ -158,7 +158,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
 
     both = _both_tables()
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
+    plan = SearchPlan(combos=("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
                       sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
     run_search(ev, storage, both.goal, plan, prompts=[])
@@ -183,7 +183,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
 
     # The same combo alone: no floor, so its floor-pruned configurations are evaluated again
     # when proposed, and it answers on its own.
-    alone = SearchPlan(("deepcache+tome",), trials=60, sampler="random", seed=0,
+    alone = SearchPlan(combos=("deepcache+tome",), trials=60, sampler="random", seed=0,
                        sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
     run_search(ev, storage, both.goal, alone, prompts=[])
@@ -255,8 +255,8 @@ def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
                     data["baseline_latency"], 3)
 
     ev.race = race
-    plan = SearchPlan(("deepcache",), trials=trials, sampler="random", seed=2, sampler_seed=2,
-                      patience=patience, progress=False)
+    plan = SearchPlan(combos=("deepcache",), trials=trials, sampler="random", seed=2,
+                      sampler_seed=2, patience=patience, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
                       prompts=[])
     from tuner.search.confirm import confirm_study

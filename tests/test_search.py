@@ -291,7 +291,8 @@ from tuner.answer import Answer
 from tuner.search.results import merge
 from tuner.setting import Goal, Setting
 for i in range(100):
-    s = Setting("m", "DDIM", int(sys.argv[1]) * 1000 + i, 64, 64)
+    s = Setting(pipe="m", scheduler="DDIM", steps=int(sys.argv[1]) * 1000 + i, height=64,
+                width=64)
     merge({str(tmp_path / 'out.json')!r}, Answer(s, Goal(), None, (), None, None))
 """
     procs = [subprocess.Popen([sys.executable, "-c", code, str(k)]) for k in (1, 2)]
@@ -669,7 +670,8 @@ def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
 
     from tuner.search.studies import study_name
 
-    base = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU", clip_model="tiny-clip",
+    base = Setting(pipe="tiny-sd", scheduler="DDIM", steps=5, height=128, width=128,
+                   batch_size=1, num_samples=2, seed=42, device="CPU", clip_model="tiny-clip",
                    prompts="abc")
     names = {study_name(s, "deepcache", Goal()) for s in (
         base, replace(base, clip_model="clip-l-random"), replace(base, prompts="def"),
@@ -685,7 +687,8 @@ def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
 def test_the_whole_front_is_a_two_objective_study_of_its_own():
     from tuner.search.studies import open_study
 
-    setting = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU",
+    setting = Setting(pipe="tiny-sd", scheduler="DDIM", steps=5, height=128, width=128,
+                      batch_size=1, num_samples=2, seed=42, device="CPU",
                       clip_model="tiny-clip", prompts="abc")
     storage = optuna.storages.InMemoryStorage()
     answer = open_study(storage, setting, "deepcache", Goal(), ["a prompt"])

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sampler_bench  # noqa: E402
 
-SETTING = Setting("SD1.5", "DDIM", 50, 512, 512, device="CPU", clip_model="c", prompts="p")
+SETTING = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512, device="CPU",
+                  clip_model="c", prompts="p")
 DISTRIBUTIONS = {"deepcache.cache_interval": IntDistribution(1, 99)}
 BASE = 1.5  # plain seconds per batch
 
@@ -198,7 +199,7 @@ def test_only_a_raced_speed_prunes():
     table = sampler_bench.Table(data, Goal(loss_budget=0.02))
     ev = sampler_bench.TableEvaluator(table)
     ev.race = lambda configs, keep, **kw: Race([true[table.key(c)] for c in configs], BASE, 3)
-    plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=2, sampler_seed=2,
+    plan = SearchPlan(combos=("deepcache",), trials=16, sampler="random", seed=2, sampler_seed=2,
                       patience=None, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
                       prompts=[])
@@ -247,7 +248,7 @@ def test_nothing_reaching_the_requirement_still_measures_and_shows_the_closest()
     ev = sampler_bench.TableEvaluator(table)
     from tuner.search.runner import SearchPlan, run_combo
 
-    plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=0, sampler_seed=0,
+    plan = SearchPlan(combos=("deepcache",), trials=16, sampler="random", seed=0, sampler_seed=0,
                       patience=None, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", goal, plan,
                       prompts=[])

@@ -207,10 +207,13 @@ def _notes(options: RunOptions, session: Session) -> list[str]:
 def plan_of(options: RunOptions, session: Session):
     from .search.runner import SearchPlan
 
-    return SearchPlan(options.combos, options.trials, options.sampler, options.seed,
-                      options.sampler_seed, options.stop_after, options.full_front,
-                      options.stop_when_met, options.progress and options.worker is None,
-                      options.worker, session.setting.device, session.threads)
+    return SearchPlan(combos=options.combos, trials=options.trials, sampler=options.sampler,
+                      seed=options.seed, sampler_seed=options.sampler_seed,
+                      patience=options.stop_after, full_front=options.full_front,
+                      stop_when_met=options.stop_when_met,
+                      progress=options.progress and options.worker is None,
+                      worker_index=options.worker, device=session.setting.device,
+                      threads=session.threads)
 
 
 def _already_answered(options: RunOptions, storage) -> Answer | None:

@@ -107,9 +107,10 @@ class RunOptions:
 
     def setting(self, *, native: tuple[int, int], device: str, clip_model: str,
                 prompts_id: str) -> Setting:
-        return Setting(self.pipe, self.sched, self.steps, self.height or native[0],
-                       self.width or native[1], self.batch_size, self.num_samples, self.seed,
-                       device=device, clip_model=clip_model, prompts=prompts_id)
+        return Setting(pipe=self.pipe, scheduler=self.sched, steps=self.steps,
+                       height=self.height or native[0], width=self.width or native[1],
+                       batch_size=self.batch_size, num_samples=self.num_samples,
+                       seed=self.seed, device=device, clip_model=clip_model, prompts=prompts_id)
 
     def resume_command(self) -> str:
         return shlex.join(["tuner", *self.argv])

@@ -26,7 +26,7 @@ def prompts_id(prompts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:10]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
     """Everything that changes a trial's numbers, for a given model.
 
@@ -70,7 +70,7 @@ class Setting:
         return cls(**_known(cls, data))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Goal:
     """What the search is for.
 

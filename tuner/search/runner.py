@@ -52,7 +52,7 @@ FREE_STREAK = 10  # trials in a row answered without an evaluation before a rand
 OTHERS_POLL = 1.0  # seconds between looks at trials other processes run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchPlan:
     combos: Sequence[str]
     trials: int = 200  # evaluations per combo
