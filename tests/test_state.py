@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from tuner.answer import answer
 from tuner.evaluator import Race
-from tuner.record import (PRUNED_SLOW, Confirmation, QualityEstimate, SpeedEstimate,
-                          StudyRecord, TrialRecord, trial_records)
+from tuner.record import (Confirmation, Pruned, QualityEstimate, SpeedEstimate, StudyRecord,
+                          TrialRecord, trial_records)
 from tuner.search.confirm import confirm_overall, confirm_study
 from tuner.search.studies import open_study
 from tuner.setting import Goal, Setting
@@ -204,7 +204,7 @@ def test_only_a_raced_speed_prunes():
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
                       prompts=[])
     confirm_study(ev, study, table.goal)
-    pruned = [r for r in trial_records(study) if r.pruned == PRUNED_SLOW]
+    pruned = [r for r in trial_records(study) if r.pruned == Pruned.SLOW]
     assert pruned  # the search did prune for speed
     raced_lows = [s.speedup.low for s in true.values()]
     for r in pruned:
@@ -269,7 +269,7 @@ def test_an_answer_says_when_no_configuration_was_measured_for_quality():
     trial = study.ask(DISTRIBUTIONS)
     TrialRecord.write_claim(trial, config=config(0), canonical="c0", worker={"h": 1},
                             sampler_seed=1)
-    TrialRecord.write_result(trial, speed=speed(1.5), quality=None, pruned=PRUNED_SLOW,
+    TrialRecord.write_result(trial, speed=speed(1.5), quality=None, pruned=Pruned.SLOW,
                              seconds={}, goal=goal, pruned_below=5.0)
     study.tell(trial, state=TrialState.PRUNED)
     found = answer(SETTING, goal, [(StudyRecord.of(study), trial_records(study))])

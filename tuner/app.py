@@ -27,7 +27,7 @@ from .answer import Answer, answer
 from .interrupts import Terminated
 from .options import RunOptions
 from .presets import RANDOM_WEIGHTS_NOTE, is_preset
-from .setting import Goal, Setting, prompts_id
+from .setting import Goal, Mode, Setting, prompts_id
 
 
 @dataclass
@@ -248,7 +248,7 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
                               precision=options.timing_precision, floor=run_floor) \
                 or not state.settled():
             return None
-        if goal.mode == "max_speedup" and state.floor() is not None:
+        if goal.mode == Mode.MAX_SPEEDUP and state.floor() is not None:
             floor = max(floor or 0.0, state.floor())
     states = [state for _, state in group.values()]
     required = goal.required_speedup(baseline_latency([r for r, _ in group.values()]))

@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 from .. import interrupts
 from ..accelerators import COMBOS, split_params
 from ..answer import config_text, speed_text
-from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, SURPLUS, Baseline, Confirmation,
-                      PlainLatency, StudyRecord, TrialRecord)
-from ..setting import Goal
+from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, Baseline, Confirmation, Failure,
+                      PlainLatency, StudyRecord, TrialRecord, TrialStatus)
+from ..setting import Goal, Mode
 from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
 from .heldout import measure_held_out
@@ -89,7 +89,7 @@ def _free_streak(records: list[TrialRecord]) -> int:
     configurations rejected before generating)."""
     streak = 0
     for r in sorted(records, key=lambda r: r.number, reverse=True):
-        if r.state in ("RUNNING", "WAITING") or r.fail_reason == SURPLUS:
+        if r.state in (TrialStatus.RUNNING, TrialStatus.WAITING) or r.failure == Failure.SURPLUS:
             continue
         if r.evaluated:
             break
@@ -122,7 +122,7 @@ def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
 
     Raced speeds only: a study's own best estimate is the maximum of noisy measurements (the
     winner's curse) and would prune configurations that are in fact faster."""
-    if goal.mode != "max_speedup":
+    if goal.mode != Mode.MAX_SPEEDUP:
         return None
     return max((f for f in (StudyState.of(s, goal).floor() for s in studies) if f is not None),
                default=None)
@@ -142,8 +142,8 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
     if not records:
         return None
     done = sum(r.evaluated for r in records)
-    queued = sum(r.state == "WAITING" for r in records)
-    running = sum(r.state == "RUNNING" for r in records)
+    queued = sum(r.state == TrialStatus.WAITING for r in records)
+    running = sum(r.state == TrialStatus.RUNNING for r in records)
     parts = [f"{done} of {trials} evaluations done"]
     if queued:
         parts.append(f"{queued} interrupted trial(s) queued to run again")
@@ -194,7 +194,8 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
 
     def report_failure(_, trial: optuna.trial.FrozenTrial) -> None:
         record = TrialRecord.from_trial(trial)
-        if record.state == "FAIL" and record.fail_reason != SURPLUS and not bar.disable:
+        if record.state == TrialStatus.FAIL and record.failure != Failure.SURPLUS \
+                and not bar.disable:
             bar.write(f"  {combo} trial {trial.number} {config_text(record.config)}: "
                       f"{record.fail_reason or 'failed'}", file=sys.stderr)
 

@@ -68,7 +68,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import interrupts
-from ..record import ORPHANED, TrialRecord, trial_records
+from ..record import Failure, TrialRecord, TrialStatus, trial_records
 from ..status import pid_alive
 
 
@@ -123,7 +123,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
             continue
         storage = study._storage  # noqa: SLF001 - the public API has no way to fail a trial
         try:
-            TrialRecord.write_failure(_StorageTrial(storage, trial), ORPHANED)
+            TrialRecord.write_failure(_StorageTrial(storage, trial), Failure.ORPHANED)
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -162,14 +162,15 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
     while True:
         records = trial_records(trial.study)
         ahead = [r for r in records if r.number < trial.number]
-        if sum(r.evaluated or r.state in ("RUNNING", "WAITING") for r in ahead) >= budget:
+        waiting = (TrialStatus.RUNNING, TrialStatus.WAITING)
+        if sum(r.evaluated or r.state in waiting for r in ahead) >= budget:
             raise Surplus
         done = [r for r in records if r.number != trial.number and r.canonical == key
                 and r.original and settles(r)]
         if done:
             return done[-1]
         mine = next(r for r in records if r.number == trial.number).claim_order
-        if not any(r.state == "RUNNING" and r.canonical in (key, None)
+        if not any(r.state == TrialStatus.RUNNING and r.canonical in (key, None)
                    and r.claim_order < mine for r in records):
             return None
         interrupts.sleep(poll)
@@ -178,7 +179,7 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
 
 def others_running(records: list[TrialRecord]) -> int:
     me = this_worker()
-    return sum(1 for r in records if r.state == "RUNNING" and r.worker != me)
+    return sum(1 for r in records if r.state == TrialStatus.RUNNING and r.worker != me)
 
 
 def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
