@@ -86,6 +86,14 @@ class RunOptions:
         return None if self.sampler == "grid" or not self.patience else self.patience
 
     @property
+    def role(self):
+        """What this process does in the run (search/roles.py): alone, a launcher of workers,
+        or one of them."""
+        from .search.roles import role_of
+
+        return role_of(workers=self.workers, worker=self.worker)
+
+    @property
     def timing(self) -> TimingPolicy:
         return TimingPolicy(min_pairs=self.timing_pairs,
                             max_pairs=max(self.max_timing_pairs, self.timing_pairs),

@@ -45,7 +45,8 @@ from .objective import Objective, TrialFailed
 from .progress import Progress
 from .space import make_sampler, random_point
 from .studies import load_group, open_study, versions
-from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
+from .roles import Alone, Role
+from .workers import (others_running, process_seed, recover_orphans, this_worker,
                       wait_for_others, worker_seed)
 
 FREE_STREAK = 10  # trials in a row answered without an evaluation before a random point
@@ -64,7 +65,7 @@ class SearchPlan:
     full_front: bool = False  # evaluate every configuration fully (no pruning)
     stop_when_met: bool = False
     progress: bool = True
-    worker_index: int | None = None  # this process's index among a launcher's workers
+    role: Role = Alone()  # who races (roles.py)
     device: str = ""  # the device's name, recorded on the studies
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
@@ -169,7 +170,7 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
     `callbacks` are called with (study, finished trial) after every trial, as
     `optuna.Study.optimize`'s are; an exception one raises ends the work on the study."""
     s = evaluator.setting
-    seed = worker_seed(plan.sampler_seed, plan.worker_index) \
+    seed = worker_seed(plan.sampler_seed, plan.role.index) \
         if plan.sampler_seed is not None else process_seed(plan.seed)
     study = open_study(storage, s, combo, goal, prompts,
                        make_sampler(plan.sampler, combo, seed=seed, device=evaluator.device),
@@ -187,7 +188,7 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                           on_evaluation=on_evaluation,
                           on_requeue=progress.requeued if progress is not None else None)
     precision = evaluator.timing.precision
-    confirming = confirms(plan.worker_index)
+    confirming = plan.role.races
     rng = random.Random(seed)
     bar = tqdm(total=plan.trials, desc=combo, unit="eval", file=sys.stderr,
                disable=not plan.progress, dynamic_ncols=True)
@@ -279,7 +280,7 @@ def run_search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, *,
 def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress: Progress, *,
             prompts: list[str], on_evaluation: Callable | None,
             on_answer: Callable[[], None] | None) -> None:
-    confirming = confirms(plan.worker_index)
+    confirming = plan.role.races
     done: list[optuna.Study] = []
     for combo in plan.combos:
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,

@@ -43,9 +43,11 @@ The contract, which every function here keeps:
    none knows of the others (the last confirmation written is the study's). While the trials
    other processes run could still leave the budget unfilled, it does not leave the study: it
    waits for them, and runs any that comes back re-queued (rule 2); then it waits until no
-   other process runs a trial of the study (`wait_for_others`) and confirms.
+   other process runs a trial of the study (`wait_for_others`) and confirms (`Role.races`,
+   roles.py).
 7. Results. A process writes the results file only for studies it confirmed; a launcher, which
-   runs no trial, writes it from the stored records once every worker has exited.
+   runs no trial, writes it from the stored records once every worker has exited
+   (`Role.writes_results`).
 8. Interrupts. Ctrl-C and SIGTERM are requests (tuner/interrupts.py), acted on only at
    checkpoints: at the start of a trial, before every pipeline call and after each of its
    denoising steps, where the running trial is marked interrupted and re-queued; between
@@ -105,11 +107,6 @@ def worker_seed(seed: int, index: int | None) -> int:
         return seed
     text = f"{seed}|worker {index}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-
-
-def confirms(worker_index: int | None) -> bool:
-    """Whether this process confirms answers (rule 6)."""
-    return worker_index in (None, 0)
 
 
 def recover_orphans(study: optuna.Study) -> list[int]:
@@ -191,6 +188,6 @@ def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
         interrupts.sleep(poll)
 
 
-__all__ = ["Surplus", "confirms", "earlier_answer", "others_running", "process_seed",
+__all__ = ["Surplus", "earlier_answer", "others_running", "process_seed",
            "queued_after", "recover_orphans", "requeue", "this_worker", "wait_for_others",
            "worker_seed"]
