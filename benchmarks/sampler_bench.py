@@ -245,7 +245,7 @@ class TableEvaluator(Measurer):
 
     def evaluate(self, config, *, slower_than=None, loss_budget=None) -> Evaluation:
         from tuner.accelerators import NoEffect
-        from tuner.record import PRUNED_LOSS, PRUNED_SLOW
+        from tuner.record import Pruned
 
         key = self.table.key(config)
         self.evaluations.append(key)
@@ -255,8 +255,8 @@ class TableEvaluator(Measurer):
         speed, quality = self.table.speed(key), self.table.quality(key)
         if slower_than is not None and speed.speedup.high < slower_than:
             # as the evaluator: pruned for its speed, before any quality work
-            return Evaluation(config, speed, None, PRUNED_SLOW, sample_images=None)
-        pruned = PRUNED_LOSS if loss_budget is not None and quality.loss.low > loss_budget \
+            return Evaluation(config, speed, None, Pruned.SLOW, sample_images=None)
+        pruned = Pruned.LOSS if loss_budget is not None and quality.loss.low > loss_budget \
             else None
         return Evaluation(config, speed, quality, pruned, sample_images=None)
 
@@ -296,7 +296,7 @@ def replay_once(table: Table, sampler: str, seed: int, budget: int, *,
 
     ev = TableEvaluator(table)
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan((table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
+    plan = SearchPlan(combos=(table.data["combo"],), trials=budget, sampler=sampler, seed=seed,
                       sampler_seed=seed, patience=patience, progress=False)
     found_at, near_at, stops, reached = None, None, {}, {}
     best = 0.0

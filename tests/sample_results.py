@@ -10,10 +10,13 @@ from tuner.search.results import merge
 from tuner.setting import Goal, Setting
 from tuner.stats import Interval
 
-SD15 = Setting("SD1.5", "DDIM", 50, 512, 512, 4, 32, 42, device="NVIDIA H100",
+SD15 = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512, batch_size=4,
+               num_samples=32, seed=42, device="NVIDIA H100",
                clip_model="openai/clip-vit-large-patch14", prompts="0123456789")
-SD21 = Setting("SD2.1", "DDIM", 50, 768, 768, device="NVIDIA H100")
-FASTEST, REQUIRED, TIGHT = Goal(0.02), Goal(0.02, req_speedup=1.5), Goal(0.001)
+SD21 = Setting(pipe="SD2.1", scheduler="DDIM", steps=50, height=768, width=768,
+               device="NVIDIA H100")
+FASTEST, REQUIRED = Goal(loss_budget=0.02), Goal(loss_budget=0.02, req_speedup=1.5)
+TIGHT = Goal(loss_budget=0.001)
 DEEPCACHE = {"deepcache": {"cache_interval": 3, "cache_branch_id": 1}}
 TOME = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0},
         "tome": {"ratio": 0.4, "max_downsample": 1}}

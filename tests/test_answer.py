@@ -9,14 +9,14 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
 from tuner.answer import (Answer, answer, candidates, choose, pareto_front, still_in_race)
-from tuner.record import (Confirmation, QualityEstimate, SpeedEstimate, StudyRecord,
-                          TrialRecord)
+from tuner.record import (Confirmation, Failure, Pruned, QualityEstimate, SpeedEstimate,
+                          StudyRecord, TrialRecord)
 from tuner.setting import Goal, Setting
 from tuner.stats import Interval
 
 GOAL = Goal(loss_budget=0.02)
 UPPER = Goal(loss_budget=0.02, loss_bound="upper")
-SETTING = Setting("SD1.5", "DDIM", 50, 512, 512)
+SETTING = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512)
 DISTRIBUTIONS = {"deepcache.cache_interval": IntDistribution(2, 5),
                  "deepcache.cache_branch_id": IntDistribution(0, 3)}
 
@@ -32,7 +32,7 @@ def quality(loss: float, half: float = 0.004) -> QualityEstimate:
 
 def make(number: int, speedup: float | None, loss: float | None, *, half: float = 0.02,
          state: TrialState = TrialState.COMPLETE, duplicate_of: int | None = None,
-         goal: Goal = GOAL, pruned: str | None = None) -> TrialRecord:
+         goal: Goal = GOAL, pruned: Pruned | None = None) -> TrialRecord:
     """A trial as the objective records it, stored through a real Optuna trial and read back."""
     study = optuna.create_study(directions=["maximize", "minimize"])
     trial = study.ask(DISTRIBUTIONS)
@@ -49,7 +49,7 @@ def make(number: int, speedup: float | None, loss: float | None, *, half: float 
     if state == TrialState.COMPLETE:
         study.tell(trial, [speedup, loss])
     elif state == TrialState.FAIL:
-        TrialRecord.write_failure(trial, "boom")
+        TrialRecord.write_failure(trial, Failure.CRASHED, detail="boom")
         study.tell(trial, state=TrialState.FAIL)
     else:
         study.tell(trial, state=state)
@@ -76,7 +76,7 @@ def test_a_trial_record_reads_back_what_was_written():
 
 
 def test_pruned_and_repeated_trials():
-    pruned = make(0, 1.2, None, state=TrialState.PRUNED, pruned="too slow")
+    pruned = make(0, 1.2, None, state=TrialState.PRUNED, pruned=Pruned.SLOW)
     assert pruned.answered and pruned.evaluated and not pruned.complete
     repeat = make(1, 2.0, 0.01, duplicate_of=0)
     assert repeat.answered and not repeat.evaluated and not repeat.original

@@ -74,7 +74,8 @@ def neighbours(cpu):
 
 
 def measure(pipe, scorer):
-    setting = Setting("tiny-sd", "DDIM", 4, 64, 64, batch_size=1, num_samples=2)
+    setting = Setting(pipe="tiny-sd", scheduler="DDIM", steps=4, height=64, width=64,
+                      batch_size=1, num_samples=2)
     ev = Evaluator(pipe, setting, choose_prompts(BUILTIN_PROMPTS, 2, 0), scorer, metric="ssim",
                    timing=TimingPolicy(min_pairs=4, max_pairs=16, precision=0.03))
     ev.measure_baseline()

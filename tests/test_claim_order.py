@@ -9,7 +9,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from tuner.record import TrialRecord, trial_records
+from tuner.record import Failure, Pruned, TrialRecord, trial_records
 from tuner.search.workers import earlier_answer, queued_after, requeue, this_worker
 from tuner.setting import Goal
 
@@ -30,7 +30,7 @@ def test_a_retry_waits_for_a_later_numbered_trial_running_its_configuration():
     study.enqueue_trial(PARAMS)
     first = study.ask()
     _claim(first, "k", this_worker())
-    TrialRecord.write_failure(first, "interrupted")
+    TrialRecord.write_failure(first, Failure.INTERRUPTED)
     study.tell(first, state=TrialState.FAIL)
     requeue(study, next(t for t in study.get_trials() if t.number == 0))  # trial 1, WAITING
     storage = study._storage  # noqa: SLF001 - a trial created running, as another host's
@@ -51,7 +51,7 @@ def test_a_retry_waits_for_a_later_numbered_trial_running_its_configuration():
     waiting.start()
     time.sleep(0.3)
     assert waiting.is_alive() and found == []
-    TrialRecord.write_result(later, speed=None, quality=None, pruned="too slow", seconds={},
+    TrialRecord.write_result(later, speed=None, quality=None, pruned=Pruned.SLOW, seconds={},
                              goal=Goal())
     storage.set_trial_state_values(later._trial_id, TrialState.PRUNED)  # noqa: SLF001
     waiting.join(timeout=10)

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.accelerators import grid, split_params
-from tuner.record import (INTERRUPTED, PRUNED_FLOOR, SURPLUS, TrialRecord, trial_records)
+from tuner.record import Failure, Pruned, TrialRecord, trial_records
 from tuner.search.runner import _enqueue_unanswered
 from tuner.search.space import canonical_key, suggest
 from tuner.search.workers import earlier_answer, this_worker
@@ -26,7 +26,8 @@ OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"
 
 
 def _claimed(study: optuna.Study, params: dict, key: str, *, state: TrialState,
-             reason: str | None = None, pruned_below: float | None = None) -> None:
+             reason: Failure | None = None, detail: str | None = None,
+             pruned_below: float | None = None) -> None:
     """A finished trial of `params` that claimed `key`, ending in `state`."""
     study.enqueue_trial(params)
     trial = study.ask()
@@ -34,9 +35,9 @@ def _claimed(study: optuna.Study, params: dict, key: str, *, state: TrialState,
     TrialRecord.write_claim(trial, config=config, canonical=key, worker=this_worker(),
                             sampler_seed=None)
     if reason is not None:
-        TrialRecord.write_failure(trial, reason)
+        TrialRecord.write_failure(trial, reason, detail=detail)
     if pruned_below is not None:
-        TrialRecord.write_result(trial, speed=None, quality=None, pruned=PRUNED_FLOOR,
+        TrialRecord.write_result(trial, speed=None, quality=None, pruned=Pruned.FLOOR,
                                  seconds={}, goal=Goal(), pruned_below=pruned_below)
     study.tell(trial, state=state)
 
@@ -47,7 +48,8 @@ def test_a_crashed_configuration_is_answered_by_its_record():
     toward --trials."""
     study = optuna.create_study()
     params = {"deepcache.cache_interval": 3, "deepcache.cache_branch_id": 0}
-    _claimed(study, params, "k", state=TrialState.FAIL, reason=OOM)
+    _claimed(study, params, "k", state=TrialState.FAIL, reason=Failure.CRASHED,
+             detail=OOM)
     crashed = trial_records(study)[0]
     assert crashed.crashed and crashed.answered and crashed.evaluated
     later = study.ask()
@@ -59,7 +61,7 @@ def test_a_crashed_configuration_is_answered_by_its_record():
 
 def test_interrupted_and_surplus_trials_did_not_crash():
     study = optuna.create_study()
-    for i, reason in enumerate((INTERRUPTED, SURPLUS)):
+    for i, reason in enumerate((Failure.INTERRUPTED, Failure.SURPLUS)):
         _claimed(study, {"deepcache.cache_interval": 2 + i, "deepcache.cache_branch_id": 0},
                  f"k{i}", state=TrialState.FAIL, reason=reason)
     assert not any(r.crashed or r.answered for r in trial_records(study))

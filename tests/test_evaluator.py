@@ -13,7 +13,7 @@ from tuner.evaluator import Evaluator
 from tuner.metrics import CLIPScorer, to_uint8
 from tuner.pipelines import native_size
 from tuner.prompts import BUILTIN_PROMPTS, choose_prompts
-from tuner.record import PRUNED_LOSS, PRUNED_SLOW
+from tuner.record import Pruned
 from tuner.setting import Setting
 from tuner.stats import relative_loss_interval
 from tuner.timing import TimingPolicy
@@ -336,7 +336,7 @@ def test_a_configuration_that_cannot_be_the_answer_stops_before_its_quality(
     # 1.5x exactly, but its interval includes the drift between moments (6 % until learned,
     # BENCHMARKS.md "Coverage"): up to 2.16 at 3 pairs with nothing learned yet
     e = ev.evaluate(DEEPCACHE, slower_than=2.5)
-    assert e.pruned == PRUNED_SLOW
+    assert e.pruned == Pruned.SLOW
     assert e.speed.value == pytest.approx(1.5) and e.speed.speedup.high < 2.5
     # the warm-up and 3 timed runs: the other 4 quality batches were never generated
     assert clock.runs["accelerated"] == 4
@@ -363,7 +363,7 @@ def test_a_loss_confidently_over_budget_stops_the_evaluation(tiny_sd, scorer, mo
     assert everything.quality.loss.low > 0.001  # clearly over a 0.1 % budget
     clock.runs = {"plain": 0, "accelerated": 0}
     stopped = ev.evaluate(config, loss_budget=0.001)
-    assert stopped.pruned == PRUNED_LOSS
+    assert stopped.pruned == Pruned.LOSS
     assert stopped.quality.images < 12
     assert clock.runs["accelerated"] < 12
     assert stopped.quality.loss.value > 0.001

@@ -216,7 +216,7 @@ def test_sigterm_during_the_overall_race_says_the_race_was_stopped(running, tmp_
 
 # -- the rules, on stored marks ------------------------------------------------------------------
 
-SETTING = Setting("SD1.5", "DDIM", 50, 512, 512)
+SETTING = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512)
 
 
 def _mark(worker: dict, phase: str, at: str, **kwargs) -> RunMark:
@@ -224,7 +224,7 @@ def _mark(worker: dict, phase: str, at: str, **kwargs) -> RunMark:
 
 
 def _studies(*marks_by_study: tuple[RunMark, ...]):
-    return [(StudyRecord(f"s{i}", SETTING, Goal(0.02), combo, runs=marks), [])
+    return [(StudyRecord(f"s{i}", SETTING, Goal(loss_budget=0.02), combo, runs=marks), [])
             for i, (combo, marks) in enumerate(zip(("deepcache", "deepcache+tome"),
                                                    marks_by_study))]
 

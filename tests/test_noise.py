@@ -19,7 +19,8 @@ from tuner.prompts import BUILTIN_PROMPTS, choose_prompts
 from tuner.search.runner import SearchPlan, run_search
 from tuner.setting import Goal, Setting
 
-SETTING = Setting("tiny-sd", "DDIM", 4, 64, 64, batch_size=1, num_samples=2, device="simulated")
+SETTING = Setting(pipe="tiny-sd", scheduler="DDIM", steps=4, height=64, width=64, batch_size=1,
+                  num_samples=2, device="simulated")
 GOAL = Goal(loss_budget=0.9, metric="ssim")  # every configuration feasible: timing is the test
 SEEDS = range(20)
 
@@ -33,8 +34,8 @@ def grid_answer(pipe, scorer, monkeypatch, clock: FlopClock, seed: int):
     prompts = choose_prompts(BUILTIN_PROMPTS, SETTING.num_samples, 0)
     evaluator = Evaluator(pipe, SETTING, prompts, scorer, metric="ssim", clock=clock)
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan(("deepcache",), trials=16, sampler="grid", seed=seed, sampler_seed=seed,
-                      patience=None, progress=False)
+    plan = SearchPlan(combos=("deepcache",), trials=16, sampler="grid", seed=seed,
+                      sampler_seed=seed, patience=None, progress=False)
     with memoize_generation(monkeypatch, evaluator, clock, tag="noise"):
         evaluator.measure_baseline()
         run_search(evaluator, storage, GOAL, plan, prompts=prompts)

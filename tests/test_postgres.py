@@ -255,7 +255,8 @@ def test_a_host_with_another_gpu_works_on_studies_of_its_own(server, database):
     from tuner.setting import Goal, Setting
 
     storage = open_storage(server.url(database))
-    h100 = Setting("tiny-sd", "DDIM", 5, 64, 64, 1, 2, 42, device="NVIDIA H100 80GB HBM3",
+    h100 = Setting(pipe="tiny-sd", scheduler="DDIM", steps=5, height=64, width=64, batch_size=1,
+                   num_samples=2, seed=42, device="NVIDIA H100 80GB HBM3",
                    clip_model="tiny-clip", prompts="abc")
     a100 = replace(h100, device="NVIDIA A100-SXM4-80GB")
     goal = Goal()

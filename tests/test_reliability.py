@@ -25,7 +25,7 @@ from tuner import pipelines
 from tuner.accelerators import leftovers
 from tuner.accelerators.deepcache import DeepCache
 from tuner.cli import main
-from tuner.record import StudyRecord, trial_records
+from tuner.record import Failure, StudyRecord, trial_records
 
 # 64 x 64, a quarter of tiny-sd's pixels: these tests are about the search, not the images.
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "5", "--batch-size", "1",
@@ -286,7 +286,7 @@ def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path, monkeypatch, cap
     evaluated = [json.dumps(t.params, sort_keys=True) for t in _evaluated(study)]
     assert len(evaluated) == 16 and len(set(evaluated)) == 16
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert [t.user_attrs["fail_reason"] for t in interrupted] == ["interrupted"]
+    assert [r.failure for r in trial_records(interrupted)] == [Failure.INTERRUPTED]
 
 
 def test_a_sampler_seed_gives_each_worker_a_stream_of_its_own(tmp_path, monkeypatch):

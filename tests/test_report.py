@@ -248,7 +248,7 @@ def _goal_group(values: list[tuple[float, float]], goal) -> report.GoalGroup:
             quality=QualityEstimate("clip", interval, 30, interval, 30, 0.9, 8), pruned=None,
             seconds={}, goal=goal)
         study.tell(trial, [speedup, loss])
-    setting = Setting("tiny-sd", "DDIM", 3, 128, 128)
+    setting = Setting(pipe="tiny-sd", scheduler="DDIM", steps=3, height=128, width=128)
     record = StudyRecord("s", setting, goal, "deepcache")
     trials = [TrialRecord.from_trial(t) for t in study.trials]
     combo = report.ComboStudy(study, record, trials, {t.number: t for t in study.trials})

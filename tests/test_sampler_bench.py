@@ -121,7 +121,7 @@ def test_a_resumed_run_with_nothing_new_keeps_its_races():
     ev.race = lambda configs, keep, **kw: raced.append(len(configs)) or \
         sampler_bench.TableEvaluator.race(ev, configs, keep, **kw)
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=8, sampler="random", seed=0,
+    plan = SearchPlan(combos=("deepcache", "deepcache+tome"), trials=8, sampler="random", seed=0,
                       sampler_seed=0, patience=None, progress=False)
 
     def confirmations():
@@ -153,12 +153,12 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
     import optuna
 
     from tuner.answer import answer
-    from tuner.record import PRUNED_FLOOR, StudyRecord, trial_records
+    from tuner.record import Pruned, StudyRecord, trial_records
     from tuner.search.runner import SearchPlan, floor_of, run_search
 
     both = _both_tables()
     storage = optuna.storages.InMemoryStorage()
-    plan = SearchPlan(("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
+    plan = SearchPlan(combos=("deepcache", "deepcache+tome"), trials=30, sampler="random", seed=0,
                       sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
     run_search(ev, storage, both.goal, plan, prompts=[])
@@ -169,7 +169,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
     chosen = StudyRecord.of(studies["deepcache"]).confirmation.speeds
     assert floor == max(s.speedup.low for s in chosen.values())
     later = trial_records(studies["deepcache+tome"])
-    below = [r for r in later if r.pruned == PRUNED_FLOOR]
+    below = [r for r in later if r.pruned == Pruned.FLOOR]
     assert len(below) >= 10
     for r in below:  # pruned for the floor: never scored, and truly below it
         assert r.state == "PRUNED" and r.quality is None
@@ -183,7 +183,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
 
     # The same combo alone: no floor, so its floor-pruned configurations are evaluated again
     # when proposed, and it answers on its own.
-    alone = SearchPlan(("deepcache+tome",), trials=60, sampler="random", seed=0,
+    alone = SearchPlan(combos=("deepcache+tome",), trials=60, sampler="random", seed=0,
                        sampler_seed=0, patience=None, progress=False)
     ev = sampler_bench.TableEvaluator(both)
     run_search(ev, storage, both.goal, alone, prompts=[])
@@ -193,7 +193,7 @@ def test_a_later_combo_prunes_under_the_answer_an_earlier_one_confirmed():
                                               storage=storage))
     for key in again:
         latest = [r for r in records if r.canonical == key and r.original][-1]
-        assert latest.pruned != PRUNED_FLOOR
+        assert latest.pruned != Pruned.FLOOR
     study = StudyRecord.of(studies["deepcache+tome"])
     found = answer(study.setting, both.goal, [(study, records)])
     assert found.combos[0].choice is not None
@@ -210,12 +210,12 @@ def test_a_combo_without_an_answer_of_its_own_says_it_was_below_another():
 
 
 def test_a_trial_pruned_under_a_floor_settles_only_runs_with_a_floor_as_high():
-    from tuner.record import PRUNED_FLOOR, PRUNED_SLOW, TrialRecord
+    from tuner.record import Pruned, TrialRecord
 
-    floored = TrialRecord(1, "PRUNED", canonical="k", pruned=PRUNED_FLOOR, pruned_below=2.0)
+    floored = TrialRecord(1, "PRUNED", canonical="k", pruned=Pruned.FLOOR, pruned_below=2.0)
     assert floored.settles(2.0) and floored.settles(2.5)
     assert not floored.settles(1.9) and not floored.settles(None)
-    slow = TrialRecord(2, "PRUNED", canonical="k", pruned=PRUNED_SLOW, pruned_below=2.0)
+    slow = TrialRecord(2, "PRUNED", canonical="k", pruned=Pruned.SLOW, pruned_below=2.0)
     assert slow.settles(None) and slow.settles(1.0)
 
 
@@ -255,8 +255,8 @@ def _lucky_search(*, refuted: bool, patience: int | None, trials: int = 16):
                     data["baseline_latency"], 3)
 
     ev.race = race
-    plan = SearchPlan(("deepcache",), trials=trials, sampler="random", seed=2, sampler_seed=2,
-                      patience=patience, progress=False)
+    plan = SearchPlan(combos=("deepcache",), trials=trials, sampler="random", seed=2,
+                      sampler_seed=2, patience=patience, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
                       prompts=[])
     from tuner.search.confirm import confirm_study

@@ -29,7 +29,7 @@ import tuner.evaluator
 from tuner import accelerators
 from tuner.answer import Answer, choose
 from tuner.cli import main
-from tuner.record import StudyRecord, TrialRecord, trial_records
+from tuner.record import Failure, StudyRecord, TrialRecord, trial_records
 from tuner.setting import Goal, Setting
 
 # One timed pair: these tests are about the search; timing is tested on a simulated clock.
@@ -291,7 +291,8 @@ from tuner.answer import Answer
 from tuner.search.results import merge
 from tuner.setting import Goal, Setting
 for i in range(100):
-    s = Setting("m", "DDIM", int(sys.argv[1]) * 1000 + i, 64, 64)
+    s = Setting(pipe="m", scheduler="DDIM", steps=int(sys.argv[1]) * 1000 + i, height=64,
+                width=64)
     merge({str(tmp_path / 'out.json')!r}, Answer(s, Goal(), None, (), None, None))
 """
     procs = [subprocess.Popen([sys.executable, "-c", code, str(k)]) for k in (1, 2)]
@@ -571,7 +572,7 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
     study = only_study(tmp_path / "studies")
     trials = study.get_trials()
     assert trials[killed.number].state == TrialState.FAIL
-    assert trials[killed.number].user_attrs.get("fail_reason") != "surplus"
+    assert TrialRecord.from_trial(trials[killed.number]).failure != Failure.SURPLUS
     assert len(evaluated(study)) == 4
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
@@ -619,7 +620,7 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     first, stopped, queued = _originals(study)
     assert first.state == TrialState.COMPLETE
     assert stopped.state == TrialState.FAIL
-    assert stopped.user_attrs["fail_reason"] == "interrupted"
+    assert TrialRecord.from_trial(stopped).failure == Failure.INTERRUPTED
     assert len(evaluated(study)) == 1  # the interrupted trial does not count
     assert queued.state == TrialState.WAITING and queued.params == stopped.params
     assert queued.system_attrs["failed_trial"] == stopped.number
@@ -658,7 +659,8 @@ def test_ctrl_c_while_optuna_creates_a_trial_waits_for_the_objective_to_requeue_
     trials = study.get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = trials[1]
-    assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == "interrupted"
+    assert stopped.state == TrialState.FAIL
+    assert TrialRecord.from_trial(stopped).failure == Failure.INTERRUPTED
     queued = [t for t in trials if t.state == TrialState.WAITING]
     assert [t.system_attrs["failed_trial"] for t in queued] == [stopped.number]
     assert len(evaluated(study)) == 1
@@ -669,7 +671,8 @@ def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
 
     from tuner.search.studies import study_name
 
-    base = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU", clip_model="tiny-clip",
+    base = Setting(pipe="tiny-sd", scheduler="DDIM", steps=5, height=128, width=128,
+                   batch_size=1, num_samples=2, seed=42, device="CPU", clip_model="tiny-clip",
                    prompts="abc")
     names = {study_name(s, "deepcache", Goal()) for s in (
         base, replace(base, clip_model="clip-l-random"), replace(base, prompts="def"),
@@ -685,7 +688,8 @@ def test_everything_that_changes_a_trials_numbers_is_in_the_study_name():
 def test_the_whole_front_is_a_two_objective_study_of_its_own():
     from tuner.search.studies import open_study
 
-    setting = Setting("tiny-sd", "DDIM", 5, 128, 128, 1, 2, 42, device="CPU",
+    setting = Setting(pipe="tiny-sd", scheduler="DDIM", steps=5, height=128, width=128,
+                      batch_size=1, num_samples=2, seed=42, device="CPU",
                       clip_model="tiny-clip", prompts="abc")
     storage = optuna.storages.InMemoryStorage()
     answer = open_study(storage, setting, "deepcache", Goal(), ["a prompt"])

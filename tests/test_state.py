@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from tuner.answer import answer
 from tuner.evaluator import Race
-from tuner.record import (PRUNED_SLOW, Confirmation, QualityEstimate, SpeedEstimate,
-                          StudyRecord, TrialRecord, trial_records)
+from tuner.record import (Confirmation, Pruned, QualityEstimate, SpeedEstimate, StudyRecord,
+                          TrialRecord, trial_records)
 from tuner.search.confirm import confirm_overall, confirm_study
 from tuner.search.studies import open_study
 from tuner.setting import Goal, Setting
@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import sampler_bench  # noqa: E402
 
-SETTING = Setting("SD1.5", "DDIM", 50, 512, 512, device="CPU", clip_model="c", prompts="p")
+SETTING = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512, device="CPU",
+                  clip_model="c", prompts="p")
 DISTRIBUTIONS = {"deepcache.cache_interval": IntDistribution(1, 99)}
 BASE = 1.5  # plain seconds per batch
 
@@ -198,12 +199,12 @@ def test_only_a_raced_speed_prunes():
     table = sampler_bench.Table(data, Goal(loss_budget=0.02))
     ev = sampler_bench.TableEvaluator(table)
     ev.race = lambda configs, keep, **kw: Race([true[table.key(c)] for c in configs], BASE, 3)
-    plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=2, sampler_seed=2,
+    plan = SearchPlan(combos=("deepcache",), trials=16, sampler="random", seed=2, sampler_seed=2,
                       patience=None, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", table.goal, plan,
                       prompts=[])
     confirm_study(ev, study, table.goal)
-    pruned = [r for r in trial_records(study) if r.pruned == PRUNED_SLOW]
+    pruned = [r for r in trial_records(study) if r.pruned == Pruned.SLOW]
     assert pruned  # the search did prune for speed
     raced_lows = [s.speedup.low for s in true.values()]
     for r in pruned:
@@ -247,7 +248,7 @@ def test_nothing_reaching_the_requirement_still_measures_and_shows_the_closest()
     ev = sampler_bench.TableEvaluator(table)
     from tuner.search.runner import SearchPlan, run_combo
 
-    plan = SearchPlan(("deepcache",), trials=16, sampler="random", seed=0, sampler_seed=0,
+    plan = SearchPlan(combos=("deepcache",), trials=16, sampler="random", seed=0, sampler_seed=0,
                       patience=None, progress=False)
     study = run_combo(ev, optuna.storages.InMemoryStorage(), "deepcache", goal, plan,
                       prompts=[])
@@ -268,7 +269,7 @@ def test_an_answer_says_when_no_configuration_was_measured_for_quality():
     trial = study.ask(DISTRIBUTIONS)
     TrialRecord.write_claim(trial, config=config(0), canonical="c0", worker={"h": 1},
                             sampler_seed=1)
-    TrialRecord.write_result(trial, speed=speed(1.5), quality=None, pruned=PRUNED_SLOW,
+    TrialRecord.write_result(trial, speed=speed(1.5), quality=None, pruned=Pruned.SLOW,
                              seconds={}, goal=goal, pruned_below=5.0)
     study.tell(trial, state=TrialState.PRUNED)
     found = answer(SETTING, goal, [(StudyRecord.of(study), trial_records(study))])

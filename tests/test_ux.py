@@ -412,7 +412,7 @@ def _answer_with_loss(loss: Interval, goal):
     from tuner.record import QualityEstimate, SpeedEstimate, StudyRecord, TrialRecord
     from tuner.setting import Setting
 
-    setting = Setting("SD1.5", "DDIM", 50, 512, 512)
+    setting = Setting(pipe="SD1.5", scheduler="DDIM", steps=50, height=512, width=512)
     trial = TrialRecord(0, "COMPLETE", {"deepcache": {"cache_interval": 3, "cache_branch_id": 0}},
                         canonical="c0",
                         speed=SpeedEstimate(Interval(2.0, 1.95, 2.05, 4), 0.5, 4),
@@ -425,7 +425,7 @@ def test_a_loss_interval_wider_than_the_budget_is_said_undecided():
     confirmed without a word that 4 samples cannot decide it; failed at 9214cba."""
     from tuner.setting import Goal
 
-    wide = _answer_with_loss(Interval(0.2717, -0.4791, 1.0, 4), Goal(0.30))
+    wide = _answer_with_loss(Interval(0.2717, -0.4791, 1.0, 4), Goal(loss_budget=0.30))
     assert wide.chosen is not None  # feasible by its estimate, as documented ...
     (note,) = wide.notes  # ... and said to be undecided, with the samples that would decide
     assert "wider than the budget (30.0%): 4 samples cannot tell" in note
@@ -433,9 +433,10 @@ def test_a_loss_interval_wider_than_the_budget_is_said_undecided():
     needed = int(note.split("about ")[1].split(" ")[0])
     assert needed > 100
     assert f"note: {note}" in wide.table()
-    narrow = _answer_with_loss(Interval(0.10, 0.05, 0.15, 32), Goal(0.30))
+    narrow = _answer_with_loss(Interval(0.10, 0.05, 0.15, 32), Goal(loss_budget=0.30))
     assert narrow.notes == ()
-    upper = _answer_with_loss(Interval(0.2717, -0.4791, 1.0, 4), Goal(0.30, loss_bound="upper"))
+    upper = _answer_with_loss(Interval(0.2717, -0.4791, 1.0, 4),
+                              Goal(loss_budget=0.30, loss_bound="upper"))
     assert upper.chosen is None  # the whole interval is asked to be within: not feasible
 
 

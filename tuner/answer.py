@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .record import (PRUNED_FLOOR, Confirmation, HeldOut, QualityEstimate, SpeedEstimate,
-                     StudyRecord, TrialRecord)
-from .setting import Goal, Setting
+from .record import (Confirmation, Failure, HeldOut, Pruned, QualityEstimate, SpeedEstimate,
+                     StudyRecord, TrialRecord, TrialStatus)
+from .setting import Goal, Mode, Setting
 from .stats import Interval
 from .status import Status, status_of
 
@@ -43,7 +43,7 @@ def _pick(items: Sequence, goal: Goal | None, *, speed, loss, order):
     with a requirement, the lowest loss among those reaching it, else the fastest (not met).
     Ties go to the lower loss (or the higher speed), then to `order`. `speed(item)` is a
     SpeedEstimate. Returns (item, met), met None without a requirement."""
-    required = goal is not None and goal.mode == "req_speedup"
+    required = goal is not None and goal.mode == Mode.REQ_SPEEDUP
     if not items:
         return None, (False if required else None)
     fastest = min(items, key=lambda x: (-speed(x).value, loss(x), order(x)))
@@ -104,7 +104,7 @@ def candidates(trials: Sequence[TrialRecord], goal: Goal,
     if not found:
         return []
     best = incumbent(found, goal)
-    if goal.mode == "max_speedup":
+    if goal.mode == Mode.MAX_SPEEDUP:
         close = [t for t in found if t.speed.speedup.overlaps(best.speed.speedup)]
         close.sort(key=fastest_first)
         return [best] + [t for t in close if t is not best][:limit - 1]
@@ -421,14 +421,13 @@ def answer(setting: Setting, goal: Goal,
         combos.append(ComboAnswer(
             study.combo, study.name, choice_of(study, chosen),
             sum(t.evaluated for t in trials),
-            sum(t.evaluated and t.state == "PRUNED" for t in trials),
+            sum(t.evaluated and t.state == TrialStatus.PRUNED for t in trials),
             study.distinct_points is not None and len(answered) >= study.distinct_points,
-            max((t.pruned_below for t in trials if t.pruned == PRUNED_FLOOR), default=None),
+            max((t.pruned_below for t in trials if t.pruned == Pruned.FLOOR), default=None),
             sum(t.evaluated and t.quality is not None for t in trials)))
     chosen, met = overall([c.choice for c in combos], goal)
     tried = [t for _, trials in studies for t in trials if t.evaluated or t.invalid]
-    identical = bool(tried) and all(t.invalid and "bit-identical" in (t.fail_reason or "")
-                                    for t in tried)
+    identical = bool(tried) and all(t.failure == Failure.IDENTICAL for t in tried)
     undecided = undecided_note(chosen, goal)
     notes = (*notes, undecided) if undecided else tuple(notes)
     return Answer(setting, goal, required, tuple(combos), chosen, met, notes, identical,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from .answer import Answer, Choice
 from .messages import first_line
-from .setting import Setting
+from .setting import Mode, Setting
 
-MODES = ("max_speedup", "req_speedup")
+MODES = tuple(m.value for m in Mode)
 
 
 class AccelerateError(ValueError):
@@ -74,7 +74,7 @@ def _pick_goal(answers: dict, mode: str | None, goal: str | None, key: str) -> s
                                   f"{_listing(answers)}")
     if len(keys) == 1:
         return keys[0]
-    fastest = [k for k in keys if answers[k].goal.mode == "max_speedup"]
+    fastest = [k for k in keys if answers[k].goal.mode == Mode.MAX_SPEEDUP]
     if mode is None and goal is None and len(fastest) == 1:
         return fastest[0]
     raise AccelerateError(f"{key!r} has {len(keys)} answers; pass goal= one of (or a unique "

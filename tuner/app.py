@@ -27,7 +27,7 @@ from .answer import Answer, answer
 from .interrupts import Terminated
 from .options import RunOptions
 from .presets import RANDOM_WEIGHTS_NOTE, is_preset
-from .setting import Goal, Setting, prompts_id
+from .setting import Goal, Mode, Setting, prompts_id
 
 
 @dataclass
@@ -91,7 +91,7 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     chosen = choose_prompts(options)
     device = pipelines.resolve_device(options.device)
     moved = pipelines.resolve_model(options.pipe)[1]
-    if moved and options.worker is None:
+    if moved and options.role.speaks:
         print(f"note: {moved}", file=sys.stderr)
     say(f"loading {options.pipe} on {device} ...")
     pipe = pipelines.load_pipeline(options.pipe, device=device)
@@ -107,7 +107,7 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
                               device=pipelines.device_name(device), clip_model=clip,
                               prompts_id=prompts_id(chosen))
     scorer = metrics.load_clip_scorer(clip, device=device, dtype=pipelines.default_dtype(device))
-    if options.worker is None:
+    if options.role.speaks:
         from . import prompts
 
         pool, source = prompt_pool(options)
@@ -176,7 +176,7 @@ def _storage(options: RunOptions):
 
 def _say(options: RunOptions):
     def say(message: str) -> None:
-        if options.progress and options.worker is None:
+        if options.progress and options.role.speaks:
             print(message, file=sys.stderr)
     return say
 
@@ -207,10 +207,13 @@ def _notes(options: RunOptions, session: Session) -> list[str]:
 def plan_of(options: RunOptions, session: Session):
     from .search.runner import SearchPlan
 
-    return SearchPlan(options.combos, options.trials, options.sampler, options.seed,
-                      options.sampler_seed, options.stop_after, options.full_front,
-                      options.stop_when_met, options.progress and options.worker is None,
-                      options.worker, session.setting.device, session.threads)
+    return SearchPlan(combos=options.combos, trials=options.trials, sampler=options.sampler,
+                      seed=options.seed, sampler_seed=options.sampler_seed,
+                      patience=options.stop_after, full_front=options.full_front,
+                      stop_when_met=options.stop_when_met,
+                      progress=options.progress and options.role.speaks,
+                      role=options.role, device=session.setting.device,
+                      threads=session.threads)
 
 
 def _already_answered(options: RunOptions, storage) -> Answer | None:
@@ -245,7 +248,7 @@ def _already_answered(options: RunOptions, storage) -> Answer | None:
                               precision=options.timing_precision, floor=run_floor) \
                 or not state.settled():
             return None
-        if goal.mode == "max_speedup" and state.floor() is not None:
+        if goal.mode == Mode.MAX_SPEEDUP and state.floor() is not None:
             floor = max(floor or 0.0, state.floor())
     states = [state for _, state in group.values()]
     required = goal.required_speedup(baseline_latency([r for r, _ in group.values()]))
@@ -273,17 +276,17 @@ def _stored_notes(options: RunOptions, setting: Setting) -> list[str]:
 
 
 def run(options: RunOptions) -> int:
-    """`tuner run` in this process (alone, or as one of several workers)."""
+    """`tuner run` in this process (alone, or as one of several workers: `options.role`)."""
     from .artifacts import uploader
     from .pipelines import model_record
     from .search import results
     from .search.runner import run_search
     from .search.studies import DB_NAME
 
-    say = _say(options)
+    say, role = _say(options), options.role
     # A shared database is reached first: if it cannot be, say so before minutes of work.
     storage = _storage(options) if options.storage else None
-    if options.worker is None and (storage or (Path(options.studies) / DB_NAME).is_file()):
+    if role.writes_results and (storage or (Path(options.studies) / DB_NAME).is_file()):
         found = _already_answered(options, storage or _storage(options))
         if found is not None:
             say("nothing left to do for these options: the stored answer")
@@ -295,7 +298,7 @@ def run(options: RunOptions) -> int:
     say(f"baseline: {base.latency.median:.3f}s per batch (spread {base.latency.spread:.0%}), "
         f"CLIP score {base.clip_score:.2f}")
     degenerate = _degenerate_clip(options, session)
-    if degenerate and options.worker is None:
+    if degenerate and role.speaks:
         print(f"note: {degenerate}", file=sys.stderr)
     storage = storage or _storage(options)
     model = model_record(session.pipe)
@@ -309,23 +312,24 @@ def run(options: RunOptions) -> int:
         if upload is not None:
             upload(trial, evaluation)
         line = session.evaluator.plain_runs.too_noisy()
-        if line and not said and options.worker is None:  # once, as soon as it shows
+        if line and not said and role.speaks:  # once, as soon as it shows
             said.append(line)
             print(f"note: {line}", file=sys.stderr)
 
     try:
         run_search(session.evaluator, storage, options.goal, plan_of(options, session),
                    prompts=session.prompts, on_evaluation=on_evaluation,
-                   on_answer=on_answer if options.worker is None else None)
+                   on_answer=on_answer if role.writes_results else None)
     except KeyboardInterrupt as stop:
-        if options.worker is None:
-            found = None
+        found = None
+        if role.writes_results:
             with contextlib.suppress(Exception):  # what is known so far is not lost
                 found = on_answer()
+        if role.speaks:
             _print_resume(options, found.status if found is not None else None,
                           word=stop.word if isinstance(stop, Terminated) else "interrupted")
         return 130
-    if options.worker is not None:
+    if not role.writes_results:
         return 0
     found = save_answer(storage, session.setting, options, _notes(options, session), model)
     return _print_answer(options, found)
@@ -456,8 +460,7 @@ def launch(options: RunOptions) -> int:
     the next checkpoint (tuner/interrupts.py); its exit code is then 130 or 143."""
     try:
         with interrupts.deferred() as request:
-            rc = run_workers(options) if options.workers > 1 and options.worker is None \
-                else run(options)
+            rc = run(options) if options.role.searches else run_workers(options)
     except Terminated as stop:  # outside a trial: loading, measuring the baseline, the end
         print(f"\ntuner: {stop.word}", file=sys.stderr)
         return stop.exit_code

@@ -209,6 +209,7 @@ def _check_run_args(args) -> None:
     from .accelerators import grid_size
     from .pipelines import check_pipe_name, scheduler_name
     from .search import results
+    from .search.roles import Launcher, role_of
     from .search.studies import DB_NAME, check_database, check_storage_url, sqlite_path
 
     if args.req_speedup is not None and args.req_speedup <= 1:
@@ -230,7 +231,8 @@ def _check_run_args(args) -> None:
         if value is not None and value % 8:
             raise UsageError(f"--{flag} must be divisible by 8 (Stable Diffusion's VAE), "
                              f"got {value}")
-    if args.workers > 1 and args.worker is None and args.device != "cuda":
+    launcher = isinstance(role_of(workers=args.workers, worker=args.worker), Launcher)
+    if launcher and args.device != "cuda":
         import torch
 
         if args.device == "cpu" or not torch.cuda.is_available():
@@ -312,8 +314,9 @@ def cmd_run(args, argv) -> int:
     _check_run_args(args)
     from .app import launch
 
-    quiet_libraries(progress=args.progress and args.worker is None)
-    return launch(RunOptions.from_args(args, argv))
+    options = RunOptions.from_args(args, argv)
+    quiet_libraries(progress=args.progress and options.role.speaks)
+    return launch(options)
 
 
 def cmd_dashboard(args) -> int:

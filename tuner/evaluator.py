@@ -30,8 +30,8 @@ import torch
 from . import accelerators, interrupts, metrics
 from .accelerators import Config
 from .families import family_of, supported
-from .record import PRUNED_LOSS, PRUNED_SLOW, QualityEstimate
-from .search.measurer import Evaluation, Measurer, Race
+from .record import Pruned, QualityEstimate
+from .search.measurer import Evaluation, IdenticalOutput, Measurer, Race
 from .search.space import canonical_key, distinct_points
 from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
@@ -207,8 +207,8 @@ class Evaluator(Measurer):
         `slower_than`: prune when the speedup is confidently below it. `loss_budget`: prune as
         soon as the loss of the images generated so far is confidently over it, during the
         timing (whose accelerated runs generate quality batches too) or after. Raises
-        `accelerators.AcceleratorError` (NoEffect, Unsupported, BrokenImages) when the
-        configuration cannot be evaluated.
+        `accelerators.AcceleratorError` (NoEffect, Unsupported, BrokenImages, IdenticalOutput)
+        when the configuration cannot be evaluated.
         """
         if self.baseline is None:
             self.measure_baseline()
@@ -240,18 +240,18 @@ class Evaluator(Measurer):
                                 precision=self.timing.screening,
                                 decided=lambda interval: over_budget() or too_slow(interval),
                                 warmup=warmup, key=config_key(config))
-        pruned = PRUNED_LOSS if over_budget() else \
-            PRUNED_SLOW if too_slow(speed.speedup) else None
+        pruned = Pruned.LOSS if over_budget() else \
+            Pruned.SLOW if too_slow(speed.speedup) else None
         for k in range(len(self._batches)):
             if pruned is not None:
                 break
             if k not in images:
                 self._accelerated(config, [k], images, seconds)
-                pruned = PRUNED_LOSS if over_budget() else None
+                pruned = Pruned.LOSS if over_budget() else None
         quality = scores.estimate()
         ordered = torch.cat([images[k] for k in sorted(images)])
         if quality.images == s.num_samples and torch.equal(ordered, self.baseline.images):
-            raise accelerators.NoEffect("output is bit-identical to the plain pipeline's")
+            raise IdenticalOutput()
         seconds["total"] = self.clock.now() - started
         if self._sentinel is None:
             self._sentinel = config

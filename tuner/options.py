@@ -86,6 +86,14 @@ class RunOptions:
         return None if self.sampler == "grid" or not self.patience else self.patience
 
     @property
+    def role(self):
+        """What this process does in the run (search/roles.py): alone, a launcher of workers,
+        or one of them."""
+        from .search.roles import role_of
+
+        return role_of(workers=self.workers, worker=self.worker)
+
+    @property
     def timing(self) -> TimingPolicy:
         return TimingPolicy(min_pairs=self.timing_pairs,
                             max_pairs=max(self.max_timing_pairs, self.timing_pairs),
@@ -107,9 +115,10 @@ class RunOptions:
 
     def setting(self, *, native: tuple[int, int], device: str, clip_model: str,
                 prompts_id: str) -> Setting:
-        return Setting(self.pipe, self.sched, self.steps, self.height or native[0],
-                       self.width or native[1], self.batch_size, self.num_samples, self.seed,
-                       device=device, clip_model=clip_model, prompts=prompts_id)
+        return Setting(pipe=self.pipe, scheduler=self.sched, steps=self.steps,
+                       height=self.height or native[0], width=self.width or native[1],
+                       batch_size=self.batch_size, num_samples=self.num_samples,
+                       seed=self.seed, device=device, clip_model=clip_model, prompts=prompts_id)
 
     def resume_command(self) -> str:
         return shlex.join(["tuner", *self.argv])

@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .codes import Code
 from .setting import Goal, Setting
 from .stats import Interval, Prior, speedup_interval
 
 # Trial user attributes.
 _CONFIG, _CANONICAL, _WORKER, _SEED = "config", "canonical", "worker", "sampler_seed"
 _SPEED, _QUALITY, _PRUNED, _SECONDS = "speed", "quality", "pruned", "seconds"
-_DUPLICATE_OF, _FAIL_REASON, _INVALID = "duplicate_of", "fail_reason", "invalid"
+_DUPLICATE_OF, _FAILURE, _INVALID = "duplicate_of", "failure", "invalid"
+_FAIL_REASON = "fail_reason"  # the message of a failure (an exception's), where there is one
 _PRUNED_BELOW, _QUEUED_AFTER = "pruned_below", "queued_after"
 # Study user attributes.
 _SETTING, _GOAL, _COMBO, _BASELINE = "setting", "goal", "combo", "baseline"
@@ -28,22 +30,92 @@ _CONFIRMATION, _PLAIN_PREFIX = "confirmation", "plain@"
 _HELD_OUT_PREFIX = "held_out@"  # + the trial's number
 _RUN_PREFIX = "run@"  # + host:pid:start of the process
 
-# Why a failed trial does not count toward the budget; the first two are run again.
-INTERRUPTED, ORPHANED, SURPLUS = "interrupted", "worker died", "surplus"
-NOT_COUNTED = (INTERRUPTED, ORPHANED, SURPLUS)
-# When a configuration was found invalid: before any generation, or after generating.
-CHECKED, GENERATED = "checked", "generated"
-# Why a trial stopped before its quality was known (it ends PRUNED): slower than this study's
-# best feasible configuration or the required speedup; slower than the answer another combo
-# of the same run already confirmed (the floor: it cannot change the overall answer, though
-# it might have been this combo's own); its loss over budget.
-PRUNED_SLOW, PRUNED_FLOOR = "too slow", "slower than another combo's answer"
-PRUNED_LOSS = "loss over budget"
 # Where a run is (RunMark.phase): searching a combo, racing its answer, past that race, racing
 # the combos' answers, measuring the answer's loss on held-out seeds, done.
 SEARCH, RACE, RACED, OVERALL, HELD_OUT, ENDED = (
     "search", "race", "raced", "overall race", "held-out", "ended")
 PHASES = (SEARCH, RACE, RACED, OVERALL, HELD_OUT, ENDED)
+
+class TrialStatus(Code):
+    """A trial's state, by the names of Optuna's `TrialState` (what `state.name` gives)."""
+
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"  # queued: re-queued after an interruption, or queued by the search
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+
+    def is_finished(self) -> bool:
+        """It has ended: nothing will change its numbers (as `TrialState.is_finished`)."""
+        return self in (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAIL)
+
+
+class Pruned(Code):
+    """Why a trial stopped before its quality was known (it ends PRUNED)."""
+
+    SLOW = "slow"  # slower than this study's answer or the required speedup
+    # Slower than the answer another combo of the same run already confirmed (the floor): it
+    # cannot change the overall answer, though it might have been this combo's own.
+    FLOOR = "floor"
+    LOSS = "loss"  # its loss confidently over budget
+
+    @property
+    def text(self) -> str:
+        return _PRUNED_TEXT[self]
+
+
+# Also what versions before the codes stored, and what `Pruned.read` still accepts.
+_PRUNED_TEXT = {Pruned.SLOW: "too slow", Pruned.FLOOR: "slower than another combo's answer",
+                Pruned.LOSS: "loss over budget"}
+
+
+class Failure(Code):
+    """Why a trial ended FAIL. The first three did not evaluate anything that counts toward
+    the budget (the first two are run again); the others answer their configuration."""
+
+    INTERRUPTED = "interrupted"  # by Ctrl-C or SIGTERM: re-queued
+    ORPHANED = "orphaned"  # its worker died: re-queued (workers.py, rule 2)
+    SURPLUS = "surplus"  # the budget was full before it ran (workers.py, rule 4)
+    INVALID = "invalid"  # the configuration cannot be evaluated (NoEffect, Unsupported, ...)
+    IDENTICAL = "identical"  # its output is bit-identical to the plain pipeline's
+    CRASHED = "crashed"  # out of memory, an exception inside an accelerator, ...
+
+    @property
+    def text(self) -> str:
+        return _FAILURE_TEXT.get(self, self.value)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the trial may count toward the budget (`TrialRecord.evaluated`)."""
+        return self not in (Failure.INTERRUPTED, Failure.ORPHANED, Failure.SURPLUS)
+
+
+# The sentences of the failures that store no message of their own (an invalid or crashed
+# trial stores its exception's); versions before the codes stored these sentences instead.
+_FAILURE_TEXT = {Failure.ORPHANED: "worker died",
+                 Failure.IDENTICAL: "output is bit-identical to the plain pipeline's"}
+
+
+class Invalid(Code):
+    """When a configuration was found invalid: before any generation (free, like a repeat), or
+    after generating its images."""
+
+    CHECKED = "checked"
+    GENERATED = "generated"
+
+
+def _legacy_failure(reason: str | None, invalid: Invalid | None) -> Failure | None:
+    """The code of a failure stored as a sentence alone (versions before the codes): the three
+    fixed sentences; an invalid configuration's message, which named an identical output in
+    words; any other message was a crash's."""
+    if reason is None:
+        return None
+    fixed = {f.text: f for f in (Failure.INTERRUPTED, Failure.ORPHANED, Failure.SURPLUS)}
+    if reason in fixed:
+        return fixed[reason]
+    if invalid is not None:
+        return Failure.IDENTICAL if "bit-identical" in reason else Failure.INVALID
+    return Failure.CRASHED
 
 
 def _number(value, what: str) -> float:
@@ -162,24 +234,37 @@ class TrialRecord:
     """One trial as the tuner reads it."""
 
     number: int
-    state: str  # Optuna's TrialState name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
+    state: TrialStatus
     config: dict = field(default_factory=dict)  # {accelerator: {knob: value}}
     canonical: str | None = None
     worker: dict | None = None
     sampler_seed: int | None = None
     speed: SpeedEstimate | None = None
     quality: QualityEstimate | None = None
-    pruned: str | None = None  # PRUNED_SLOW, PRUNED_FLOOR or PRUNED_LOSS
+    pruned: Pruned | None = None
     pruned_below: float | None = None  # the speedup a slow configuration was pruned under
     duplicate_of: int | None = None
-    fail_reason: str | None = None
-    # The configuration cannot be evaluated (NoEffect, Unsupported, ...): found CHECKED before
-    # any generation (free, like a repeat) or GENERATED, after generating its images.
-    invalid: str | None = None
+    failure: Failure | None = None
+    fail_detail: str | None = None  # its own message (an exception's), where it has one
+    # The configuration cannot be evaluated (Failure.INVALID or IDENTICAL): when it was found.
+    invalid: Invalid | None = None
     seconds: dict = field(default_factory=dict)  # where the trial's time went
     # A trial queued before it ran (re-queued, or queued by the search) runs after trials
     # numbered above it: the highest trial number when it claimed (workers.py, rule 1).
     queued_after: int | None = None
+
+    def __post_init__(self):  # codes, also from plain strings (a record built by hand)
+        object.__setattr__(self, "state", TrialStatus(self.state))
+        object.__setattr__(self, "pruned", Pruned.read(self.pruned))
+        object.__setattr__(self, "failure", Failure.read(self.failure))
+        object.__setattr__(self, "invalid", Invalid.read(self.invalid))
+
+    @property
+    def fail_reason(self) -> str | None:
+        """Why it failed, in words: its own message, else its failure's sentence."""
+        if self.fail_detail is not None:
+            return self.fail_detail
+        return self.failure.text if self.failure is not None else None
 
     @property
     def claim_order(self) -> tuple[float, int]:
@@ -193,15 +278,20 @@ class TrialRecord:
     def from_trial(cls, trial) -> TrialRecord:
         """From an Optuna FrozenTrial (or anything with number, state and user_attrs)."""
         a = trial.user_attrs
+        invalid, detail = Invalid.read(a.get(_INVALID)), a.get(_FAIL_REASON)
+        failure = Failure.read(a[_FAILURE]) if _FAILURE in a \
+            else _legacy_failure(detail, invalid)
+        if _FAILURE not in a and failure is not None and failure.text == detail:
+            detail = None  # a sentence stored for a code: rendered from the code
         return cls(
-            number=trial.number, state=trial.state.name, config=a.get(_CONFIG) or {},
-            canonical=a.get(_CANONICAL), worker=a.get(_WORKER), sampler_seed=a.get(_SEED),
+            number=trial.number, state=TrialStatus(trial.state.name),
+            config=a.get(_CONFIG) or {}, canonical=a.get(_CANONICAL), worker=a.get(_WORKER),
+            sampler_seed=a.get(_SEED),
             speed=SpeedEstimate.from_dict(a[_SPEED]) if _SPEED in a else None,
             quality=QualityEstimate.from_dict(a[_QUALITY]) if _QUALITY in a else None,
-            pruned=a.get(_PRUNED), pruned_below=a.get(_PRUNED_BELOW),
-            duplicate_of=a.get(_DUPLICATE_OF), fail_reason=a.get(_FAIL_REASON),
-            invalid=a.get(_INVALID), seconds=a.get(_SECONDS) or {},
-            queued_after=a.get(_QUEUED_AFTER))
+            pruned=Pruned.read(a.get(_PRUNED)), pruned_below=a.get(_PRUNED_BELOW),
+            duplicate_of=a.get(_DUPLICATE_OF), failure=failure, fail_detail=detail,
+            invalid=invalid, seconds=a.get(_SECONDS) or {}, queued_after=a.get(_QUEUED_AFTER))
 
     # -- writing, piece by piece, onto a running optuna.Trial ----------------------------------
 
@@ -219,30 +309,35 @@ class TrialRecord:
 
     @staticmethod
     def write_result(trial, *, speed: SpeedEstimate | None, quality: QualityEstimate | None,
-                     pruned: str | None, seconds: dict, goal: Goal,
+                     pruned: Pruned | None, seconds: dict, goal: Goal,
                      pruned_below: float | None = None) -> None:
         TrialRecord._write_numbers(trial, speed, quality, pruned, pruned_below, goal)
         trial.set_user_attr(_SECONDS, seconds)
 
     @staticmethod
     def _write_numbers(trial, speed: SpeedEstimate | None, quality: QualityEstimate | None,
-                       pruned: str | None, pruned_below: float | None, goal: Goal) -> None:
+                       pruned: Pruned | None, pruned_below: float | None, goal: Goal) -> None:
         if speed is not None:
             trial.set_user_attr(_SPEED, speed.as_dict())
         if quality is not None:
             trial.set_user_attr(_QUALITY, quality.as_dict())
             trial.set_constraint("loss_budget", quality.constraint(goal))
         if pruned is not None:
-            trial.set_user_attr(_PRUNED, pruned)
+            trial.set_user_attr(_PRUNED, Pruned(pruned).value)
         if pruned_below is not None:
             trial.set_user_attr(_PRUNED_BELOW, pruned_below)
 
     @staticmethod
-    def write_failure(trial, reason: str, *, invalid: str | None = None) -> None:
-        """`invalid`: CHECKED or GENERATED when the configuration cannot be evaluated."""
-        trial.set_user_attr(_FAIL_REASON, reason)
+    def write_failure(trial, failure: Failure, *, detail: str | None = None,
+                      invalid: Invalid | None = None) -> None:
+        """Why it fails: the code, and its own message where it has one (an exception's; the
+        others are rendered from the code). `invalid`: when the configuration was found
+        invalid (Failure.INVALID, IDENTICAL)."""
+        trial.set_user_attr(_FAILURE, Failure(failure).value)
+        if detail is not None:
+            trial.set_user_attr(_FAIL_REASON, detail)
         if invalid is not None:
-            trial.set_user_attr(_INVALID, invalid)
+            trial.set_user_attr(_INVALID, Invalid(invalid).value)
 
     @staticmethod
     def write_copy(trial, earlier: TrialRecord, goal: Goal) -> None:
@@ -259,7 +354,8 @@ class TrialRecord:
 
     @property
     def complete(self) -> bool:
-        return self.state == "COMPLETE" and self.speed is not None and self.quality is not None
+        return self.state == TrialStatus.COMPLETE and self.speed is not None \
+            and self.quality is not None
 
     def feasible(self, goal: Goal) -> bool:
         return self.complete and self.quality.within(goal)
@@ -269,8 +365,8 @@ class TrialRecord:
         """Its configuration needs no second evaluation: scored, pruned, found invalid, or
         crashed (`crashed`)."""
         return self.canonical is not None and (
-            self.state in ("COMPLETE", "PRUNED")
-            or (self.state == "FAIL" and bool(self.invalid or self.crashed)))
+            self.state in (TrialStatus.COMPLETE, TrialStatus.PRUNED)
+            or (self.state == TrialStatus.FAIL and bool(self.invalid or self.crashed)))
 
     @property
     def crashed(self) -> bool:
@@ -278,22 +374,21 @@ class TrialRecord:
         same configuration at the same shapes and seeds fails again, so its record answers
         it, instead of an evaluation counted toward --trials each time it is proposed.
         Interrupted, orphaned and surplus trials did not crash."""
-        return self.state == "FAIL" and self.fail_reason is not None \
-            and self.fail_reason not in NOT_COUNTED and self.invalid is None
+        return self.state == TrialStatus.FAIL and self.failure == Failure.CRASHED
 
     def settles(self, floor: float | None) -> bool:
         """Whether it answers its configuration in a run whose floor (the speedup another
         combo's confirmed answer set, None without one) is `floor`. A configuration pruned
         under a higher floor than this run's was never measured against this run's question:
         it is evaluated again."""
-        if self.pruned == PRUNED_FLOOR:
+        if self.pruned == Pruned.FLOOR:
             return self.answered and floor is not None and floor >= self.pruned_below
         return self.answered
 
     @property
     def finished(self) -> bool:
         """It has ended (COMPLETE, PRUNED or FAIL): nothing will change its numbers."""
-        return self.state in ("COMPLETE", "PRUNED", "FAIL")
+        return self.state.is_finished()
 
     @property
     def evaluated(self) -> bool:
@@ -302,11 +397,11 @@ class TrialRecord:
         rejected before any generation are free)."""
         if not self.original:
             return False
-        if self.state in ("COMPLETE", "PRUNED"):
+        if self.state in (TrialStatus.COMPLETE, TrialStatus.PRUNED):
             return True
-        if self.state != "FAIL" or self.fail_reason is None or self.fail_reason in NOT_COUNTED:
+        if self.state != TrialStatus.FAIL or self.failure is None or not self.failure.counted:
             return False
-        return self.invalid != CHECKED
+        return self.invalid != Invalid.CHECKED
 
 
 def trial_records(study_or_trials) -> list[TrialRecord]:
@@ -529,9 +624,7 @@ class StudyRecord:
         """A process's latest mark (one key per process: it replaces the previous one)."""
         study.set_user_attr(mark.key, mark.as_dict())
 
-
-__all__ = ["CHECKED", "ENDED", "GENERATED", "HELD_OUT", "INTERRUPTED", "NOT_COUNTED",
-           "ORPHANED", "OVERALL", "PHASES", "PRUNED_FLOOR", "PRUNED_LOSS", "PRUNED_SLOW", "RACE",
-           "RACED", "SEARCH", "SURPLUS", "Baseline", "Confirmation", "HeldOut", "PlainLatency",
+__all__ = ["ENDED", "HELD_OUT", "OVERALL", "PHASES", "RACE", "RACED", "SEARCH", "Baseline",
+           "Confirmation", "Failure", "HeldOut", "Invalid", "PlainLatency", "Pruned",
            "QualityEstimate", "RunMark", "SpeedEstimate", "StudyRecord", "TrialRecord",
-           "trial_records"]
+           "TrialStatus", "trial_records"]

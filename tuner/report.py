@@ -24,9 +24,10 @@ from .answer import (Answer, ComboAnswer, answer, config_text, feasible, loss_te
                      speed_text)
 from .messages import first_line
 from .presets import RANDOM_WEIGHTS_NOTE, is_preset
-from .record import StudyRecord, TrialRecord
+from .record import StudyRecord, TrialRecord, TrialStatus
 from .search.results import write_atomically
 from .search.studies import Studies, StudiesError
+from .setting import Mode
 
 MIN_IMPORTANCE_TRIALS = 4  # completed, distinct trials needed for parameter importances
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -136,7 +137,7 @@ def _hover(t: TrialRecord) -> str:
     if t.quality is not None:
         text += f"<br>loss {loss_text(t.quality.loss)}"
     if t.pruned:
-        text += f"<br>pruned: {t.pruned}"
+        text += f"<br>pruned: {t.pruned.text}"
     return text
 
 
@@ -367,7 +368,7 @@ class _Page:
 
 def _goal_title(a: Answer) -> str:
     budget = a.goal.budget
-    if a.goal.mode == "max_speedup":
+    if a.goal.mode == Mode.MAX_SPEEDUP:
         return f"Fastest within {budget}"
     return f"Required speedup {a.requirement} within {budget}"
 
@@ -435,7 +436,7 @@ def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
 
 def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
     combo = g.answer_of(c)
-    failed = sum(1 for t in c.trials if t.state == "FAIL" and t.evaluated)
+    failed = sum(1 for t in c.trials if t.state == TrialStatus.FAIL and t.evaluated)
     page.add(f"<h4>{html.escape(c.combo)}</h4>")
     page.add(f'<p class="meta">Study <code>{html.escape(c.study.study_name)}</code>: '
              f'{combo.evaluations} evaluations ({len([t for t in c.trials if t.complete])} '

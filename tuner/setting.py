@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
+from .codes import Code
+
 LOSS_METRICS = ("clip", "ssim")
 LOSS_BOUNDS = ("estimate", "upper")
 
@@ -26,7 +28,7 @@ def prompts_id(prompts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:10]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
     """Everything that changes a trial's numbers, for a given model.
 
@@ -70,7 +72,15 @@ class Setting:
         return cls(**_known(cls, data))
 
 
-@dataclass(frozen=True)
+class Mode(Code):
+    """What a goal asks for (`Goal.mode`): the fastest configuration within the budget, or the
+    one that reaches a required speedup (or latency) with the lowest loss."""
+
+    MAX_SPEEDUP = "max_speedup"
+    REQ_SPEEDUP = "req_speedup"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Goal:
     """What the search is for.
 
@@ -93,9 +103,9 @@ class Goal:
     loss_bound: str = "estimate"
 
     @property
-    def mode(self) -> str:
-        return "max_speedup" if self.req_speedup is None and self.req_time is None \
-            else "req_speedup"
+    def mode(self) -> Mode:
+        return Mode.MAX_SPEEDUP if self.req_speedup is None and self.req_time is None \
+            else Mode.REQ_SPEEDUP
 
     @property
     def loss_name(self) -> str:
@@ -144,4 +154,4 @@ class Goal:
         return cls(**_known(cls, data))
 
 
-__all__ = ["LOSS_BOUNDS", "LOSS_METRICS", "Goal", "Setting", "prompts_id"]
+__all__ = ["LOSS_BOUNDS", "LOSS_METRICS", "Goal", "Mode", "Setting", "prompts_id"]

@@ -23,7 +23,7 @@ import optuna
 
 from ..answer import CONFIRM_AT_MOST, fastest_first, feasible, speed_text, still_in_race
 from ..record import Confirmation, StudyRecord, TrialRecord, trial_records
-from ..setting import Goal
+from ..setting import Goal, Mode
 from ..state import StudyState, overall_entries
 from .measurer import Measurer
 
@@ -86,7 +86,7 @@ def confirm_study(evaluator: Measurer, study: optuna.Study, goal: Goal, *,
     required = goal.required_speedup(evaluator.plain_latency)
     written = _race(evaluator, [(study, t) for t in found], required,
                     what=f"{StudyRecord.of(study).combo}'s answer", say=say)
-    if goal.mode == "max_speedup":
+    if goal.mode == Mode.MAX_SPEEDUP:
         _race_left_out(evaluator, study, goal, written[study.study_name], say=say)
     return True
 

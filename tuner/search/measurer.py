@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..record import QualityEstimate, SpeedEstimate
+from ..accelerators.base import NoEffect
+from ..record import Failure, Pruned, QualityEstimate, SpeedEstimate
 from ..setting import Setting
 from ..stats import Interval
 from ..timing import TimingPolicy
@@ -32,9 +33,17 @@ class Evaluation:
     config: dict
     speed: SpeedEstimate
     quality: QualityEstimate | None
-    pruned: str | None  # record.PRUNED_SLOW / PRUNED_LOSS, or None
+    pruned: Pruned | None  # Pruned.SLOW or LOSS, or None
     sample_images: Any = field(repr=False)  # uint8 tensor, the first few images (or None)
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went
+
+
+class IdenticalOutput(NoEffect):
+    """A configuration's images are bit-identical to the plain pipeline's: stored as its code
+    (record.Failure.IDENTICAL), whose sentence is the message."""
+
+    def __init__(self):
+        super().__init__(Failure.IDENTICAL.text)
 
 
 @dataclass
@@ -105,10 +114,11 @@ class Measurer(ABC):
         """Speed, then (unless pruned) quality, of `config`.
 
         `slower_than`: stop after the speed when its interval lies confidently below it
-        (`pruned` = record.PRUNED_SLOW, `quality` None). `loss_budget`: stop as soon as the
-        loss is confidently over it (record.PRUNED_LOSS). Raises
+        (`pruned` = Pruned.SLOW, `quality` None). `loss_budget`: stop as soon as the
+        loss is confidently over it (Pruned.LOSS). Raises
         `accelerators.AcceleratorError` when the configuration cannot be evaluated (including
-        what only generating shows, such as output identical to the plain pipeline's)."""
+        what only generating shows: `IdenticalOutput`, output identical to the plain
+        pipeline's)."""
 
     @abstractmethod
     def race(self, configs: Sequence[Config],
@@ -129,4 +139,4 @@ class Measurer(ABC):
         against the plain pipeline's images of those seeds."""
 
 
-__all__ = ["Evaluation", "Measurer", "Race"]
+__all__ = ["Evaluation", "IdenticalOutput", "Measurer", "Race"]

@@ -23,11 +23,10 @@ import optuna
 from .. import interrupts
 from ..accelerators import AcceleratorError
 from ..messages import described
-from ..record import (CHECKED, GENERATED, INTERRUPTED, PRUNED_FLOOR, PRUNED_SLOW, SURPLUS,
-                      TrialRecord)
+from ..record import Failure, Invalid, Pruned, TrialRecord, TrialStatus
 from ..setting import Goal
 from ..state import StudyState
-from .measurer import Evaluation, Measurer
+from .measurer import Evaluation, IdenticalOutput, Measurer
 from .space import suggest
 from .studies import objectives
 from .workers import Surplus, earlier_answer, queued_after, requeue, this_worker
@@ -56,7 +55,7 @@ class Objective:
             interrupts.checkpoint()  # one requested while Optuna created this trial
             return self._run(trial)
         except KeyboardInterrupt:
-            TrialRecord.write_failure(trial, INTERRUPTED)
+            TrialRecord.write_failure(trial, Failure.INTERRUPTED)
             frozen = next(t for t in trial.study.get_trials(deepcopy=False)
                           if t.number == trial.number)
             requeue(trial.study, frozen)  # the next run starts with it
@@ -73,28 +72,30 @@ class Objective:
             earlier = earlier_answer(trial, key, self.budget, poll=self.poll,
                                      settles=lambda r: r.settles(self.floor))
         except Surplus:
-            self._fail(trial, SURPLUS)
+            self._fail(trial, Failure.SURPLUS)
         if earlier is not None:
             return self._repeat(trial, earlier)
         try:  # rejected before any generation: free, like a repeat
             self.evaluator.check(config)
         except AcceleratorError as err:
-            self._fail(trial, str(err), invalid=CHECKED)
+            self._fail(trial, Failure.INVALID, str(err), invalid=Invalid.CHECKED)
         slower_than, under_floor = self._slower_than(trial.study)
         try:
             evaluation = self.evaluator.evaluate(
                 config, slower_than=slower_than,
                 loss_budget=None if self.full_front else self.goal.loss_budget)
-        except AcceleratorError as err:  # found out by generating (e.g. identical output)
-            self._fail(trial, str(err), invalid=GENERATED)
+        except IdenticalOutput:
+            self._fail(trial, Failure.IDENTICAL, invalid=Invalid.GENERATED)
+        except AcceleratorError as err:  # found out by generating
+            self._fail(trial, Failure.INVALID, str(err), invalid=Invalid.GENERATED)
         except Exception as err:  # out of memory, a crash inside an accelerator, ...
             _free_memory()
-            self._fail(trial, described(err))
+            self._fail(trial, Failure.CRASHED, described(err))
         pruned_below = None
-        if evaluation.pruned == PRUNED_SLOW:
+        if evaluation.pruned == Pruned.SLOW:
             pruned_below = slower_than
             if under_floor:
-                evaluation.pruned = PRUNED_FLOOR
+                evaluation.pruned = Pruned.FLOOR
         self._record(trial, evaluation, pruned_below)
         if evaluation.pruned is not None:
             self._pruned(trial, evaluation.pruned, evaluation.speed.value)
@@ -111,14 +112,15 @@ class Objective:
         return StudyState.of(study, self.goal).slower_than(required, floor=self.floor)
 
     @staticmethod
-    def _pruned(trial: optuna.Trial, reason: str, speedup: float) -> NoReturn:
+    def _pruned(trial: optuna.Trial, reason: Pruned, speedup: float) -> NoReturn:
         trial.report(speedup, 0)  # for TPE's ranking of pruned trials (module docstring)
-        raise optuna.TrialPruned(reason)
+        raise optuna.TrialPruned(reason.text)
 
     @staticmethod
-    def _fail(trial: optuna.Trial, reason: str, *, invalid: str | None = None) -> NoReturn:
-        TrialRecord.write_failure(trial, reason, invalid=invalid)
-        raise TrialFailed(reason)
+    def _fail(trial: optuna.Trial, failure: Failure, detail: str | None = None, *,
+              invalid: Invalid | None = None) -> NoReturn:
+        TrialRecord.write_failure(trial, failure, detail=detail, invalid=invalid)
+        raise TrialFailed(detail if detail is not None else failure.text)
 
     def _values(self, speedup: float, loss: float):
         if len(objectives(self.goal, full_front=self.full_front)) == 2:
@@ -134,9 +136,9 @@ class Objective:
     def _repeat(self, trial: optuna.Trial, earlier: TrialRecord):
         """Answer a repeated configuration from its earlier trial, without running anything."""
         TrialRecord.write_copy(trial, earlier, self.goal)
-        if earlier.state == "FAIL":
-            self._fail(trial, earlier.fail_reason, invalid=earlier.invalid)
-        if earlier.state == "PRUNED":
+        if earlier.state == TrialStatus.FAIL:
+            self._fail(trial, earlier.failure, earlier.fail_detail, invalid=earlier.invalid)
+        if earlier.state == TrialStatus.PRUNED:
             self._pruned(trial, earlier.pruned, earlier.speed.value)
         return self._values(earlier.speed.value, earlier.quality.loss.value)
 

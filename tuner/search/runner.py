@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 from .. import interrupts
 from ..accelerators import COMBOS, split_params
 from ..answer import config_text, speed_text
-from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, SURPLUS, Baseline, Confirmation,
-                      PlainLatency, StudyRecord, TrialRecord)
-from ..setting import Goal
+from ..record import (HELD_OUT, OVERALL, RACE, RACED, SEARCH, Baseline, Confirmation, Failure,
+                      PlainLatency, StudyRecord, TrialRecord, TrialStatus)
+from ..setting import Goal, Mode
 from ..state import StudyState
 from .confirm import confirm_overall, confirm_study
 from .heldout import measure_held_out
@@ -45,14 +45,15 @@ from .objective import Objective, TrialFailed
 from .progress import Progress
 from .space import make_sampler, random_point
 from .studies import load_group, open_study, versions
-from .workers import (confirms, others_running, process_seed, recover_orphans, this_worker,
+from .roles import Alone, Role
+from .workers import (others_running, process_seed, recover_orphans, this_worker,
                       wait_for_others, worker_seed)
 
 FREE_STREAK = 10  # trials in a row answered without an evaluation before a random point
 OTHERS_POLL = 1.0  # seconds between looks at trials other processes run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchPlan:
     combos: Sequence[str]
     trials: int = 200  # evaluations per combo
@@ -64,7 +65,7 @@ class SearchPlan:
     full_front: bool = False  # evaluate every configuration fully (no pruning)
     stop_when_met: bool = False
     progress: bool = True
-    worker_index: int | None = None  # this process's index among a launcher's workers
+    role: Role = Alone()  # who races (roles.py)
     device: str = ""  # the device's name, recorded on the studies
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
 
@@ -89,7 +90,7 @@ def _free_streak(records: list[TrialRecord]) -> int:
     configurations rejected before generating)."""
     streak = 0
     for r in sorted(records, key=lambda r: r.number, reverse=True):
-        if r.state in ("RUNNING", "WAITING") or r.fail_reason == SURPLUS:
+        if r.state in (TrialStatus.RUNNING, TrialStatus.WAITING) or r.failure == Failure.SURPLUS:
             continue
         if r.evaluated:
             break
@@ -122,7 +123,7 @@ def floor_of(studies: Sequence[optuna.Study], goal: Goal) -> float | None:
 
     Raced speeds only: a study's own best estimate is the maximum of noisy measurements (the
     winner's curse) and would prune configurations that are in fact faster."""
-    if goal.mode != "max_speedup":
+    if goal.mode != Mode.MAX_SPEEDUP:
         return None
     return max((f for f in (StudyState.of(s, goal).floor() for s in studies) if f is not None),
                default=None)
@@ -142,8 +143,8 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
     if not records:
         return None
     done = sum(r.evaluated for r in records)
-    queued = sum(r.state == "WAITING" for r in records)
-    running = sum(r.state == "RUNNING" for r in records)
+    queued = sum(r.state == TrialStatus.WAITING for r in records)
+    running = sum(r.state == TrialStatus.RUNNING for r in records)
     parts = [f"{done} of {trials} evaluations done"]
     if queued:
         parts.append(f"{queued} interrupted trial(s) queued to run again")
@@ -169,7 +170,7 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
     `callbacks` are called with (study, finished trial) after every trial, as
     `optuna.Study.optimize`'s are; an exception one raises ends the work on the study."""
     s = evaluator.setting
-    seed = worker_seed(plan.sampler_seed, plan.worker_index) \
+    seed = worker_seed(plan.sampler_seed, plan.role.index) \
         if plan.sampler_seed is not None else process_seed(plan.seed)
     study = open_study(storage, s, combo, goal, prompts,
                        make_sampler(plan.sampler, combo, seed=seed, device=evaluator.device),
@@ -187,14 +188,15 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                           on_evaluation=on_evaluation,
                           on_requeue=progress.requeued if progress is not None else None)
     precision = evaluator.timing.precision
-    confirming = confirms(plan.worker_index)
+    confirming = plan.role.races
     rng = random.Random(seed)
     bar = tqdm(total=plan.trials, desc=combo, unit="eval", file=sys.stderr,
                disable=not plan.progress, dynamic_ncols=True)
 
     def report_failure(_, trial: optuna.trial.FrozenTrial) -> None:
         record = TrialRecord.from_trial(trial)
-        if record.state == "FAIL" and record.fail_reason != SURPLUS and not bar.disable:
+        if record.state == TrialStatus.FAIL and record.failure != Failure.SURPLUS \
+                and not bar.disable:
             bar.write(f"  {combo} trial {trial.number} {config_text(record.config)}: "
                       f"{record.fail_reason or 'failed'}", file=sys.stderr)
 
@@ -278,7 +280,7 @@ def run_search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, *,
 def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress: Progress, *,
             prompts: list[str], on_evaluation: Callable | None,
             on_answer: Callable[[], None] | None) -> None:
-    confirming = confirms(plan.worker_index)
+    confirming = plan.role.races
     done: list[optuna.Study] = []
     for combo in plan.combos:
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,

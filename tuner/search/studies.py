@@ -19,7 +19,7 @@ from optuna.storages import RDBStorage
 
 from ..messages import described
 from ..record import StudyRecord, TrialRecord, trial_records
-from ..setting import Goal, Setting
+from ..setting import Goal, Mode, Setting
 from .urls import connectable, masked, scrubbed
 from .workers import requeue
 
@@ -41,7 +41,7 @@ def objectives(goal: Goal, *, full_front: bool = False) -> list[str]:
     the optimum unfound after 40 stale evaluations in 6 of 20 replays, one objective in 2
     (BENCHMARKS.md, section 4). `--full-front` asks for the front: two objectives.
     """
-    if full_front and goal.mode == "max_speedup":
+    if full_front and goal.mode == Mode.MAX_SPEEDUP:
         return ["speedup", goal.loss_name]
     return ["speedup"]
 

@@ -43,9 +43,11 @@ The contract, which every function here keeps:
    none knows of the others (the last confirmation written is the study's). While the trials
    other processes run could still leave the budget unfilled, it does not leave the study: it
    waits for them, and runs any that comes back re-queued (rule 2); then it waits until no
-   other process runs a trial of the study (`wait_for_others`) and confirms.
+   other process runs a trial of the study (`wait_for_others`) and confirms (`Role.races`,
+   roles.py).
 7. Results. A process writes the results file only for studies it confirmed; a launcher, which
-   runs no trial, writes it from the stored records once every worker has exited.
+   runs no trial, writes it from the stored records once every worker has exited
+   (`Role.writes_results`).
 8. Interrupts. Ctrl-C and SIGTERM are requests (tuner/interrupts.py), acted on only at
    checkpoints: at the start of a trial, before every pipeline call and after each of its
    denoising steps, where the running trial is marked interrupted and re-queued; between
@@ -68,7 +70,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import interrupts
-from ..record import ORPHANED, TrialRecord, trial_records
+from ..record import Failure, TrialRecord, TrialStatus, trial_records
 from ..status import pid_alive
 
 
@@ -107,11 +109,6 @@ def worker_seed(seed: int, index: int | None) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
-def confirms(worker_index: int | None) -> bool:
-    """Whether this process confirms answers (rule 6)."""
-    return worker_index in (None, 0)
-
-
 def recover_orphans(study: optuna.Study) -> list[int]:
     """Fail and re-queue (same parameters) the running trials of dead workers (rule 2)."""
     optuna.storages.fail_stale_trials(study)
@@ -123,7 +120,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
             continue
         storage = study._storage  # noqa: SLF001 - the public API has no way to fail a trial
         try:
-            TrialRecord.write_failure(_StorageTrial(storage, trial), ORPHANED)
+            TrialRecord.write_failure(_StorageTrial(storage, trial), Failure.ORPHANED)
             if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):  # noqa: SLF001
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -162,14 +159,15 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
     while True:
         records = trial_records(trial.study)
         ahead = [r for r in records if r.number < trial.number]
-        if sum(r.evaluated or r.state in ("RUNNING", "WAITING") for r in ahead) >= budget:
+        waiting = (TrialStatus.RUNNING, TrialStatus.WAITING)
+        if sum(r.evaluated or r.state in waiting for r in ahead) >= budget:
             raise Surplus
         done = [r for r in records if r.number != trial.number and r.canonical == key
                 and r.original and settles(r)]
         if done:
             return done[-1]
         mine = next(r for r in records if r.number == trial.number).claim_order
-        if not any(r.state == "RUNNING" and r.canonical in (key, None)
+        if not any(r.state == TrialStatus.RUNNING and r.canonical in (key, None)
                    and r.claim_order < mine for r in records):
             return None
         interrupts.sleep(poll)
@@ -178,7 +176,7 @@ def earlier_answer(trial: optuna.Trial, key: str, budget: int, *, poll: float = 
 
 def others_running(records: list[TrialRecord]) -> int:
     me = this_worker()
-    return sum(1 for r in records if r.state == "RUNNING" and r.worker != me)
+    return sum(1 for r in records if r.state == TrialStatus.RUNNING and r.worker != me)
 
 
 def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
@@ -190,6 +188,6 @@ def wait_for_others(study: optuna.Study, *, poll: float = 1.0) -> None:
         interrupts.sleep(poll)
 
 
-__all__ = ["Surplus", "confirms", "earlier_answer", "others_running", "process_seed",
+__all__ = ["Surplus", "earlier_answer", "others_running", "process_seed",
            "queued_after", "recover_orphans", "requeue", "this_worker", "wait_for_others",
            "worker_seed"]
