@@ -563,27 +563,55 @@ def export(checkpoint: Path, to: Path) -> tuple[Path, Path]:
 def save_samples(pipe_dir: Path, out: Path, device: str = "cpu") -> None:
     """A grid of 16 generated images (20 DDIM steps), to look at."""
     from diffusers import DiffusionPipeline
-    from PIL import Image
 
     pipe = DiffusionPipeline.from_pretrained(pipe_dir).to(device)
     pipe.set_progress_bar_config(disable=True)
     prompts = shapes.prompts(16, seed=1)
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(16)]
     images = pipe(prompts, num_inference_steps=20, generator=generators, output_type="np").images
+    save_grid(images, prompts, out)
+
+
+def save_grid(images, prompts: list[str], out: Path) -> None:
+    """16 images (numpy, 0-1) as a 2 x 8 grid at `out`, their prompts beside it (.txt)."""
+    from PIL import Image
+
     grid = (torch.from_numpy(images) * 255).round().byte().view(2, 8, *images.shape[1:])
     grid = grid.permute(0, 2, 1, 3, 4).reshape(2 * images.shape[1], 8 * images.shape[2], 3)
     Image.fromarray(grid.numpy()).save(out)
     (out.with_suffix(".txt")).write_text("\n".join(prompts) + "\n")
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_line(doc: str, stages, *, resume: str) -> argparse.ArgumentParser:
+    """The two commands of a training tool (`train`, `export`): the options every tool has,
+    and its stages' own, which `stages(train)` adds (after --seed); `resume`: what --resume
+    keeps and trains on."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train")
     train.add_argument("--out", required=True)
     train.add_argument("--device", default="cpu")
     train.add_argument("--threads", type=int, default=1, help="CPU threads")
     train.add_argument("--seed", type=int, default=0)
+    stages(train)
+    train.add_argument("--uncond", type=float, default=0.1, help="share of empty captions")
+    train.add_argument("--ema", type=float, default=0.999)
+    train.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
+    train.add_argument("--log-every", type=int, default=100)
+    train.add_argument("--save-every", type=int, default=2000)
+    train.add_argument("--resume", metavar="CHECKPOINT", help=resume)
+    train.add_argument("--eval-images", type=int, default=0,
+                       help="generate this many images at the end and score them (log)")
+    train.add_argument("--export", action="store_true",
+                       help="also export to <out>/weights and save samples.png")
+    exp = sub.add_parser("export")
+    exp.add_argument("checkpoint")
+    exp.add_argument("--to", default=str(WEIGHTS))
+    exp.add_argument("--samples", help="also save a grid of generated images here (.png)")
+    return parser
+
+
+def _stages(train) -> None:
     # steps 0: as many as fill the stage's seconds on this machine
     train.add_argument("--vae-steps", type=int, default=0)
     train.add_argument("--vae-seconds", type=float, default=45)
@@ -598,22 +626,12 @@ def main(argv=None) -> None:
     train.add_argument("--unet-seconds", type=float, default=300)
     train.add_argument("--unet-batch", type=int, default=512)
     train.add_argument("--unet-lr", type=float, default=6e-4)
-    train.add_argument("--uncond", type=float, default=0.1, help="share of empty captions")
-    train.add_argument("--ema", type=float, default=0.999)
-    train.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
-    train.add_argument("--log-every", type=int, default=100)
-    train.add_argument("--save-every", type=int, default=2000)
-    train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="keep this checkpoint's VAE and CLIP; go on training its UNet and "
-                            "text encoder (a fresh optimizer and schedule)")
-    train.add_argument("--eval-images", type=int, default=0,
-                       help="generate this many images at the end and score them (log)")
-    train.add_argument("--export", action="store_true",
-                       help="also export to <out>/weights and save samples.png")
-    exp = sub.add_parser("export")
-    exp.add_argument("checkpoint")
-    exp.add_argument("--to", default=str(WEIGHTS))
-    exp.add_argument("--samples", help="also save a grid of generated images here (.png)")
+
+
+def main(argv=None) -> None:
+    parser = command_line(__doc__, _stages,
+                          resume="keep this checkpoint's VAE and CLIP; go on training its UNet "
+                                 "and text encoder (a fresh optimizer and schedule)")
     args = parser.parse_args(argv)
 
     if args.command == "train":

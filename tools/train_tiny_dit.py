@@ -82,8 +82,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_tiny import (  # noqa: E402
-    CLIP_NAME, EOS, MAX_LENGTH, PIPE_NAME, TEXT, WEIGHTS, Trainer, build_tokenizer, optimizer_for,
-    parameter_count, text_config)
+    CLIP_NAME, EOS, MAX_LENGTH, PIPE_NAME, TEXT, WEIGHTS, Trainer, build_tokenizer, command_line,
+    optimizer_for, parameter_count, save_grid, text_config)
 from tuner import shapes  # noqa: E402
 from tuner.metrics import _features as embeddings  # noqa: E402  (transformers 4 and 5)
 
@@ -381,7 +381,6 @@ def export(checkpoint: Path, to: Path) -> Path:
 def save_samples(pipe_dir: Path, out: Path, device: str = "cpu") -> None:
     """A grid of 16 generated images (20 Euler steps, true CFG), to look at."""
     from diffusers import FluxPipeline
-    from PIL import Image
 
     pipe = FluxPipeline.from_pretrained(pipe_dir).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -392,42 +391,20 @@ def save_samples(pipe_dir: Path, out: Path, device: str = "cpu") -> None:
                   height=side, width=side,
                   max_sequence_length=pipe.tokenizer_2.model_max_length,
                   true_cfg_scale=CFG_SCALE, negative_prompt=[""] * 16).images
-    grid = (torch.from_numpy(images) * 255).round().byte().view(2, 8, *images.shape[1:])
-    grid = grid.permute(0, 2, 1, 3, 4).reshape(2 * images.shape[1], 8 * images.shape[2], 3)
-    Image.fromarray(grid.numpy()).save(out)
-    (out.with_suffix(".txt")).write_text("\n".join(prompts) + "\n")
+    save_grid(images, prompts, out)
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train")
-    train.add_argument("--out", required=True)
-    train.add_argument("--device", default="cpu")
-    train.add_argument("--threads", type=int, default=1, help="CPU threads")
-    train.add_argument("--seed", type=int, default=0)
+def _stages(train) -> None:
     # steps 0: as many as fill --dit-seconds on this machine
     train.add_argument("--dit-steps", type=int, default=0)
     train.add_argument("--dit-seconds", type=float, default=270)
     train.add_argument("--dit-batch", type=int, default=512)
     train.add_argument("--dit-lr", type=float, default=6e-4)
-    train.add_argument("--uncond", type=float, default=0.1, help="share of empty captions")
-    train.add_argument("--ema", type=float, default=0.999)
-    train.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
-    train.add_argument("--log-every", type=int, default=100)
-    train.add_argument("--save-every", type=int, default=2000)
-    train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="go on training this checkpoint's weights (a fresh optimizer and "
-                            "schedule)")
-    train.add_argument("--eval-images", type=int, default=0,
-                       help="generate this many images at the end and score them (log)")
-    train.add_argument("--export", action="store_true",
-                       help="also export to <out>/weights and save samples.png")
-    exp = sub.add_parser("export")
-    exp.add_argument("checkpoint")
-    exp.add_argument("--to", default=str(WEIGHTS))
-    exp.add_argument("--samples", help="also save a grid of generated images here (.png)")
-    return parser
+
+
+def parser() -> argparse.ArgumentParser:
+    return command_line(__doc__, _stages, resume="go on training this checkpoint's weights (a "
+                        "fresh optimizer and schedule)")
 
 
 def main(argv=None) -> None:
