@@ -22,6 +22,18 @@ def _claim(trial: optuna.Trial, key: str, worker: dict) -> None:
                             queued_after=queued_after(trial))
 
 
+def _waiting(trial):
+    """`trial` asking for an earlier answer in a thread of its own, 0.3 s on: the thread and
+    the list its answer lands in."""
+    found = []
+    waiting = threading.Thread(
+        target=lambda: found.append(earlier_answer(trial, "k", budget=10, poll=0.01)),
+        daemon=True)
+    waiting.start()
+    time.sleep(0.3)
+    return waiting, found
+
+
 def test_a_retry_waits_for_a_later_numbered_trial_running_its_configuration():
     """Trial 0 is interrupted and re-queued as trial 1; trial 2 starts the same configuration
     on another host while 1 waits; then 1 starts. Failed at 9214cba: 1 compared by number
@@ -44,12 +56,7 @@ def test_a_retry_waits_for_a_later_numbered_trial_running_its_configuration():
     # Trial 2 does not wait for the retry, which claims after it...
     assert earlier_answer(later, "k", budget=10, poll=0.01) is None
     # ...and the retry waits for trial 2, then answers from it.
-    found = []
-    waiting = threading.Thread(
-        target=lambda: found.append(earlier_answer(retry, "k", budget=10, poll=0.01)),
-        daemon=True)
-    waiting.start()
-    time.sleep(0.3)
+    waiting, found = _waiting(retry)
     assert waiting.is_alive() and found == []
     TrialRecord.write_result(later, speed=None, quality=None, pruned=Pruned.SLOW, seconds={},
                              goal=Goal())
@@ -68,12 +75,7 @@ def test_an_unclaimed_queued_trial_is_waited_for_by_its_number():
     _claim(later, "k", ELSEWHERE)
     queued = study.ask()
     assert queued.number == 0
-    found = []
-    waiting = threading.Thread(
-        target=lambda: found.append(earlier_answer(later, "k", budget=10, poll=0.01)),
-        daemon=True)
-    waiting.start()
-    time.sleep(0.3)
+    waiting, found = _waiting(later)
     assert waiting.is_alive()  # trial 0 runs and has not said what
     _claim(queued, "k", this_worker())
     waiting.join(timeout=10)
