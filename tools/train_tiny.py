@@ -414,24 +414,62 @@ class Trainer:
 
     def save(self, ema_params=None, partial: int | None = None) -> None:
         """All weights in one safetensors file (keys `<model>.<parameter>`), the log in its
-        metadata; mid-training (`ema_params`), the UNet and text encoder as their EMA."""
+        metadata; mid-training (`ema_params`), the trained models (`trained`) as their EMA."""
         from safetensors.torch import save_file
 
-        tensors = {f"{name}.{k}": v.detach().float().cpu().contiguous()
+        # A copy of each tensor: safetensors refuses two names on one storage (T5 ties some).
+        tensors = {f"{name}.{k}": v.detach().float().cpu().clone()
                    for name, m in self.models.items() for k, v in m.state_dict().items()}
-        if ema_params is not None:  # mid-training: the EMA weights of the UNet and text encoder
+        if ema_params is not None:  # mid-training: the EMA weights of the trained models
             params, ema = ema_params
             by_id = {id(p): e for p, e in zip(params, ema)}
-            for name in ("unet", "text_encoder"):
+            for name in self.trained:
                 for k, p in self.models[name].named_parameters():
                     tensors[f"{name}.{k}"] = by_id[id(p)].float().cpu().contiguous()
-        self.log["scaling_factor"] = self.scaling_factor
-        self.log["partial_unet_steps"] = partial
+        self.log.update(self.log_fields(partial))
         self.log["seconds"] = time.perf_counter() - self.start
         path = self.out / "checkpoint.safetensors"
         save_file(tensors, str(path) + ".tmp", metadata={"log": json.dumps(self.log)})
         os.replace(str(path) + ".tmp", path)
         (self.out / "log.json").write_text(json.dumps(self.log, indent=2))
+
+    trained = ("unet", "text_encoder")  # the models the last stage trains (their EMA)
+
+    def log_fields(self, partial: int | None) -> dict:
+        """What `save` adds to the log: `partial`, the last stage's steps so far mid-training."""
+        return {"scaling_factor": self.scaling_factor, "partial_unet_steps": partial}
+
+    def scorer(self, clip, scenes: list, chosen: list):
+        """A function of images generated for the scenes `chosen` (of all `scenes`) that scores
+        them with `clip`: retrieval over the shape x colour classes and over every caption, and
+        the CLIP score against their own captions and against shuffled ones (every caption
+        moved by 7)."""
+        captions = [s.caption() for s in chosen]
+
+        def text(prompts):
+            ids = self.tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH,
+                                 return_tensors="pt").to(self.device)
+            return F.normalize(embeddings(clip.get_text_features(**ids)), dim=-1)
+
+        classes = torch.tensor([s.shape * len(shapes.COLOURS) + s.colour for s in chosen])
+        full = torch.tensor([scenes.index(s) for s in chosen])
+        class_text, caption_text = text(shapes.class_prompts()), text([s.caption() for s in scenes])
+        k = 7 % len(captions)
+        own_text, shuffled_text = text(captions), text(captions[k:] + captions[:k])
+
+        def score(images) -> dict:
+            image = F.normalize(embeddings(clip.get_image_features(
+                pixel_values=self.clip_pixels(images.to(self.device)))), dim=-1)
+            return {
+                "class_top1": float(((image @ class_text.T).argmax(1).cpu() == classes)
+                                    .float().mean()),
+                "caption_top1": float(((image @ caption_text.T).argmax(1).cpu() == full)
+                                      .float().mean()),
+                "clip_score_own": float(100 * (image * own_text).sum(-1).clamp(min=0).mean()),
+                "clip_score_shuffled": float(100 * (image * shuffled_text).sum(-1)
+                                             .clamp(min=0).mean())}
+
+        return score
 
     @torch.no_grad()
     def evaluate(self, count: int) -> None:
@@ -450,25 +488,9 @@ class Trainer:
             pipe(captions[i:i + 256], num_inference_steps=20, output_type="pt",
                  generator=torch.Generator(self.device).manual_seed(i)).images
             for i in range(0, count, 256)])
-        image = F.normalize(embeddings(clip.get_image_features(
-            pixel_values=self.clip_pixels(images.to(self.device)))), dim=-1)
-
-        def text(prompts):
-            ids = self.tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH,
-                                 return_tensors="pt").to(self.device)
-            return F.normalize(embeddings(clip.get_text_features(**ids)), dim=-1)
-
-        classes = torch.tensor([s.shape * len(shapes.COLOURS) + s.colour for s in chosen])
-        full = torch.tensor([scenes.index(s) for s in chosen])
-        own = 100 * (image * text(captions)).sum(-1).clamp(min=0)
-        shuffled = 100 * (image * text(captions[7:] + captions[:7])).sum(-1).clamp(min=0)
-        self.log["generated"] = {
-            "images": count, "seconds": round(time.perf_counter() - began, 1),
-            "class_top1": float(((image @ text(shapes.class_prompts()).T).argmax(1).cpu()
-                                 == classes).float().mean()),
-            "caption_top1": float(((image @ text([s.caption() for s in scenes]).T).argmax(1)
-                                   .cpu() == full).float().mean()),
-            "clip_score_own": float(own.mean()), "clip_score_shuffled": float(shuffled.mean())}
+        scores = self.scorer(clip, scenes, chosen)(images)
+        self.log["generated"] = {"images": count,
+                                 "seconds": round(time.perf_counter() - began, 1), **scores}
         self.say(f"generated: {self.log['generated']}")
 
     def resume(self, checkpoint: Path) -> None:

@@ -69,14 +69,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,7 +83,6 @@ from train_tiny import (  # noqa: E402
     CLIP_NAME, EOS, MAX_LENGTH, PIPE_NAME, TEXT, WEIGHTS, Trainer, build_tokenizer, command_line,
     optimizer_for, parameter_count, save_grid, text_config)
 from tuner import shapes  # noqa: E402
-from tuner.metrics import _features as embeddings  # noqa: E402  (transformers 4 and 5)
 
 # ---------------------------------------------------------------------------------------------
 # Architecture. 64x64 images, 4x8x8 latents (the shipped VAE), packed 2x2: 16 tokens of 16.
@@ -241,25 +238,10 @@ class DitTrainer(Trainer):
         self.log["stages"]["dit"] = {**entry, "batch": a.dit_batch, "ema": a.ema}
         self.say(f"dit done: {self.log['stages']['dit']}")
 
-    def save(self, ema_params=None, partial: int | None = None) -> None:
-        """The trained weights in one safetensors file (keys `<model>.<parameter>`), the log in
-        its metadata; mid-training (`ema_params`), as their EMA."""
-        from safetensors.torch import save_file
+    trained = TRAINED
 
-        tensors = {f"{name}.{k}": v.detach().float().cpu().clone()  # T5 ties two names
-                   for name, m in self.models.items() for k, v in m.state_dict().items()}
-        if ema_params is not None:
-            params, ema = ema_params
-            by_id = {id(p): e for p, e in zip(params, ema)}
-            for name in TRAINED:
-                for k, p in self.models[name].named_parameters():
-                    tensors[f"{name}.{k}"] = by_id[id(p)].float().cpu().contiguous()
-        self.log["partial_dit_steps"] = partial
-        self.log["seconds"] = time.perf_counter() - self.start
-        path = self.out / "checkpoint.safetensors"
-        save_file(tensors, str(path) + ".tmp", metadata={"log": json.dumps(self.log)})
-        os.replace(str(path) + ".tmp", path)
-        (self.out / "log.json").write_text(json.dumps(self.log, indent=2))
+    def log_fields(self, partial: int | None) -> dict:
+        return {"partial_dit_steps": partial}
 
     @torch.no_grad()
     def evaluate(self, count: int) -> None:
@@ -275,16 +257,7 @@ class DitTrainer(Trainer):
         chosen = [scenes[i] for i in torch.randperm(len(scenes), generator=self.data(13))[:count]]
         captions = [s.caption() for s in chosen]
 
-        def text(prompts):
-            ids = self.tokenizer(prompts, padding="max_length", max_length=MAX_LENGTH,
-                                 return_tensors="pt").to(self.device)
-            return F.normalize(embeddings(clip.get_text_features(**ids)), dim=-1)
-
-        classes = torch.tensor([s.shape * len(shapes.COLOURS) + s.colour for s in chosen])
-        full = torch.tensor([scenes.index(s) for s in chosen])
-        class_text, caption_text = text(shapes.class_prompts()), text([s.caption() for s in scenes])
-        k = 7 % len(captions)  # a shuffle: every caption moved
-        own_text, shuffled_text = text(captions), text(captions[k:] + captions[:k])
+        score = self.scorer(clip, scenes, chosen)
         side = shapes.IMAGE_SIZE  # FluxPipeline's default is 1024
         self.log["generated"] = {}
         for cfg in (1.0, CFG_SCALE):
@@ -296,17 +269,9 @@ class DitTrainer(Trainer):
                      negative_prompt=[""] * len(captions[i:i + 256]) if cfg > 1 else None,
                      generator=torch.Generator(self.device).manual_seed(i)).images
                 for i in range(0, count, 256)])
-            image = F.normalize(embeddings(clip.get_image_features(
-                pixel_values=self.clip_pixels(images.to(self.device)))), dim=-1)
+            scores = score(images)
             self.log["generated"][f"true_cfg_{cfg:g}"] = entry = {
-                "images": count, "seconds": round(time.perf_counter() - began, 1),
-                "class_top1": float(((image @ class_text.T).argmax(1).cpu() == classes)
-                                    .float().mean()),
-                "caption_top1": float(((image @ caption_text.T).argmax(1).cpu() == full)
-                                      .float().mean()),
-                "clip_score_own": float(100 * (image * own_text).sum(-1).clamp(min=0).mean()),
-                "clip_score_shuffled": float(100 * (image * shuffled_text).sum(-1)
-                                             .clamp(min=0).mean())}
+                "images": count, "seconds": round(time.perf_counter() - began, 1), **scores}
             self.say(f"generated, true CFG {cfg:g}: {entry}")
 
     def resume(self, checkpoint: Path) -> None:
