@@ -391,24 +391,34 @@ class Trainer:
             loss = (weight[t] * per_sample).mean()
             return loss, torch.stack([loss, per_sample.mean()])
 
-        def checkpoint(step, steps):
-            if a.save_every and step % a.save_every == 0 and step < steps:
+        self.ema_stage("unet", (unet, text), params, ema, opt, body, ("loss", "eps_mse"),
+                       steps=a.unet_steps, seconds=a.unet_seconds, lr=a.unet_lr,
+                       batch=a.unet_batch)
+
+    def ema_stage(self, stage: str, models, params, ema, opt, body, columns, *, steps: int,
+                  seconds: float, lr: float, batch: int) -> None:
+        """Train `models` by `body` (`loop`), their EMA `ema` of `params` kept by `body`, a
+        checkpoint of the EMA every --save-every steps; then the models take their EMA weights
+        and go to eval mode, and the stage's entry is logged."""
+        a = self.args
+
+        def checkpoint(step, total):
+            if a.save_every and step % a.save_every == 0 and step < total:
                 self.save(ema_params=(params, ema), partial=step)
 
-        unet.train()
-        text.train()
+        for model in models:
+            model.train()
         self.on_step = checkpoint
-        entry = self.loop("unet", a.unet_steps, a.unet_seconds, opt, a.unet_lr, body,
-                          ("loss", "eps_mse"))
+        entry = self.loop(stage, steps, seconds, opt, lr, body, columns)
         self.on_step = None
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - a.ema)
             for p, e in zip(params, ema):
                 p.copy_(e)
-        unet.eval()
-        text.eval()
-        self.log["stages"]["unet"] = {**entry, "batch": a.unet_batch, "ema": a.ema}
-        self.say(f"unet done: {self.log['stages']['unet']}")
+        for model in models:
+            model.eval()
+        self.log["stages"][stage] = {**entry, "batch": batch, "ema": a.ema}
+        self.say(f"{stage} done: {self.log['stages'][stage]}")
 
     # -- saving -----------------------------------------------------------------------------
 

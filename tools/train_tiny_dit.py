@@ -219,24 +219,9 @@ class DitTrainer(Trainer):
             loss = per_sample.mean()
             return loss, torch.stack([loss, (pred - (noise - z)).abs().mean()])
 
-        def checkpoint(step, steps):
-            if a.save_every and step % a.save_every == 0 and step < steps:
-                self.save(ema_params=(params, ema), partial=step)
-
-        for name in TRAINED:
-            self.models[name].train()
-        self.on_step = checkpoint
-        entry = self.loop("dit", a.dit_steps, a.dit_seconds, opt, a.dit_lr, body,
-                          ("loss", "v_l1"))
-        self.on_step = None
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - a.ema)
-            for p, e in zip(params, ema):
-                p.copy_(e)
-        for name in TRAINED:
-            self.models[name].eval()
-        self.log["stages"]["dit"] = {**entry, "batch": a.dit_batch, "ema": a.ema}
-        self.say(f"dit done: {self.log['stages']['dit']}")
+        self.ema_stage("dit", [self.models[name] for name in TRAINED], params, ema, opt, body,
+                       ("loss", "v_l1"), steps=a.dit_steps, seconds=a.dit_seconds, lr=a.dit_lr,
+                       batch=a.dit_batch)
 
     trained = TRAINED
 
