@@ -190,19 +190,24 @@ def synchronize(device: torch.device) -> None:
 
 class Trainer:
     def __init__(self, args):
+        self.begin(args)
+        self.tokenizer = build_tokenizer()
+        self.tokens = token_table(self.tokenizer).to(self.device)
+        self.models = {k: m.to(self.device) for k, m in new_models(len(self.tokenizer)).items()}
+        self.log["parameters"] = {k: parameter_count(m) for k, m in self.models.items()}
+        self.scaling_factor = 1.0
+
+    def begin(self, args) -> None:
+        """What every trainer starts with: its options, device, output folder, clock and log,
+        and the seeded RNG its models are initialised from."""
         self.args = args
         self.device = torch.device(args.device)
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.start = time.perf_counter()
         self.log: dict = {"args": vars(args), "device": self.describe_device(), "stages": {}}
-        torch.manual_seed(args.seed)
-        self.tokenizer = build_tokenizer()
-        self.tokens = token_table(self.tokenizer).to(self.device)
-        self.models = {k: m.to(self.device) for k, m in new_models(len(self.tokenizer)).items()}
-        self.log["parameters"] = {k: parameter_count(m) for k, m in self.models.items()}
-        self.scaling_factor = 1.0
         self.on_step = None  # called after each step of a stage with (step, steps)
+        torch.manual_seed(args.seed)
 
     def describe_device(self) -> str:
         if self.device.type == "cuda":

@@ -151,13 +151,7 @@ class DitTrainer(Trainer):
     shipped VAE encodes, the shipped CLIP scores."""
 
     def __init__(self, args):  # not Trainer.__init__: that builds the UNet stage's models
-        self.args = args
-        self.device = torch.device(args.device)
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.start = time.perf_counter()
-        self.log: dict = {"args": vars(args), "device": self.describe_device(), "stages": {}}
-        torch.manual_seed(args.seed)
+        self.begin(args)
         self.tokenizer, self.tokenizer_2 = tokenizers()
         self.vae = shipped_vae().to(self.device)
         self.scaling_factor = self.vae.config.scaling_factor
@@ -167,7 +161,6 @@ class DitTrainer(Trainer):
         captions = [s.caption() for s in shapes.scenes()] + [""]  # the last one: empty
         self.ids = self.tokenize(self.tokenizer, captions, MAX_LENGTH)
         self.ids_2 = self.tokenize(self.tokenizer_2, captions, TEXT_LENGTH)
-        self.on_step = None
 
     def tokenize(self, tokenizer, captions: list[str], length: int) -> torch.Tensor:
         """As FluxPipeline tokenizes for each encoder: padded to `length`, truncated."""
