@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT.parent))
 from graphs_bench import Bench, arguments, compare, dc, interleave, log, start  # noqa: E402
 
 G = {"graphs": {"enabled": 1}}
+COMPILED = {"graphs": {"enabled": 2}}  # with the mode of graphs.Options
 
 
 def variants(modes):
@@ -39,7 +40,8 @@ def variants(modes):
                       *((f"compile-{m}", Options(compile=m)) for m in modes)):
         for name, config in (("plain", {}), ("DC3", dc(3)), ("DC5", dc(5))):
             if tag != "sync" or name != "plain":  # graphs_bench.py measured that one
-                found[f"graphs {tag} {name}"] = (opts, {**config, **G})
+                level = COMPILED if tag.startswith("compile") else G
+                found[f"graphs {tag} {name}"] = (opts, {**config, **level})
     return found
 
 

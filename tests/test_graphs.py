@@ -70,13 +70,13 @@ def test_the_knob_is_absent_from_cpu_spaces():
 
 def test_the_knob_is_in_cuda_spaces_where_graphs_compose():
     assert members("deepcache", device="cuda") == ("deepcache", "graphs")
-    assert grid("deepcache", device="cuda")["graphs.enabled"] == [0, 1]
-    assert grid_size("deepcache", device="cuda") == 32
+    assert grid("deepcache", device="cuda")["graphs.enabled"] == [0, 1, 2]
+    assert grid_size("deepcache", device="cuda") == 48
     for combo in ("deepcache+tome", "deepcache+tgate", "deepcache+tome+tgate"):
         assert members(combo, device="cuda") == accelerators.COMBOS[combo]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     config = suggest(study.ask(), "deepcache", device="cuda")
-    assert set(config) == {"deepcache", "graphs"} and config["graphs"]["enabled"] in (0, 1)
+    assert set(config) == {"deepcache", "graphs"} and config["graphs"]["enabled"] in (0, 1, 2)
     assert "graphs.enabled" in random_point("deepcache", random.Random(0), device="cuda")
     assert combo_of({**dc(3), **ON}) == "deepcache"
 
@@ -99,12 +99,13 @@ def test_keys_stay_exact(tiny_sd):
         '{"deepcache": {"cache_branch_id": 0, "cache_interval": 3}}'
     on = canonical_key(tiny_sd, {**dc(3), **ON}, **size)
     off = canonical_key(tiny_sd, {**dc(3), "graphs": {"enabled": 0}}, **size)
-    assert len({on, off, canonical_key(tiny_sd, dc(3), **size)}) == 3
+    compiled = canonical_key(tiny_sd, {**dc(3), "graphs": {"enabled": 2}}, **size)
+    assert len({on, off, compiled, canonical_key(tiny_sd, dc(3), **size)}) == 4
     short = {**size, "steps": 4}
     assert canonical(tiny_sd, {**dc(5), **ON}, **short) == canonical(tiny_sd, {**dc(4), **ON},
                                                                      **short)
     assert distinct_points(tiny_sd, "deepcache", **size) == 16
-    assert distinct_points(_OnCuda(tiny_sd), "deepcache", **size) == 32
+    assert distinct_points(_OnCuda(tiny_sd), "deepcache", **size) == 48
 
 
 def test_step_kinds():
@@ -162,10 +163,10 @@ def _generate(run):
                    generator=[torch.Generator("cpu").manual_seed(s) for s in (1, 2)]).images
 
 
-def _graphed(pipe, config):
+def _graphed(pipe, config, *, level: int = 1):
     """Images of two generations under one application, graphs forced past the CPU check."""
     with apply(pipe, config, steps=STEPS) as run:
-        with Graphs().patch(pipe, ON["graphs"], run, absorbed={}) as fast:
+        with Graphs().patch(pipe, {"enabled": level}, run, absorbed={}) as fast:
             return _generate(fast), _generate(fast)
 
 
@@ -324,8 +325,10 @@ def test_compiled_graphs_are_cached_apart(tiny_sd, fake_gpu, monkeypatch):
     monkeypatch.setattr(graphs_module, "_compiled", fake_compile)
     _graphed(tiny_sd, dc(3))
     assert compiled == [] and len(graphs_module._cache) == 1
-    monkeypatch.setattr(graphs_module, "options", graphs_module.Options(compile="default"))
-    _graphed(tiny_sd, dc(3))
-    _graphed(tiny_sd, dc(5))  # same branch, same compiled entry
+    _graphed(tiny_sd, dc(3), level=2)
+    _graphed(tiny_sd, dc(5), level=2)  # same branch, same compiled entry
     assert compiled == ["default"] and len(graphs_module._cache) == 2
-    assert len(fake_gpu) == 4  # full and shallow, eager and compiled
+    monkeypatch.setattr(graphs_module, "options", graphs_module.Options(compile="max-autotune"))
+    _graphed(tiny_sd, dc(3), level=2)  # another mode, another entry
+    assert compiled == ["default", "max-autotune"] and len(graphs_module._cache) == 3
+    assert len(fake_gpu) == 6  # full and shallow: eager, compiled, compiled another way

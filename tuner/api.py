@@ -14,7 +14,8 @@ Generate through the handle, not through `pipe(...)`: T-GATE generates through i
 `pipe.tgate(...)`, and the handle is the callable that runs every chosen accelerator.
 
 On a GPU, `"graphs": {"enabled": 1}` beside DeepCache (or alone) replays the UNet's step kinds as
-CUDA graphs, captured at the first call of each shape (accelerators/graphs.py).
+CUDA graphs, captured at the first call of each shape; `{"enabled": 2}` captures them after
+`torch.compile` (not bit-identical; accelerators/graphs.py).
 """
 
 from __future__ import annotations

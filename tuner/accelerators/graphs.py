@@ -16,10 +16,14 @@ GPU then idles while the host launches the next step. Under graphs the scheduler
 same timestep as a host integer, read from a host copy of the schedule (one sync per
 generation), and the host runs ahead of the GPU; the arithmetic is the same, bit for bit.
 
-`options.compile` (off by default) runs the captured paths through `torch.compile` first, so the
-graphs replay Inductor's fused kernels: not bit-identical (BENCHMARKS.md, section 5, gives the
-measured difference and speed). Idea: torch.compile's mode="reduce-overhead", which also captures
-Inductor's output in CUDA graphs, here under our own capture of DeepCache's two step kinds.
+The knob `enabled` has three levels: 0 eager (the other side of the knob, measured like any
+point), 1 graphs of the eager kernels (bit-identical), 2 graphs of the paths compiled by
+`torch.compile` (mode `options.compile`) first, so the graphs replay Inductor's fused kernels: not
+bit-identical (BENCHMARKS.md, section 5, gives the measured difference and speed), and compiling
+costs about 50 s per captured path on an H100, paid once per entry in the warm-up and counted in
+`compile_seconds`, apart from the timing. Idea: torch.compile's mode="reduce-overhead", which also
+captures Inductor's output in CUDA graphs, here under our own capture of DeepCache's two step
+kinds.
 """
 
 from __future__ import annotations
@@ -48,15 +52,16 @@ HOST_TIMESTEP_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """How graphs are made. `compile`: a `torch.compile` mode for the captured paths, or None
-    (eager kernels, bit-identical output). `host_timesteps`: hand DDIM/DDPM's step the timestep
-    as a host integer (no sync per step; bit-identical)."""
+    """How graphs are made. `compile`: the `torch.compile` mode of level 2 (`COMPILED`).
+    `host_timesteps`: hand DDIM/DDPM's step the timestep as a host integer (no sync per step;
+    bit-identical)."""
 
-    compile: str | None = None
+    compile: str = "default"
     host_timesteps: bool = True
 
 
 options = Options()
+EAGER, GRAPHS, COMPILED = 0, 1, 2  # the levels of the knob `enabled`
 
 
 def capture_seconds() -> float:
@@ -129,7 +134,7 @@ def _capture(call, static, pool=None, *, compiling: bool = False):
 
 class Graphs(Accelerator):
     name = "graphs"
-    space = {"enabled": IntKnob(0, 1)}
+    space = {"enabled": IntKnob(EAGER, COMPILED)}
     optional_on = ("cuda",)  # a study on a GPU measures each configuration with and without
     # Tried on an H200 (BENCHMARKS.md, section 5): under ToMe the capture fails (its merges draw
     # from a CUDA generator seeded per generation); under T-GATE the output differs (its caches
@@ -158,6 +163,7 @@ class Graphs(Accelerator):
         family = ("deepcache", helper.params["cache_block_id"],
                   helper.params["cache_layer_id"]) if helper else ("plain",)
         made = options  # as applied: the cache keys on it
+        mode = made.compile if params["enabled"] == COMPILED else None
         steps, seen, values = [0], [None], [None]
         scheduler = pipe.scheduler
         inner_step = scheduler.step if made.host_timesteps and type(
@@ -177,7 +183,7 @@ class Graphs(Accelerator):
             if not torch.is_tensor(timestep):
                 timestep = torch.tensor(timestep, device=sample.device)
             leaves, spec = tree_flatten(((sample, timestep, *args), kwargs))
-            key = (id(unet), next(unet.parameters()).data_ptr(), family, made.compile,
+            key = (id(unet), next(unet.parameters()).data_ptr(), family, mode,
                    _signature(leaves, spec))
             entry = _cache.get(key)
             if entry is None:
@@ -199,10 +205,10 @@ class Graphs(Accelerator):
                     if kind == "shallow":
                         helper.cached_output = dict(entry["cached"])
                 pool = next((g.pool() for g, _ in graphs.values()), None)  # one per entry
-                if made.compile and "compiled" not in entry:
-                    entry["compiled"] = _compiled(call, made.compile)
+                if mode and "compiled" not in entry:
+                    entry["compiled"] = _compiled(call, mode)
                 graphs[kind] = _capture(entry.get("compiled", call), entry["inputs"], pool,
-                                        compiling=bool(made.compile))
+                                        compiling=bool(mode))
                 if kind == "full":
                     entry["cached"] = dict(helper.cached_output)
                 torch.cuda.synchronize()
