@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_tiny_dit.py"
 
@@ -63,7 +64,12 @@ def test_the_export_is_a_flux_pipeline_with_the_shipped_vae_and_the_training_log
     assert isinstance(pipe, FluxPipeline)
     assert isinstance(pipe.transformer, FluxTransformer2DModel)
     shipped = tool.shipped_vae().state_dict()
-    assert all(torch.equal(v, shipped[k]) for k, v in pipe.vae.state_dict().items())
+    # stored as float16: the shipped VAE's weights, rounded once
+    assert all(torch.equal(v, shipped[k].half().to(v.dtype))
+               for k, v in pipe.vae.state_dict().items())
+    stored = [load_file(f) for f in exported.rglob("*.safetensors")]
+    assert stored and all(v.dtype == torch.float16 for s in stored for v in s.values()
+                          if v.is_floating_point())
     assert pipe.tokenizer_2.model_max_length == tool.TEXT_LENGTH
     log = json.loads((exported / "training.json").read_text())
     assert log["stages"]["dit"]["steps"] == 2 and log["text_length"] == tool.TEXT_LENGTH
