@@ -289,7 +289,7 @@ def test_the_goal_options_are_the_goals_own_fields():
     assert goal == Goal(loss_budget=0.05, metric="ssim", req_time=0.5, loss_bound="upper")
 
 
-@pytest.mark.parametrize("device, points", [("cpu", 16), ("cuda", 32)])
+@pytest.mark.parametrize("device, points", [("cpu", 16), ("cuda", 48)])
 def test_the_grid_size_check_counts_the_graphs_knob_on_cuda(device, points, tmp_path,
                                                             monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
