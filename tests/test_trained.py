@@ -142,6 +142,20 @@ def test_trained_presets_are_ordinary_folders_in_the_package():
     assert sum(f.stat().st_size for f in files) < 10 * 2 ** 20
 
 
+def test_weights_are_stored_as_float16_and_load_as_float32(pipe, scorer):
+    """Half the bytes shipped (`tools/train_tiny.py`'s export stores them so); the CPU still
+    computes in float32."""
+    from safetensors import safe_open
+
+    for name in [*TRAINED, *TRAINED_CLIP]:
+        for path in Path(trained_path(name)).rglob("*.safetensors"):
+            with safe_open(str(path), "pt") as f:
+                dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+            assert dtypes == {"F16"}, path
+    models = [pipe.unet, pipe.vae, pipe.text_encoder, scorer.model]
+    assert {p.dtype for model in models for p in model.parameters()} == {torch.float32}
+
+
 def test_the_package_data_covers_the_weights():
     tomllib = pytest.importorskip("tomllib")
     root = Path(__file__).resolve().parents[1]

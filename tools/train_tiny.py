@@ -600,6 +600,8 @@ def export(checkpoint: Path, to: Path) -> tuple[Path, Path]:
     pipe_dir, clip_dir = to / PIPE_NAME, to / CLIP_NAME
     pipe.save_pretrained(pipe_dir, safe_serialization=True)
     models["clip"].save_pretrained(clip_dir, safe_serialization=True)
+    half_storage(pipe_dir)
+    half_storage(clip_dir)
     tokenizer.save_pretrained(clip_dir)
     side = shapes.IMAGE_SIZE
     CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
