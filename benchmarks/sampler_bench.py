@@ -27,7 +27,7 @@ The tables in benchmarks/tables/ were recorded with (the 16-point one: --combo d
     python benchmarks/sampler_bench.py markdown .../replay-*.json   # BENCHMARKS.md's rows
 
 Tables and replays over 50 KB are stored compressed (`python benchmarks/stored.py pack FILE`);
-every command here reads a file plain or as its `.gz`, named either way.
+every command here reads a file plain or as its `.xz` (or older `.gz`), named either way.
 
 The replays with speedup and loss as two objectives (`replay-tpe-random-grid.json`,
 `replay-2objectives-*`, `replay-gp.json`) ran at commit 53f231c, whose studies had two

@@ -1,14 +1,15 @@
 """Raw benchmark data as stored: files over 50 KB (tables, replays, traces, cost runs' JSON and
-their SQLite studies) are kept gzip-compressed beside the scripts that wrote them, `NAME.gz`,
-which makes benchmarks/ an eighth of its raw weight. Readers name the file as written;
-`locate` finds it plain or compressed, `read_json` reads either, and `studies` gives a folder
-whose `tuner.db` is plain (a decompressed temporary copy where it is stored compressed), for
+their SQLite studies) are kept xz-compressed beside the scripts that wrote them, `NAME.xz`
+(`xz -9e`: a third smaller than gzip on these studies and replays; data packed before that is
+`NAME.gz`, read the same way). Readers name the file as written; `locate` finds it plain or
+compressed, `read_json` reads any form, and `studies` gives a folder whose `tuner.db` is plain
+(a decompressed temporary copy where it is stored compressed), for
 `tuner.search.studies.locate` or `tuner report --studies`.
 
-    python benchmarks/stored.py pack FOLDER...     # compress the raw data over 50 KB in place
-    python benchmarks/stored.py unpack FOLDER...   # decompress every .gz in place (for tools)
+    python benchmarks/stored.py pack FOLDER...     # compress raw data over 50 KB (and .gz) to .xz
+    python benchmarks/stored.py unpack FOLDER...   # decompress every .xz and .gz in place
 
-Packing is deterministic (`gzip -n`: no name, no time in the header), so packing the same data
+Packing is deterministic (the xz format stores no name and no time), so packing the same data
 again changes nothing in git.
 """
 
@@ -18,6 +19,7 @@ import argparse
 import atexit
 import gzip
 import json
+import lzma
 import shutil
 import sys
 import tempfile
@@ -26,23 +28,29 @@ from pathlib import Path
 
 LARGE = 50_000  # bytes: raw data over this is stored compressed
 RAW = (".json", ".db", ".log")  # what `pack` compresses: data, never scripts or documents
+PACKED = ".xz"
+PRESET = 9 | lzma.PRESET_EXTREME  # `xz -9e`
+DECOMPRESS = {".xz": lzma.decompress, ".gz": gzip.decompress}  # suffix -> reader, preferred first
 
 
 def locate(path: str | Path) -> Path:
-    """`path` if it exists, else `path.gz`; FileNotFoundError naming both if neither does."""
+    """`path` if it exists, else `path.xz` or `path.gz`; FileNotFoundError naming them if none
+    does."""
     path = Path(path)
-    if path.exists() or path.suffix == ".gz":
+    if path.exists() or path.suffix in DECOMPRESS:
         return path
-    packed = path.with_name(path.name + ".gz")
-    if packed.exists():
-        return packed
-    raise FileNotFoundError(f"neither {path} nor {packed.name} beside it")
+    for suffix in DECOMPRESS:
+        packed = path.with_name(path.name + suffix)
+        if packed.exists():
+            return packed
+    raise FileNotFoundError(f"none of {path}, {' or '.join(path.name + s for s in DECOMPRESS)} "
+                            f"beside it")
 
 
 def read_bytes(path: str | Path) -> bytes:
     found = locate(path)
     data = found.read_bytes()
-    return gzip.decompress(data) if found.suffix == ".gz" else data
+    return DECOMPRESS[found.suffix](data) if found.suffix in DECOMPRESS else data
 
 
 def read_text(path: str | Path) -> str:
@@ -57,7 +65,8 @@ def studies(folder: str | Path) -> Path:
     """`folder`, or a temporary folder holding its `tuner.db` decompressed (SQLite cannot open
     it compressed), removed when the process exits; the stored file is left as it is."""
     folder = Path(folder)
-    if (folder / "tuner.db").exists() or not (folder / "tuner.db.gz").exists():
+    if (folder / "tuner.db").exists() or not any(
+            (folder / ("tuner.db" + suffix)).exists() for suffix in DECOMPRESS):
         return folder
     temp = Path(tempfile.mkdtemp(prefix="stored-studies-"))
     atexit.register(shutil.rmtree, temp, ignore_errors=True)
@@ -71,20 +80,26 @@ def _files(paths: list[str]) -> Iterator[Path]:
 
 
 def pack(paths: list[str]) -> None:
+    """Raw data over `LARGE` bytes, and anything stored as .gz, becomes `NAME.xz`; written
+    beside it first, then the source is removed, so an interrupted pack leaves the data whole."""
     for path in _files(paths):
-        if path.suffix in RAW and path.stat().st_size > LARGE:
-            packed = path.with_name(path.name + ".gz")
-            with path.open("rb") as source, packed.open("wb") as raw, \
-                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as target:
-                shutil.copyfileobj(source, target)
-            path.unlink()
-            print(f"{packed}: {packed.stat().st_size:,} bytes", file=sys.stderr)
+        if path.suffix == ".gz":
+            data, packed = gzip.decompress(path.read_bytes()), path.with_suffix(PACKED)
+        elif path.suffix in RAW and path.stat().st_size > LARGE:
+            data, packed = path.read_bytes(), path.with_name(path.name + PACKED)
+        else:
+            continue
+        partial = packed.with_name(packed.name + ".partial")
+        partial.write_bytes(lzma.compress(data, preset=PRESET))
+        partial.replace(packed)
+        path.unlink()
+        print(f"{packed}: {packed.stat().st_size:,} bytes", file=sys.stderr)
 
 
 def unpack(paths: list[str]) -> None:
     for path in _files(paths):
-        if path.suffix == ".gz":
-            path.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+        if path.suffix in DECOMPRESS:
+            path.with_suffix("").write_bytes(DECOMPRESS[path.suffix](path.read_bytes()))
             path.unlink()
 
 

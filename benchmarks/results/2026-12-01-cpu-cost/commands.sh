@@ -15,5 +15,5 @@ python benchmarks/gpu_bench.py compare $A --threads 1 --labels old new new-2thre
 python benchmarks/gpu_bench.py cost $A --threads 2 --label new-1objective-2threads
 # raced against the earlier answers in a copy of the folder (compare writes cost-compare.json):
 python benchmarks/gpu_bench.py compare $A --threads 2 --labels old new-2threads new-1objective-2threads  # compare-1objective.*
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-01-cpu-cost

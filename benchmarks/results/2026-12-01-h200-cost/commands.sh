@@ -10,5 +10,5 @@ python benchmarks/gpu_bench.py cost --old OLD $A --limit 220   # run 2 -> cost-o
 python benchmarks/gpu_bench.py cost $A --limit 220             # run 2 -> cost-new.json (all trials)
 # cost-*/tuner-run1.db: the studies after run 1 (the databases after run 2 did not come back
 # from the machine; cost-*.json list every trial of both runs, read from them there).
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-01-h200-cost

@@ -7,5 +7,5 @@ A="--device cpu --sd tuner/weights/tiny-shapes --cost-clip tuner/weights/tiny-sh
    --num-samples 16 --metric clip --budget 0.02 --threads 2 --label new-floor-2threads"
 python benchmarks/gpu_bench.py cost $A --limit 2400 --out benchmarks/results/2026-12-02-cpu-cost-floor  # 2,376 s, finished
 python benchmarks/gpu_bench.py spent --label new-floor-2threads --out benchmarks/results/2026-12-02-cpu-cost-floor
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-cpu-cost-floor

@@ -8,5 +8,5 @@ A="--device cpu --sd tuner/weights/tiny-shapes --cost-clip tuner/weights/tiny-sh
 python benchmarks/gpu_bench.py cost $A --limit 1500 --out benchmarks/results/2026-12-02-cpu-cost-pairs2  # 1,502 s
 python benchmarks/gpu_bench.py cost $A --limit 560 --out benchmarks/results/2026-12-02-cpu-cost-pairs2   # 473 s, finished
 python benchmarks/gpu_bench.py spent --label new-pairs2-2threads --out benchmarks/results/2026-12-02-cpu-cost-pairs2
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-cpu-cost-pairs2

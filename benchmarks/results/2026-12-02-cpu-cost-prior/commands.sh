@@ -6,5 +6,5 @@ python benchmarks/gpu_bench.py cost --device cpu --sd tuner/weights/tiny-shapes 
     --prompts benchmarks/results/2026-12-01-cpu-cost/tiny-shapes-captions.txt --steps 25 \
     --num-samples 16 --metric clip --budget 0.02 --threads 2 --label new-prior-2threads \
     --limit 1500 --out benchmarks/results/2026-12-02-cpu-cost-prior    # finished in 1,461 s
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-cpu-cost-prior

@@ -60,5 +60,5 @@ python benchmarks/gpu_bench.py cost $A --label confirmed --limit 475 --out $OUT 
 python benchmarks/gpu_bench.py spent --label confirmed --out THIS_FOLDER     # spent-confirmed.json
 # cost-old/tuner.db did not come back from run 7 (too many files in $OUT): it is run 6's. Run
 # 7's trials (every trial's state and seconds) and its answer are in cost-old.json and cost-old.log.
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-h200-combo-all

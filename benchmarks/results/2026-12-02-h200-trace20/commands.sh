@@ -9,5 +9,5 @@ python benchmarks/timing_replay.py trace.json --per-plain 1 --precision 0.05 \
     --max-tolerance 0.1 0.2 --prior-df 0 4 --incumbent 1.1 1.25           # replay-prune-rule.md
 python benchmarks/timing_replay.py trace.json --per-plain 1 --precision 0.05 \
     --max-tolerance 0.1 0.2 --prior-df 4 --min-pairs 3 2 --incumbent 1.1 1.25   # replay-prune.md
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-h200-trace20

@@ -12,5 +12,5 @@ python $D/neighbours.py every 3 20 >> $D/neighbours.txt
 # table's races re-measure its own estimates and take nothing back.
 python $D/patience40.py /tmp/before 0.02 0 20 > $D/patience40-before.txt
 python $D/patience40.py . 0.02 0 20 > $D/patience40-confirmed-progress.txt
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-sampler-pruned

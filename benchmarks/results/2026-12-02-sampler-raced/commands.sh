@@ -10,6 +10,6 @@ for b in 0.01 0.05; do
   python benchmarks/sampler_bench.py replay $T-raced.json --budget $b --seeds 100 --samplers tpe \
       --out THIS_FOLDER/replay-tpe-$b-100seeds.json
 done
-python benchmarks/sampler_bench.py markdown THIS_FOLDER/replay-*-0.02-100seeds.json.gz
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+python benchmarks/sampler_bench.py markdown THIS_FOLDER/replay-*-0.02-100seeds.json.xz
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-02-sampler-raced

@@ -29,5 +29,5 @@ timeout -s INT 470 python3 -m tuner run --pipe sd1.5-random --clip-model clip-l-
 timeout -s INT 220 python3 -m tuner run --pipe sd1.5-random --clip-model clip-l-random --device cuda \
   --combo deepcache --sampler grid --trials 32 --steps 50 --num-samples 8 --batch-size 4 \
   --no-progress --no-artifacts --studies $OUT/studies --output $OUT/search_params.json
-# Stored with the files over 50 KB gzip-compressed in place (NAME.gz; the scripts read either):
+# Stored with the files over 50 KB xz-compressed in place (NAME.xz; the scripts read either):
 python benchmarks/stored.py pack benchmarks/results/2026-12-04-h200-graphs
