@@ -9,8 +9,8 @@ cd .gx && export PYTHONPATH=$PWD:/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 #    plain in one process -> graphs_fusion_bench.json (292 s wall)
 python3 benchmarks/graphs_fusion_bench.py --out $OUT --steps 50 --rounds 3 3 --limit 300
 # 2. The tuner's deepcache grid on the same machine, a minute later (graphs knob both sides,
-#    host timesteps on) -> grid/grid.log, grid/show.log, grid/search_params.json, grid/tuner.db.xz
-#    (the study packed by benchmarks/stored.py: xz -9e; read it with benchmarks/stored.py)
+#    host timesteps on) -> grid/grid.log, grid/show.log, grid/search_params.json, grid/tuner.db.sql.xz
+#    (the study packed by benchmarks/stored.py as its SQL, xz -9e; read it with benchmarks/stored.py)
 timeout -s INT 540 python3 -m tuner run --pipe sd1.5-random --clip-model clip-l-random --device cuda \
   --combo deepcache --sampler grid --trials 32 --steps 50 --num-samples 8 --batch-size 4 \
   --no-progress --no-artifacts --studies $OUT/studies --output $OUT/search_params.json
