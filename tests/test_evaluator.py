@@ -256,7 +256,8 @@ def test_num_samples_not_divisible_by_batch_size(tiny_sd, scorer):
 
 
 class BatchClock:
-    """A fake clock: a batch of n images takes n seconds plainly and n / 2 accelerated."""
+    """A fake clock: a batch of n images takes n seconds plainly and n / 2 accelerated, once
+    `times` has put it on an evaluator's batches."""
 
     def __init__(self):
         self.t = 0.0
@@ -267,6 +268,19 @@ class BatchClock:
     def sync(self):
         pass
 
+    def times(self, ev, plain, monkeypatch, *, after=lambda run: None):
+        """Advance on each batch `ev` generates (`plain`: its plain pipeline); `after(run)` is
+        called after each batch, to spend more."""
+        original = ev._generate
+
+        def generate(run, batch):
+            images = original(run, batch)
+            self.t += batch["count"] * (1.0 if run is plain else 0.5)
+            after(run)
+            return images
+
+        monkeypatch.setattr(ev, "_generate", generate)
+
 
 def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypatch):
     setting = setting_for(tiny_sd, "tiny-sd", num_samples=5, steps=2)  # batches 2, 2, 1
@@ -274,14 +288,7 @@ def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypa
     clock = BatchClock()
     ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
                    baseline_repeats=1)
-    original = ev._generate
-
-    def generate(run, batch):
-        images = original(run, batch)
-        clock.t += batch["count"] * (1.0 if run is tiny_sd else 0.5)
-        return images
-
-    monkeypatch.setattr(ev, "_generate", generate)
+    clock.times(ev, tiny_sd, monkeypatch)
     e = ev.evaluate(DEEPCACHE)
     # Every accelerated batch is exactly twice as fast as the same batch run plainly.
     assert e.speed.ratios == (2.0,) * 2
@@ -383,19 +390,15 @@ def test_capture_seconds_are_counted_apart(tiny_sd, scorer, monkeypatch):
     clock, spent, accelerated = BatchClock(), [0.0], [0]
     ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
                    baseline_repeats=1)
-    original = ev._generate
 
-    def generate(run, batch):
-        images = original(run, batch)
-        clock.t += batch["count"] * (1.0 if run is tiny_sd else 0.5)
+    def capture(run):
         if run is not tiny_sd:
             accelerated[0] += 1
             if accelerated[0] in (1, 3):  # the warm-up, and the second timed run
                 clock.t += 3.0
                 spent[0] += 3.0
-        return images
 
-    monkeypatch.setattr(ev, "_generate", generate)
+    clock.times(ev, tiny_sd, monkeypatch, after=capture)
     monkeypatch.setattr(accelerators, "capture_seconds", lambda: spent[0])
     e = ev.evaluate(DEEPCACHE)
     assert accelerated[0] >= 3
