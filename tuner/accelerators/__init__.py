@@ -18,8 +18,15 @@ from collections.abc import Iterator, Mapping
 
 from .base import (Accelerator, AcceleratorError, DecimalKnob, Footprint, Generate, IntKnob, Knob,
                    NoEffect, Params, Unsupported, traces)
+from .cache import CACHES
 from .deepcache import DeepCache
-from .graphs import Graphs, capture_seconds
+from .fastercache import FasterCache
+from .fbcache import FirstBlockCache
+from .graphs import Graphs
+from .graphs import capture_seconds as _graph_seconds
+from .magcache import MagCache, calibration_seconds
+from .pab import PyramidAttentionBroadcast
+from .taylorseer import TaylorSeer
 from .tgate import TGate
 from .tome import ToMe
 
@@ -31,6 +38,8 @@ COMBOS: dict[str, tuple[str, ...]] = {
     "deepcache+tome": ("deepcache", "tome"),
     "deepcache+tgate": ("deepcache", "tgate"),
     "deepcache+tome+tgate": ("deepcache", "tome", "tgate"),
+    # diffusers' caches, one per transformer
+    **{name: (name,) for name in CACHES},
 }
 
 Config = Mapping[str, Params]  # accelerator name -> its params
@@ -50,9 +59,23 @@ def register(cls: type[Accelerator]) -> type[Accelerator]:
 
 
 # Application order: T-GATE first, since it replaces the pipeline call the others wrap; graphs
-# last, since they capture the UNet call the others patched.
-for _accelerator in (TGate, DeepCache, ToMe, Graphs):
+# last, since they capture the UNet call the others patched. diffusers' caches hook a
+# transformer's blocks, one at a time.
+for _accelerator in (TGate, DeepCache, ToMe, Graphs, FirstBlockCache, TaylorSeer, MagCache,
+                     FasterCache, PyramidAttentionBroadcast):
     register(_accelerator)
+
+
+def capture_seconds() -> float:
+    """Seconds spent preparing accelerators outside their timing, in this process: capturing
+    CUDA graphs (compiling included) and calibrating MagCache."""
+    return _graph_seconds() + calibration_seconds()
+
+
+def combos_for(denoiser: str) -> tuple[str, ...]:
+    """The combos whose accelerators all patch a `denoiser` ("unet", "transformer")."""
+    return tuple(combo for combo, names in COMBOS.items()
+                 if all(ACCELERATORS[n].denoiser == denoiser for n in names))
 
 
 def footprint() -> Footprint:
@@ -117,8 +140,8 @@ def _check(pipe, members, config: Config, steps: int) -> None:
     for accelerator, _ in members:
         clash = next((n for n in accelerator.conflicts if n in config), None)
         if clash is not None:
-            raise Unsupported(f"{accelerator.name} cannot run with {clash}: a replay does not "
-                              f"follow {accelerator.conflicts[clash]}")
+            raise Unsupported(f"{accelerator.name} cannot run with {clash}: "
+                              f"{accelerator.conflicts[clash]}")
     for accelerator, params in members:
         accelerator.check(pipe, params, steps=steps, absorbed=_absorbed(accelerator, config))
 
@@ -173,5 +196,5 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
 
 __all__ = ["ACCELERATORS", "COMBOS", "Accelerator", "AcceleratorError", "Config", "DecimalKnob",
            "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical",
-           "check", "capture_seconds", "combo_of", "device_of", "footprint", "grid", "grid_size",
+           "check", "capture_seconds", "combo_of", "combos_for", "device_of", "footprint", "grid", "grid_size",
            "instances", "leftovers", "members", "register", "split_params"]

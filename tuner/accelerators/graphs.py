@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from .base import Accelerator, Footprint, Generate, IntKnob, Params, Unsupported
+from .cache import CACHES
 
 # An entry: one UNet's graphs for one step-kind family (plain, or DeepCache's full and shallow
 # pair of one cache_branch_id: intervals only choose which replays, so N=2..5 share it) and one
@@ -139,7 +140,10 @@ class Graphs(Accelerator):
     # Tried on an H200 (BENCHMARKS.md, section 5): under ToMe the capture fails (its merges draw
     # from a CUDA generator seeded per generation); under T-GATE the output differs (its caches
     # and guidance change by step), and with DeepCache its resets bypass the graphs.
-    conflicts = {"tome": "ToMe's per-generation random merges", "tgate": "T-GATE's step schedule"}
+    # diffusers' caches patch a transformer, not the UNet call the graphs replay.
+    conflicts = {"tome": "a replay does not follow ToMe's per-generation random merges",
+                 "tgate": "a replay does not follow T-GATE's step schedule",
+                 **{name: "graphs replay a UNet's call" for name in CACHES}}
     # The UNet's call replays the graphs; DDIM/DDPM's step takes the timestep from the host.
     footprint = Footprint(components={"scheduler": ("step",)}, modules={"unet": ("forward",)})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..accelerators import COMBOS
+from ..accelerators import combos_for
 from .base import Family
 
 
@@ -17,7 +17,7 @@ class StableDiffusion(Family):
     denoiser_title = "UNet"
     has = ("unet",)
     lacks = ("text_encoder_2",)
-    combos = tuple(COMBOS)  # every accelerator here patches a UNet
+    combos = combos_for("unet")
     builds_with = {"safety_checker": None, "feature_extractor": None,
                    "requires_safety_checker": False}
     loads_with = {"safety_checker": None, "requires_safety_checker": False}

@@ -1,0 +1,170 @@
+"""MagCache: skip the transformer's blocks while the accumulated error predicted from the
+model's magnitude ratios (how the residual's norm changes from step to step) stays under
+`threshold`, at most `max_skip_steps` in a row, never in the first `retention_ratio` of the
+steps (Ma et al. 2025, "MagCache: Fast Video Generation with Magnitude-Aware Cache",
+arXiv:2506.09045). A skipped step adds the last residual to its input.
+
+The ratios are the model's, for its step count. diffusers ships `FLUX_MAG_RATIOS`, calibrated
+on FLUX.1-dev at 28 steps (resampled to other step counts by nearest neighbour, which is only
+an approximation); they are used for a FLUX.1-dev architecture at 28 steps. For any other model
+or step count the ratios are calibrated once, with diffusers' `calibrate=True` (a generation
+that skips nothing and records the ratios), at the first generation of a configuration, and
+cached per transformer (its weights), scheduler, step count and size for the process. The
+calibration's seconds are counted apart from the timing (`calibration_seconds`), as CUDA
+graphs' capture is.
+
+Ranges, with their reasons (diffusers' defaults: threshold 0.06, max_skip_steps 3, retention
+0.2; MagCache's published FLUX speedup, 2.8x, is at settings more aggressive than these; on an
+H200 the defaults gave a random FLUX.1-dev 1.99x with the shipped ratios):
+* `threshold` 0.02-0.30 by 0.02: from a third of the default to five times it;
+* `max_skip_steps` 1-6: the paper's K, default 3, doubled for the fast end;
+* `retention_ratio` 0.1-0.4 by 0.1: default 0.2; fewer protected steps is faster, more is
+  safer.
+With the ratios given, which steps are skipped is fixed; but they may not be known before the
+first generation, so `canonical` merges only what the code path proves equal: retention ratios
+that protect the same number of steps, and `max_skip_steps` that cannot bind (at least the
+number of steps left after the protected ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import time
+
+from .base import DecimalKnob, IntKnob
+from .cache import DiffusersCache, enabled, others
+
+_ratios: dict[tuple, list[float]] = {}  # calibrated ratios, per `calibration_key`
+_spent = {"calibration": 0.0, "calibrations": 0}
+SHIPPED_STEPS = 28  # FLUX_MAG_RATIOS' length: the step count they were calibrated at
+
+
+def calibration_seconds() -> float:
+    """Seconds spent calibrating (and enabling) MagCache in this process."""
+    return _spent["calibration"]
+
+
+def calibrations() -> int:
+    """How many calibration runs this process made."""
+    return _spent["calibrations"]
+
+
+def clear() -> None:
+    _ratios.clear()
+
+
+def retention_steps(ratio: float, steps: int) -> int:
+    """The protected steps, as diffusers counts them (hooks/mag_cache.py)."""
+    return int(ratio * steps + 0.5)
+
+
+def _is_flux_dev(transformer) -> bool:
+    config = transformer.config
+    return (type(transformer).__name__ == "FluxTransformer2DModel"
+            and config.get("num_layers") == 19 and config.get("num_single_layers") == 38
+            and bool(config.get("guidance_embeds")))
+
+
+def calibration_key(pipe, *, steps: int, height, width) -> tuple:
+    """What ratios depend on: the transformer's weights and architecture, the scheduler and its
+    config, the step count and the image size."""
+    transformer = pipe.transformer
+    config = json.dumps({k: v for k, v in dict(transformer.config).items()
+                         if not k.startswith("_")}, sort_keys=True, default=str)
+    scheduler = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
+    return (id(transformer), next(transformer.parameters()).data_ptr(),
+            hashlib.sha256(config.encode()).hexdigest()[:12], type(pipe.scheduler).__name__,
+            hashlib.sha256(scheduler.encode()).hexdigest()[:12], steps, height, width)
+
+
+def _generators(kwargs) -> list:
+    found = kwargs.get("generator")
+    return [] if found is None else list(found) if isinstance(found, (list, tuple)) else [found]
+
+
+def calibrate(pipe, generate, args, kwargs, *, steps: int) -> list[float]:
+    """One generation with `calibrate=True` (nothing skipped), its ratios recorded; the
+    generators in `kwargs` are put back to their state, so the next generation is unchanged."""
+    from diffusers import MagCacheConfig
+    from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK
+
+    transformer, found = pipe.transformer, []
+    with enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps)):
+        for module in transformer.modules():
+            registry = module.__dict__.get("_diffusers_hook")
+            hook = registry.get_hook(_MAG_CACHE_BLOCK_HOOK) if registry else None
+            if hook is not None and hook.is_tail:
+                step = hook._perform_calibration_step
+
+                def record(state, residual, step=step):
+                    step(state, residual)
+                    found.append(state.calibration_ratios[-1])
+
+                hook._perform_calibration_step = record
+        states = [g.get_state() for g in _generators(kwargs)]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # diffusers prints the ratios
+                generate(*args, **{**kwargs, "output_type": "latent"})
+        finally:
+            for g, state in zip(_generators(kwargs), states):
+                g.set_state(state)
+    if len(found) != steps:
+        raise RuntimeError(f"magcache calibration recorded {len(found)} ratios in {steps} steps")
+    return found
+
+
+class MagCache(DiffusersCache):
+    name = "magcache"
+    space = {"threshold": DecimalKnob("0.02", "0.30", "0.02"), "max_skip_steps": IntKnob(1, 6),
+             "retention_ratio": DecimalKnob("0.1", "0.4", "0.1")}
+    conflicts = others(name)
+    on_unet = "MagCache attaches nothing to a UNet's blocks"
+
+    def skips(self, params, *, steps):
+        return retention_steps(params["retention_ratio"], steps) < steps
+
+    def canonical(self, pipe, params, *, steps, height, width):
+        kept = retention_steps(params["retention_ratio"], steps)
+        return {**params, "retention_ratio": min(kept, steps),
+                "max_skip_steps": min(params["max_skip_steps"], max(steps - kept, 0))}
+
+    def config(self, pipe, params, *, steps: int = SHIPPED_STEPS, ratios=None):
+        from diffusers import MagCacheConfig
+        from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
+
+        return MagCacheConfig(threshold=params["threshold"],
+                              max_skip_steps=params["max_skip_steps"],
+                              retention_ratio=params["retention_ratio"],
+                              num_inference_steps=steps,
+                              mag_ratios=FLUX_MAG_RATIOS if ratios is None else ratios)
+
+    @contextlib.contextmanager
+    def attach(self, pipe, params, generate, *, absorbed):
+        # The step count and size are known at the call: the cache is enabled there, once per
+        # step count, after a calibration where the ratios are not known yet.
+        with contextlib.ExitStack() as stack:
+            current: list = [None]
+
+            def run(*args, **kwargs):
+                steps = kwargs.get("num_inference_steps", SHIPPED_STEPS)
+                if current[0] != steps:
+                    began = time.perf_counter()
+                    stack.close()
+                    ratios = None
+                    if not (_is_flux_dev(pipe.transformer) and steps == SHIPPED_STEPS):
+                        key = calibration_key(pipe, steps=steps, height=kwargs.get("height"),
+                                              width=kwargs.get("width"))
+                        if key not in _ratios:
+                            _ratios[key] = calibrate(pipe, generate, args, kwargs, steps=steps)
+                            _spent["calibrations"] += 1
+                        ratios = _ratios[key]
+                    stack.enter_context(enabled(pipe.transformer, self.config(
+                        pipe, params, steps=steps, ratios=ratios)))
+                    current[0] = steps
+                    _spent["calibration"] += time.perf_counter() - began
+                return generate(*args, **kwargs)
+
+            yield run
