@@ -76,7 +76,7 @@ class Accelerator(ABC):
     absorbs: ClassVar[tuple[str, ...]] = ()
     # Accelerators this one cannot run with: name -> the reason (`Unsupported` before any work).
     conflicts: ClassVar[Mapping[str, str]] = {}
-    # The denoiser the accelerator patches: "unet", or "transformer" (diffusers' caches).
+    # The denoiser the accelerator patches: "unet" or "transformer".
     denoiser: ClassVar[str] = "unet"
     # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
     optional_on: ClassVar[tuple[str, ...]] = ()
@@ -129,8 +129,8 @@ class Accelerator(ABC):
 # cache tensor, a method on the pipeline), swapping a module's `__class__` or registering forward
 # hooks, and not all of them take everything back. Each accelerator therefore declares what it
 # sets (its `Footprint`), and instead of trusting the library's own undo, `restoring` records that
-# state before the patch and puts it back after. The idea is diffusers' hooks
-# (`diffusers/hooks/hooks.py`: a `ModelHook` owns its state and its `reset_state`, the
+# state before the patch and puts it back after. The idea is Hugging Face's model hooks
+# (`hooks/hooks.py` of its diffusion library: a `ModelHook` owns its state and its `reset_state`, the
 # `HookRegistry` knows only the hooks' interface): here the accelerator owns the declaration, and
 # this module knows only its shape, never a library or what it sets.
 

@@ -1,0 +1,190 @@
+"""diffusers' caches as accelerators: each changes the output, every undo is bit-identical, the
+footprints are complete, MagCache calibrates once per key, refusals come before any work, and
+`canonical` merges only settings that compute the same thing.
+
+Runs on the shipped, trained `tiny-shapes-dit` (a FluxPipeline, 64 px) with its prompts encoded
+once, 4 steps, latents out: the transformer is all that runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuner import accelerators
+from tuner.accelerators import (COMBOS, NoEffect, Unsupported, apply, canonical, check, leftovers,
+                                members)
+from tuner.accelerators import magcache
+from tuner.accelerators.cache import CACHES
+from tuner.accelerators.taylorseer import TaylorSeer, computed_steps
+
+WEIGHTS = Path(accelerators.__file__).parent.parent / "weights" / "tiny-shapes-dit"
+STEPS = 4
+# One setting per cache that changes the output of tiny-shapes-dit in 4 steps.
+PARAMS = {
+    "fbcache": {"threshold": 0.3},
+    "taylorseer": {"cache_interval": 2, "disable_cache_before_step": 1, "max_order": 1,
+                   "use_lite_mode": 1},
+    "magcache": {"threshold": 0.3, "max_skip_steps": 2, "retention_ratio": 0.1},
+    "fastercache": {"block_skip_range": 2, "skip_below": 9},
+    "pab": {"block_skip_range": 2, "timestep_low": 0, "timestep_high": 10},
+}
+
+
+@pytest.fixture(scope="module")
+def dit():
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(WEIGHTS, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        embeds, pooled, _ = pipe.encode_prompt(["a red circle", "a blue square"],
+                                               prompt_2=None, max_sequence_length=32)
+    pipe.embeds = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+    yield pipe
+    assert leftovers(pipe) == []
+
+
+def generate(pipe, run=None, *, steps: int = STEPS) -> torch.Tensor:
+    with torch.inference_mode():
+        return (run or pipe)(**pipe.embeds, num_inference_steps=steps, height=64, width=64,
+                             output_type="latent",
+                             generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+                             ).images
+
+
+_BASE: dict[int, torch.Tensor] = {}
+
+
+def baseline(pipe, steps: int = STEPS) -> torch.Tensor:
+    if steps not in _BASE:
+        _BASE[steps] = generate(pipe, steps=steps)
+    return _BASE[steps]
+
+
+def test_every_cache_is_a_registered_one_member_combo():
+    for name in CACHES:
+        assert COMBOS[name] == (name,)
+        assert accelerators.ACCELERATORS[name].denoiser == "transformer"
+        # CUDA graphs replay a UNet's call: no cache combo gains them on a GPU
+        assert members(name, device="cuda") == (name,)
+    assert set(CACHES) <= set(accelerators.combos_for("transformer"))
+    assert not set(CACHES) & set(accelerators.combos_for("unet"))
+
+
+@pytest.mark.parametrize("name", CACHES)
+def test_each_cache_changes_output_and_its_undo_is_bit_identical(dit, name):
+    """Applied, the cache changes the latents (and a second generation in the same application
+    gives the same ones); undone, the plain pipeline is bit-identical and nothing is left. The
+    footprint covers everything the application set but the blocks' hook registries, and after
+    the undo nothing differs from the plain pipeline (tests/footprints.py)."""
+    from footprints import differences, snapshot, undeclared
+
+    base = baseline(dit)
+    first = snapshot(dit)
+    generate(dit)
+    second = snapshot(dit)
+    with apply(dit, {name: PARAMS[name]}, steps=STEPS) as run:
+        out = generate(dit, run)
+        inside = snapshot(dit)
+        assert torch.equal(generate(dit, run), out)
+    assert not torch.equal(out, base)
+    assert torch.equal(generate(dit), base)
+    assert leftovers(dit) == []
+    declared = accelerators.ACCELERATORS[name].footprint
+    # The one thing not declared: the blocks' hook registries, which the pipeline's own
+    # `cache_context` makes on the transformer too (declared, they would read as a patch left
+    # on every plain pipeline). `attach` removes them itself, however it ends.
+    left = undeclared((first, second), inside, declared)
+    assert left and all(item.endswith("._diffusers_hook") for item in left)
+    assert differences(second, snapshot(dit)) <= differences(first, second)
+
+
+def test_magcache_calibrates_once_per_key_and_counts_its_seconds_apart(dit):
+    """The first application at a step count calibrates (one generation that skips nothing),
+    later ones reuse the ratios; another step count calibrates again. The calibration leaves
+    the call's generators as they were: the first output equals one without calibration."""
+    magcache.clear()
+    params = PARAMS["magcache"]
+    count, seconds, spent = (magcache.calibrations(), magcache.calibration_seconds(),
+                             accelerators.capture_seconds())
+    with apply(dit, {"magcache": params}, steps=STEPS) as run:
+        calibrated = generate(dit, run)
+    assert magcache.calibrations() == count + 1
+    assert magcache.calibration_seconds() > seconds
+    assert accelerators.capture_seconds() - spent >= magcache.calibration_seconds() - seconds
+    with apply(dit, {"magcache": params}, steps=STEPS) as run:
+        assert torch.equal(generate(dit, run), calibrated)
+    assert magcache.calibrations() == count + 1
+    with apply(dit, {"magcache": params}, steps=3) as run:
+        generate(dit, run, steps=3)
+    assert magcache.calibrations() == count + 2
+    key = magcache.calibration_key(dit, steps=STEPS, height=64, width=64)
+    assert len(magcache._ratios[key]) == STEPS
+
+
+@pytest.mark.parametrize("name", CACHES)
+def test_each_cache_is_refused_on_a_unet_with_its_reason(tiny_sd, name):
+    on_unet = accelerators.ACCELERATORS[name].on_unet
+    with pytest.raises(Unsupported, match="has a UNet") as raised:
+        check(tiny_sd, {name: PARAMS[name]}, steps=STEPS)
+    assert on_unet in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(Unsupported):
+        with apply(tiny_sd, {name: PARAMS[name]}, steps=STEPS):
+            pass
+    assert leftovers(tiny_sd) == []
+
+
+@pytest.mark.parametrize("pair", [("fbcache", "taylorseer"), ("magcache", "pab"),
+                                  ("fastercache", "fbcache")])
+def test_two_caches_are_refused_before_any_work(dit, pair):
+    config = {name: PARAMS[name] for name in pair}
+    with pytest.raises(Unsupported, match="one cache per transformer"):
+        check(dit, config, steps=STEPS)
+    with pytest.raises(Unsupported):
+        with apply(dit, config, steps=STEPS):
+            pass
+    assert leftovers(dit) == [] and not dit.transformer.is_cache_enabled
+
+
+def test_taylorseer_that_predicts_nothing_is_rejected(dit):
+    params = {**PARAMS["taylorseer"], "disable_cache_before_step": 4}
+    with pytest.raises(NoEffect, match="reuses nothing in 4 steps"):
+        check(dit, {"taylorseer": params}, steps=4)
+
+
+@pytest.mark.parametrize("steps", [4, 7, 28])
+def test_taylorseer_canonical_merges_exactly_the_same_schedules(steps):
+    """Two settings share a canonical form exactly when they compute the same steps (with the
+    same order and mode)."""
+    seer = TaylorSeer()
+    knobs = {k: v.values() for k, v in TaylorSeer.space.items()}
+    points = [{"cache_interval": i, "disable_cache_before_step": b, "max_order": 1,
+               "use_lite_mode": 0}
+              for i in knobs["cache_interval"] for b in knobs["disable_cache_before_step"]]
+    for a in points:
+        for b in points:
+            same = (seer.canonical(None, a, steps=steps, height=64, width=64)
+                    == seer.canonical(None, b, steps=steps, height=64, width=64))
+            assert same == (computed_steps(a, steps=steps) == computed_steps(b, steps=steps))
+
+
+def test_settings_with_one_canonical_form_compute_the_same(dit):
+    """TaylorSeer intervals 2 and 8 at 4 steps (full steps 0 and 2 either way), MagCache
+    retention 0.2 and 0.3 (one protected step of 4) and max_skip_steps 3 and 6 (at most 3
+    steps after it): bit-identical latents, and one canonical form."""
+    pairs = [("taylorseer", {"cache_interval": 2}, {"cache_interval": 8}),
+             ("magcache", {"retention_ratio": 0.2, "max_skip_steps": 3},
+              {"retention_ratio": 0.3, "max_skip_steps": 6})]
+    for name, a, b in pairs:
+        first, second = ({name: {**PARAMS[name], **x}} for x in (a, b))
+        assert (canonical(dit, first, steps=STEPS, height=64, width=64)
+                == canonical(dit, second, steps=STEPS, height=64, width=64))
+        outs = []
+        for config in (first, second):
+            with apply(dit, config, steps=STEPS) as run:
+                outs.append(generate(dit, run))
+        assert torch.equal(*outs)
+        assert not torch.equal(outs[0], baseline(dit))
