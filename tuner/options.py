@@ -10,7 +10,7 @@ import shlex
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .accelerators import combos_for
+from .accelerators import ALL_COMBOS
 from .setting import Goal, Setting
 from .timing import TimingPolicy
 
@@ -77,7 +77,7 @@ class RunOptions:
 
     @property
     def combos(self) -> tuple[str, ...]:
-        return combos_for("unet") if self.combo == "all" else (self.combo,)
+        return ALL_COMBOS if self.combo == "all" else (self.combo,)
 
     @property
     def stop_after(self) -> int | None:

@@ -78,6 +78,10 @@ def combos_for(denoiser: str) -> tuple[str, ...]:
                  if all(ACCELERATORS[n].denoiser == denoiser for n in names))
 
 
+# What `--combo all` runs: the UNet combos, which every pipeline tuner loads today serves.
+ALL_COMBOS = combos_for("unet")
+
+
 def footprint() -> Footprint:
     """Everything any registered accelerator may set on a pipeline."""
     found = Footprint()
@@ -194,7 +198,8 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
     return config
 
 
-__all__ = ["ACCELERATORS", "COMBOS", "Accelerator", "AcceleratorError", "Config", "DecimalKnob",
-           "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply", "canonical",
-           "check", "capture_seconds", "combo_of", "combos_for", "device_of", "footprint", "grid", "grid_size",
-           "instances", "leftovers", "members", "register", "split_params"]
+__all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "Accelerator", "AcceleratorError", "Config",
+           "DecimalKnob", "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply",
+           "canonical", "check", "capture_seconds", "combo_of", "combos_for", "device_of",
+           "footprint", "grid", "grid_size", "instances", "leftovers", "members", "register",
+           "split_params"]
