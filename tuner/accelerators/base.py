@@ -131,8 +131,8 @@ class Accelerator(ABC):
 # sets (its `Footprint`), and instead of trusting the library's own undo, `restoring` records that
 # state before the patch and puts it back after. The idea is Hugging Face's model hooks
 # (`hooks/hooks.py` of its diffusion library: a `ModelHook` owns its state and its
-# `reset_state`, the `HookRegistry` knows only the hooks' interface): here the accelerator owns the declaration, and
-# this module knows only its shape, never a library or what it sets.
+# `reset_state`, the `HookRegistry` knows only the hooks' interface): here the accelerator owns
+# the declaration, and this module knows only its shape, never a library or what it sets.
 
 _MISSING = object()
 
