@@ -24,6 +24,8 @@ STEPS = 4  # most tests
 COMBO_STEPS = 6  # the combo/undo matrix: T-GATE's gate (step 5) is reached and passed
 
 SCHEDULERS = ("DDIM", "DPM-Solver++", "UniPC")
+# The combos of the UNet pipelines here (diffusers' caches, for transformers: test_caches.py).
+UNET_COMBOS = accelerators.combos_for("unet")
 PIPES = ("tiny_sd", "tiny_sdxl")
 
 # One setting per accelerator that does something on both tiny pipelines at STEPS/COMBO_STEPS.
@@ -111,7 +113,7 @@ def test_each_accelerator_alone_changes_tiny_sd_output(tiny_sd, name, params):
 # Exact undo
 
 
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", list(UNET_COMBOS))
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("pipe_name", PIPES)
 def test_undo_restores_bit_identical_output(request, ddim_after, pipe_name, scheduler, combo):
@@ -134,7 +136,7 @@ def _declared(config) -> Footprint:
 
 
 @pytest.mark.parametrize("config", [{name: params} for name, params in PARAMS.items()]
-                         + [config_of(combo) for combo in COMBOS if "+" in combo],
+                         + [config_of(combo) for combo in UNET_COMBOS if "+" in combo],
                          ids=lambda config: "+".join(config))
 def test_each_footprint_declares_everything_its_patch_sets(tiny_sd, config):
     """Every attribute an application sets (on the pipeline, its components and their modules)
@@ -158,7 +160,7 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", list(UNET_COMBOS))
 def test_undo_when_generation_raises_midway(tiny_sd, combo):
     base = baseline(tiny_sd, "tiny_sd")
 
@@ -187,11 +189,11 @@ def test_undo_when_the_block_raises_after_generating(tiny_sdxl):
 def test_many_apply_undo_cycles_stay_exact(tiny_sd):
     prompts = PROMPTS[:1]
     first = generate(tiny_sd, prompts=prompts)
-    combos = list(COMBOS) + ["tome", "tgate"]
+    combos = list(UNET_COMBOS) + ["tome", "tgate"]
     seen: dict[str, torch.Tensor] = {}
     for cycle in range(22):
         combo = combos[cycle % len(combos)]
-        config = config_of(combo) if combo in COMBOS else {combo: PARAMS[combo]}
+        config = config_of(combo) if combo in UNET_COMBOS else {combo: PARAMS[combo]}
         with apply(tiny_sd, config, steps=STEPS) as run:
             out = generate(run, prompts=prompts)
         assert leftovers(tiny_sd) == [], (cycle, combo)
@@ -232,7 +234,7 @@ REPEAT_STEPS = 8
 
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("pipe_name", PIPES)
-@pytest.mark.parametrize("combo", list(COMBOS))
+@pytest.mark.parametrize("combo", list(UNET_COMBOS))
 def test_a_later_generation_equals_a_fresh_application(request, combo, pipe_name, batch):
     """The second call under one application (after a call at another batch size, with other
     prompts) gives exactly what the first call of a fresh application gives. T-GATE's attention
@@ -344,7 +346,7 @@ def test_deepcache_rejects_schedulers_that_repeat_timesteps(tiny_sd):
         with pytest.raises(Unsupported) as err:
             check(tiny_sd, {"deepcache": DEEPCACHE}, steps=STEPS)
         one_line(err.value)
-        for combo in COMBOS:  # every combo contains DeepCache
+        for combo in UNET_COMBOS:  # every combo contains DeepCache
             with pytest.raises(Unsupported):
                 with apply(tiny_sd, config_of(combo), steps=STEPS):
                     pytest.fail("apply should have refused")

@@ -17,7 +17,7 @@ from tuner import accelerators
 from tuner.accelerators import (COMBOS, NoEffect, Unsupported, apply, canonical, check, leftovers,
                                 members)
 from tuner.accelerators import magcache
-from tuner.accelerators.cache import CACHES
+from tuner.accelerators.cache import CACHES, flux_timesteps
 from tuner.accelerators.taylorseer import TaylorSeer, computed_steps
 
 WEIGHTS = Path(accelerators.__file__).parent.parent / "weights" / "tiny-shapes-dit"
@@ -155,6 +155,19 @@ def test_taylorseer_that_predicts_nothing_is_rejected(dit):
         check(dit, {"taylorseer": params}, steps=4)
 
 
+def test_schedule_canonical_forms_tell_different_step_sets_apart(dit):
+    """PAB ranges and FasterCache thresholds that hold different steps stay apart."""
+    def form(name, **knobs):
+        return canonical(dit, {name: {**PARAMS[name], **knobs}}, steps=STEPS, height=64, width=64)
+
+    pab = {tuple(form("pab", timestep_high=h)["pab"]["steps_within"]) for h in (6, 7, 8, 9, 10)}
+    assert pab == {(3,), (2, 3), (1, 2, 3)}
+    faster = {tuple(form("fastercache", skip_below=b)["fastercache"]["steps_within"])
+              for b in range(3, 10)}
+    assert faster == {(), (3,), (2, 3), (1, 2, 3)}
+    assert form("pab", block_skip_range=2) != form("pab", block_skip_range=3)
+
+
 @pytest.mark.parametrize("steps", [4, 7, 28])
 def test_taylorseer_canonical_merges_exactly_the_same_schedules(steps):
     """Two settings share a canonical form exactly when they compute the same steps (with the
@@ -171,13 +184,26 @@ def test_taylorseer_canonical_merges_exactly_the_same_schedules(steps):
             assert same == (computed_steps(a, steps=steps) == computed_steps(b, steps=steps))
 
 
+@pytest.mark.parametrize("steps", [3, 4])
+def test_flux_timesteps_are_the_ones_the_pipeline_runs(dit, steps):
+    generate(dit, steps=steps)
+    assert flux_timesteps(dit, steps=steps, height=64, width=64) == \
+        dit.scheduler.timesteps.tolist()
+    assert flux_timesteps(object(), steps=steps, height=64, width=64) is None
+
+
 def test_settings_with_one_canonical_form_compute_the_same(dit):
-    """TaylorSeer intervals 2 and 8 at 4 steps (full steps 0 and 2 either way), MagCache
-    retention 0.2 and 0.3 (one protected step of 4) and max_skip_steps 3 and 6 (at most 3
-    steps after it): bit-identical latents, and one canonical form."""
+    """At 4 steps (timesteps 1000, 826, 613, 345 here): TaylorSeer intervals 2 and 8 (full
+    steps 0 and 2 either way), MagCache retention 0.2 and 0.3 (one protected step) and
+    max_skip_steps 3 and 6 (at most 3 steps after it), PAB ranges (0, 900) and (300, 1000)
+    (steps 1-3 inside either way), FasterCache below 700 and 800 (steps 2-3): bit-identical
+    latents, and one canonical form."""
     pairs = [("taylorseer", {"cache_interval": 2}, {"cache_interval": 8}),
              ("magcache", {"retention_ratio": 0.2, "max_skip_steps": 3},
-              {"retention_ratio": 0.3, "max_skip_steps": 6})]
+              {"retention_ratio": 0.3, "max_skip_steps": 6}),
+             ("pab", {"timestep_low": 0, "timestep_high": 9},
+              {"timestep_low": 3, "timestep_high": 10}),
+             ("fastercache", {"skip_below": 7}, {"skip_below": 8})]
     for name, a, b in pairs:
         first, second = ({name: {**PARAMS[name], **x}} for x in (a, b))
         assert (canonical(dit, first, steps=STEPS, height=64, width=64)

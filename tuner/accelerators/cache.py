@@ -32,6 +32,37 @@ def others(name: str) -> dict[str, str]:
     return {other: ONE_CACHE for other in CACHES if other != name}
 
 
+def flux_timesteps(pipe, *, steps: int, height: int, width: int) -> list[float] | None:
+    """The timesteps a `FluxPipeline` runs for `steps` steps at `height` x `width` (what
+    `pipe.current_timestep` returns at each step), computed as its `__call__` does (diffusers
+    0.42.1, pipeline_flux.py, "Prepare timesteps") on a copy of its scheduler; None for other
+    pipelines, whose schedule is not reproduced here."""
+    if type(pipe).__name__ != "FluxPipeline":
+        return None
+    import numpy as np
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+    scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
+    config = scheduler.config
+    sigmas = None if config.get("use_flow_sigmas") else np.linspace(1.0, 1 / steps, steps)
+    side = pipe.vae_scale_factor * 2
+    mu = calculate_shift((height // side) * (width // side),
+                         config.get("base_image_seq_len", 256),
+                         config.get("max_image_seq_len", 4096),
+                         config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+    timesteps, _ = retrieve_timesteps(scheduler, steps, "cpu", sigmas=sigmas, mu=mu)
+    return [float(t) for t in timesteps]
+
+
+def steps_within(pipe, low: float, high: float, *, steps: int, height: int,
+                 width: int) -> tuple[int, ...] | None:
+    """The steps whose timestep t has low < t < high, as PAB and FasterCache test it; None
+    where the pipeline's schedule is not known."""
+    timesteps = flux_timesteps(pipe, steps=steps, height=height, width=width)
+    return None if timesteps is None else tuple(
+        i for i, t in enumerate(timesteps) if low < t < high)
+
+
 def current_timestep(pipe):
     """The timestep callback PAB and FasterCache need: the pipeline's step being run."""
     return lambda: pipe.current_timestep

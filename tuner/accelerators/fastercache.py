@@ -12,14 +12,16 @@ below timestep 681; on an H200 they gave a random FLUX.1-dev only 1.07x, so the 
 further: `block_skip_range` 2-4, and `skip_below` 300-900 by 100 (on the 1000-step training
 scale: reuse from later, safer, to earlier, faster). The other knobs keep diffusers' defaults.
 
-`canonical` merges nothing: which steps fall below a timestep depends on the pipeline's own
-timesteps (FLUX shifts them by the image size), not known here.
+`canonical`: attention is approximated only at steps below `skip_below`, every step but each
+`block_skip_range`-th; so thresholds that hold the same steps of the schedule compute the same
+thing (the other frequency ranges are fixed). It needs the pipeline's own timesteps (FLUX
+shifts them by the image size): known for FLUX; elsewhere nothing is merged.
 """
 
 from __future__ import annotations
 
 from .base import IntKnob
-from .cache import DiffusersCache, current_timestep, others
+from .cache import DiffusersCache, current_timestep, others, steps_within
 
 
 class FasterCache(DiffusersCache):
@@ -28,6 +30,13 @@ class FasterCache(DiffusersCache):
     conflicts = others(name)
     on_unet = ("FasterCache fails on a UNet's first forward: UnboundLocalError ... "
                "hidden_states")
+
+    def canonical(self, pipe, params, *, steps, height, width):
+        within = steps_within(pipe, -1, 100 * params["skip_below"], steps=steps, height=height,
+                              width=width)
+        if within is None:
+            return params
+        return {"block_skip_range": params["block_skip_range"], "steps_within": list(within)}
 
     def config(self, pipe, params):
         from diffusers import FasterCacheConfig

@@ -10,14 +10,17 @@ reusing four calls in five; the range's ends move by 100 on the 1000-step traini
 `timestep_low` 0-300 (protect fewer or more of the last steps) and `timestep_high` 600-1000
 (broadcast earlier or later in the schedule).
 
-`canonical` merges nothing: which steps fall inside a range depends on the pipeline's own
-timesteps (FLUX shifts them by the image size), not known here.
+`canonical`: an attention module reuses at a call when its timestep is inside the range and
+the call is not a multiple of `block_skip_range`; so ranges that hold the same steps of the
+schedule compute the same thing (a range wider than the schedule is one form). It needs the
+pipeline's own timesteps (FLUX shifts them by the image size): known for FLUX; elsewhere
+nothing is merged.
 """
 
 from __future__ import annotations
 
 from .base import IntKnob
-from .cache import DiffusersCache, current_timestep, others
+from .cache import DiffusersCache, current_timestep, others, steps_within
 
 
 class PyramidAttentionBroadcast(DiffusersCache):
@@ -27,6 +30,13 @@ class PyramidAttentionBroadcast(DiffusersCache):
     conflicts = others(name)
     on_unet = ("PAB works on a UNet only through apply_pyramid_attention_broadcast with a "
                "timestep callback of one's own, which is not offered")
+
+    def canonical(self, pipe, params, *, steps, height, width):
+        within = steps_within(pipe, 100 * params["timestep_low"], 100 * params["timestep_high"],
+                              steps=steps, height=height, width=width)
+        if within is None:
+            return params
+        return {"block_skip_range": params["block_skip_range"], "steps_within": list(within)}
 
     def config(self, pipe, params):
         from diffusers import PyramidAttentionBroadcastConfig
