@@ -4,10 +4,11 @@ than `threshold` (relative L1) since the last full step, reuse the other blocks'
 Adaptive: whether a step is reused depends on the model's own residuals, so its speed on random
 weights means nothing (at the default 0.05 a random FLUX reused nothing: 0.99x on an H200).
 
-Range: diffusers' default is 0.05; ParaAttention, where the method comes from, shows FLUX.1-dev
-at 0.08 and larger thresholds for more speed. 0.02-0.30 by 0.02 spans from stricter than the
-default to six times it; beyond that, on the probe's FLUX, reuse approaches the forced-reuse
-ceiling (threshold 10: 14.8x), which no quality budget keeps. No two thresholds are known to
+Range: diffusers' default is 0.05; ParaAttention, where the method comes from, uses 0.08 for
+FLUX (about 2x on FLUX.1-dev, 28 steps, 1024², per diffusers' ParaAttention guide). 0.02-0.30 by
+0.02 spans from stricter than the default to almost four times ParaAttention's; far beyond,
+reuse approaches the forced-reuse ceiling (threshold 10 on the random FLUX: 14.8x), which no
+quality budget keeps. No two thresholds are known to
 compute the same thing (the decision depends on the residuals), so `canonical` merges none.
 """
 

@@ -14,12 +14,13 @@ calibration's seconds are counted apart from the timing (`calibration_seconds`),
 graphs' capture is.
 
 Ranges, with their reasons (diffusers' defaults: threshold 0.06, max_skip_steps 3, retention
-0.2; MagCache's published FLUX speedup, 2.8x, is at settings more aggressive than these; on an
-H200 the defaults gave a random FLUX.1-dev 1.99x with the shipped ratios):
-* `threshold` 0.02-0.30 by 0.02: from a third of the default to five times it;
-* `max_skip_steps` 1-6: the paper's K, default 3, doubled for the fast end;
-* `retention_ratio` 0.1-0.4 by 0.1: default 0.2; fewer protected steps is faster, more is
-  safer.
+0.2, which gave a random FLUX.1-dev 1.99x on an H200 with the shipped ratios; MagCache's own
+FLUX.1-dev result, 2.8x on an A800, is at threshold 0.24, K 5, retention 0.1, and its
+FLUX-Kontext one, 2.0x, at 0.05, 4, 0.2):
+* `threshold` 0.02-0.30 by 0.02: from a third of the default to past the published 0.24;
+* `max_skip_steps` 1-6: the paper's K, default 3, published 4-5, one more for the fast end;
+* `retention_ratio` 0.1-0.4 by 0.1: default 0.2, published 0.1-0.2; fewer protected steps is
+  faster, more is safer.
 With the ratios given, which steps are skipped is fixed; but they may not be known before the
 first generation, so `canonical` merges only what the code path proves equal: retention ratios
 that protect the same number of steps, and `max_skip_steps` that cannot bind (at least the
