@@ -67,11 +67,12 @@ def baseline(pipe, steps: int = STEPS) -> torch.Tensor:
 def test_every_cache_is_a_registered_one_member_combo():
     for name in CACHES:
         assert COMBOS[name] == (name,)
-        assert accelerators.ACCELERATORS[name].denoiser == "transformer"
+        assert accelerators.ACCELERATORS[name].denoisers == ("transformer",)
         # CUDA graphs replay a UNet's call: no cache combo gains them on a GPU
         assert members(name, device="cuda") == (name,)
     assert set(CACHES) <= set(accelerators.combos_for("transformer"))
     assert not set(CACHES) & set(accelerators.combos_for("unet"))
+    assert accelerators.ALL_COMBOS == accelerators.combos_for("unet", only=True)
 
 
 @pytest.mark.parametrize("name", CACHES)

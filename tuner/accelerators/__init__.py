@@ -38,6 +38,7 @@ COMBOS: dict[str, tuple[str, ...]] = {
     "deepcache+tome": ("deepcache", "tome"),
     "deepcache+tgate": ("deepcache", "tgate"),
     "deepcache+tome+tgate": ("deepcache", "tome", "tgate"),
+    "tgate": ("tgate",),  # PixArt-α/Σ: T-GATE on a transformer, where no DeepCache pairs with it
     # diffusers' caches, one per transformer
     **{name: (name,) for name in CACHES},
 }
@@ -72,14 +73,22 @@ def capture_seconds() -> float:
     return _graph_seconds() + calibration_seconds()
 
 
-def combos_for(denoiser: str) -> tuple[str, ...]:
-    """The combos whose accelerators all patch a `denoiser` ("unet", "transformer")."""
-    return tuple(combo for combo, names in COMBOS.items()
-                 if all(ACCELERATORS[n].denoiser == denoiser for n in names))
+def denoisers_of(combo: str) -> tuple[str, ...]:
+    """The denoisers ("unet", "transformer") every accelerator of `combo` can patch."""
+    names = COMBOS[combo]
+    return tuple(d for d in ("unet", "transformer")
+                 if all(d in ACCELERATORS[n].denoisers for n in names))
+
+
+def combos_for(denoiser: str, *, only: bool = False) -> tuple[str, ...]:
+    """The combos whose accelerators all patch a `denoiser`; `only`: and no other denoiser
+    (T-GATE alone serves both, but on a UNet it is searched with DeepCache)."""
+    return tuple(combo for combo in COMBOS if denoiser in denoisers_of(combo)
+                 and (not only or denoisers_of(combo) == (denoiser,)))
 
 
 # What `--combo all` runs: the UNet combos, which every pipeline tuner loads today serves.
-ALL_COMBOS = combos_for("unet")
+ALL_COMBOS = combos_for("unet", only=True)
 
 
 def footprint() -> Footprint:
@@ -200,6 +209,6 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
 
 __all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "Accelerator", "AcceleratorError", "Config",
            "DecimalKnob", "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply",
-           "canonical", "check", "capture_seconds", "combo_of", "combos_for", "device_of",
-           "footprint", "grid", "grid_size", "instances", "leftovers", "members", "register",
-           "split_params"]
+           "canonical", "check", "capture_seconds", "combo_of", "combos_for", "denoisers_of",
+           "device_of", "footprint", "grid", "grid_size", "instances", "leftovers", "members",
+           "register", "split_params"]

@@ -76,8 +76,8 @@ class Accelerator(ABC):
     absorbs: ClassVar[tuple[str, ...]] = ()
     # Accelerators this one cannot run with: name -> the reason (`Unsupported` before any work).
     conflicts: ClassVar[Mapping[str, str]] = {}
-    # The denoiser the accelerator patches: "unet" or "transformer".
-    denoiser: ClassVar[str] = "unet"
+    # The denoisers the accelerator can patch: "unet", "transformer".
+    denoisers: ClassVar[tuple[str, ...]] = ("unet",)
     # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
     optional_on: ClassVar[tuple[str, ...]] = ()
 

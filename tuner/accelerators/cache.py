@@ -69,7 +69,7 @@ def current_timestep(pipe):
 
 
 class DiffusersCache(Accelerator):
-    denoiser = "transformer"
+    denoisers = ("transformer",)
     footprint = Footprint(modules={"transformer": ("forward", "_cache_config")})
     # What this cache does on a UNet (why it is refused there).
     on_unet: ClassVar[str]

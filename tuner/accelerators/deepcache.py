@@ -46,6 +46,8 @@ class DeepCache(Accelerator):
     footprint = Footprint(pipe=("deepcache",), modules={"unet": ("forward",)})
 
     def check(self, pipe, params, *, steps, absorbed):
+        if getattr(pipe, "unet", None) is None:
+            raise Unsupported(f"deepcache needs a UNet; a {type(pipe).__name__} has none")
         # The helper finds the current step with list(timesteps).index(t): a schedule that
         # repeats a timestep (Heun, KDPM2) would make it count steps wrongly.
         timesteps = scheduler_timesteps(pipe, steps)

@@ -8,6 +8,9 @@ DeepCache it must run through tgate's DeepCache loaders, which reset DeepCache a
 DeepCache + T-GATE crashes when the first step after the gate is a cached one), so T-GATE absorbs
 DeepCache.
 
+On PixArt-α/Σ (a transformer) tgate's own PixArt loaders apply it the same way, on the
+transformer's attention modules; DeepCache has no transformer to run on there.
+
 tgate's attention caches also outlive a generation: on DeepCache's cached steps the deep blocks
 are skipped, so their attention modules reach a "reuse" step without having cached anything in
 the current call, and reused the previous call's tensors (other images, or a crash at another
@@ -20,7 +23,11 @@ import contextlib
 import functools
 from collections.abc import Mapping
 
-from .base import Accelerator, Footprint, Generate, IntKnob, NoEffect, Params
+from .base import Accelerator, Footprint, Generate, IntKnob, NoEffect, Params, Unsupported
+
+# tgate's loaders for transformer pipelines, by pipeline class (its SD and SDXL loaders: below).
+TRANSFORMER_LOADERS = {"PixArtSigmaPipeline": "TgatePixArtSigmaLoader",
+                       "PixArtAlphaPipeline": "TgatePixArtAlphaLoader"}
 
 
 def changes_anything(params: Params, steps: int) -> bool:
@@ -43,12 +50,16 @@ def changes_anything(params: Params, steps: int) -> bool:
 
 def _forget_caches(pipe) -> None:
     """The state a fresh application starts from: no attention cache, DeepCache at step 0."""
-    for module in pipe.unet.modules():
+    for module in _denoiser(pipe).modules():
         if type(module).__name__ == "Attention":
             module.__dict__.pop("cache", None)
     if "deepcache" in pipe.__dict__:  # as tgate itself resets it at the gate
         pipe.deepcache.disable()
         pipe.deepcache.enable()
+
+
+def _denoiser(pipe):
+    return pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
 
 
 def _is_sdxl(pipe) -> bool:
@@ -63,11 +74,18 @@ class TGate(Accelerator):
     space = {"gate_step": IntKnob(5, 19), "sp_interval": IntKnob(2, 9),
              "fi_interval": IntKnob(1, 5), "warmup": IntKnob(1, 3)}
     absorbs = ("deepcache",)
+    denoisers = ("unet", "transformer")
     # The loaders add `pipe.tgate` (and `pipe.deepcache`, the DeepCache helper they enable) and
     # replace `forward` on every attention module, which keeps its `cache` there.
-    footprint = Footprint(pipe=("tgate", "deepcache"), modules={"unet": ("forward", "cache")})
+    footprint = Footprint(pipe=("tgate", "deepcache"),
+                          modules={"unet": ("forward", "cache"),
+                                   "transformer": ("forward", "cache")})
 
     def check(self, pipe, params, *, steps, absorbed):
+        kind = type(pipe).__name__
+        if getattr(pipe, "unet", None) is None and kind not in TRANSFORMER_LOADERS:
+            raise Unsupported(f"tgate has loaders for SD, SDXL and PixArt-α/Σ pipelines, not for "
+                              f"a {kind}")
         if not absorbed and not changes_anything(params, steps):
             raise NoEffect(f"tgate gate_step={params['gate_step']}, warmup={params['warmup']} "
                            f"reuse nothing within {steps} steps")
@@ -80,7 +98,9 @@ class TGate(Accelerator):
         if generate != pipe.__call__:
             raise TypeError("tgate replaces the pipeline call, so it must be applied first")
         deepcache = absorbed.get("deepcache")
-        if deepcache is None:
+        if type(pipe).__name__ in TRANSFORMER_LOADERS:
+            getattr(tgate, TRANSFORMER_LOADERS[type(pipe).__name__])(pipe)
+        elif deepcache is None:
             loader = tgate.TgateSDXLLoader if _is_sdxl(pipe) else tgate.TgateSDLoader
             loader(pipe)
         else:

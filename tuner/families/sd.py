@@ -17,7 +17,7 @@ class StableDiffusion(Family):
     denoiser_title = "UNet"
     has = ("unet",)
     lacks = ("text_encoder_2",)
-    combos = combos_for("unet")
+    combos = combos_for("unet", only=True)
     builds_with = {"safety_checker": None, "feature_extractor": None,
                    "requires_safety_checker": False}
     loads_with = {"safety_checker": None, "requires_safety_checker": False}
