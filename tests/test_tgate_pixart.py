@@ -13,7 +13,7 @@ from tuner.accelerators import (COMBOS, Unsupported, apply, check, combos_for, d
                                 leftovers)
 
 STEPS = 6
-TGATE = {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}  # the gate at step 5 of 6
+TGATE = {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}  # gate: step 5 of 6
 
 
 @pytest.fixture(scope="module")

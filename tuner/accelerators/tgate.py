@@ -84,8 +84,8 @@ class TGate(Accelerator):
     def check(self, pipe, params, *, steps, absorbed):
         kind = type(pipe).__name__
         if getattr(pipe, "unet", None) is None and kind not in TRANSFORMER_LOADERS:
-            raise Unsupported(f"tgate has loaders for SD, SDXL and PixArt-α/Σ pipelines, not for "
-                              f"a {kind}")
+            raise Unsupported(f"tgate has loaders for SD, SDXL and PixArt-α/Σ pipelines, not "
+                              f"for a {kind}")
         if not absorbed and not changes_anything(params, steps):
             raise NoEffect(f"tgate gate_step={params['gate_step']}, warmup={params['warmup']} "
                            f"reuse nothing within {steps} steps")
