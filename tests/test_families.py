@@ -60,8 +60,8 @@ def test_sizes_and_fingerprints_come_from_the_family(tiny_sd, tiny_sdxl):
 
 
 def test_every_unet_combo_applies_to_the_unet_families():
-    """diffusers' caches patch a transformer: their combos are no UNet family's."""
-    unet = tuple(c for c, names in COMBOS.items()
-                 if not {"fbcache", "taylorseer", "magcache", "fastercache", "pab"} & set(names))
-    assert SD.combos == SDXL.combos == unet == ("deepcache", "deepcache+tome", "deepcache+tgate",
-                                               "deepcache+tome+tgate")
+    """diffusers' caches and T-GATE alone (PixArt) are for transformers: no UNet family's."""
+    unet = ("deepcache", "deepcache+tome", "deepcache+tgate", "deepcache+tome+tgate")
+    assert SD.combos == SDXL.combos == unet
+    assert set(COMBOS) - set(unet) == {"fbcache", "taylorseer", "magcache", "fastercache", "pab",
+                                       "tgate"}
