@@ -25,7 +25,7 @@ COMBO_STEPS = 6  # the combo/undo matrix: T-GATE's gate (step 5) is reached and 
 
 SCHEDULERS = ("DDIM", "DPM-Solver++", "UniPC")
 # The combos of the UNet pipelines here (diffusers' caches, for transformers: test_caches.py).
-UNET_COMBOS = accelerators.combos_for("unet")
+UNET_COMBOS = accelerators.combos_for("unet", only=True)
 PIPES = ("tiny_sd", "tiny_sdxl")
 
 # One setting per accelerator that does something on both tiny pipelines at STEPS/COMBO_STEPS.
