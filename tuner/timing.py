@@ -29,10 +29,11 @@ never one timing divided by another taken minutes apart:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -61,6 +62,54 @@ class DeviceClock:
     def sync(self) -> None:
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
+
+
+class StepTimer:
+    """Times each call of a module (the denoiser: one call per denoising step, a CUDA graph
+    replay being one call) within a timed run, without waiting for the device: on CUDA an
+    event is recorded on the current stream as each call starts and as the last one ends,
+    read once the run has synced (`timed_run` syncs after it); on the CPU, perf_counter."""
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        self.device = torch.device(device)
+        self._torch = torch
+
+    def _mark(self):
+        if self.device.type == "cuda":
+            event = self._torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _seconds(self, start, end) -> float:
+        if self.device.type == "cuda":
+            return start.elapsed_time(end) / 1000.0
+        return end - start
+
+    @contextlib.contextmanager
+    def watching(self, module) -> Iterator[Callable[[Run], Run]]:
+        """Within the block, every call of `module` is marked; yields a function that gives a
+        run timed within the block its step times (Run.steps): each call from its start to the
+        next call's start (the scheduler's step between included), the last to its end. A
+        run during which the module was not called keeps none."""
+        starts, ends = [], []
+        hooks = (module.register_forward_pre_hook(lambda m, args: starts.append(self._mark())),
+                 module.register_forward_hook(lambda m, args, out: ends.append(self._mark())))
+
+        def stepped(run: Run) -> Run:
+            if not starts or len(ends) != len(starts):
+                return run
+            bounds = [*starts, ends[-1]]
+            steps = tuple(self._seconds(a, b) for a, b in zip(bounds, bounds[1:]))
+            return Run(run.start, run.seconds, steps) if sum(steps) <= run.seconds else run
+
+        try:
+            yield stepped
+        finally:
+            for hook in hooks:
+                hook.remove()
 
 
 @dataclass(frozen=True)
@@ -664,6 +713,6 @@ def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
     return min(c for c in counts if worst[c] <= best * 1.05), seen
 
 
-__all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats",
+__all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats", "StepTimer",
            "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "step_envelope",
            "timed_run"]
