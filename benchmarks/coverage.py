@@ -134,15 +134,27 @@ class _Clock:
         pass
 
 
+CONFIGS = {config_key(c): c for c in GRID}
+REMAINDER = 0.04  # of a plain run: its part outside the denoising steps (decoding, setup)
+
+
 class Machine:
     """One simulated GPU: the moments' drift of each configuration's speedup and the
-    neighbour's bursts are properties of the machine, shared by the processes on it."""
+    neighbour's bursts are properties of the machine, shared by the processes on it.
+
+    With `steps`, a run is that many denoising steps and a remainder (REMAINDER of a plain
+    run, at its end), each step with its own jitter (`step_jitter`, log-normal) on top of the
+    run's, and a burst slows the steps it overlaps: a plain step is 0.96/steps of a plain run;
+    a DeepCache configuration of interval N runs a full step (a plain one's work) at every
+    N-th position from the first and shallow steps between, whose work makes up its speedup.
+    Runs then carry their step times (Run.steps)."""
 
     def __init__(self, seed: int, *, jitter: float, drift: float, moment: float,
-                 bursts: bool, slowdown: float):
+                 bursts: bool, slowdown: float, steps: int = 0, step_jitter: float = 0.0):
         self.rng = random.Random(seed)
         self.jitter, self.drift, self.moment = jitter, drift, moment
         self.slowdown = slowdown
+        self.steps, self.step_jitter = steps, step_jitter
         self._moments: dict[tuple[str, int], float] = {}
         self._bursts: list[tuple[float, float]] = []
         if bursts:
@@ -183,9 +195,32 @@ class Machine:
         level = plain_seconds * (1 + 0.1 * math.sin(clock.t / 25.0))  # plain drift, bracketed
         work = level if key is None else level / self.speedup(key, clock.t)
         work *= math.exp(self.rng.gauss(0.0, self.jitter))
+        if self.steps:
+            return self._stepped(clock, level, work, key)
         seconds = self.duration(clock.t, work)
         started, clock.t = clock.t, clock.t + seconds + 0.05  # apply/undo, scoring
         return Run(started, seconds)
+
+    def _stepped(self, clock: _Clock, level: float, work: float, key: str | None) -> Run:
+        """One run step by step: `work` (jittered) split into steps and the remainder."""
+        scale = work / (level if key is None else level / self.speedup(key, clock.t))
+        remainder = REMAINDER * level * scale
+        full = (1 - REMAINDER) * level / self.steps * scale
+        if key is None:
+            works = [full] * self.steps
+        else:
+            n = CONFIGS[key]["deepcache"]["cache_interval"]
+            kinds = [i % n == 0 for i in range(self.steps)]
+            shallow = (work - remainder - full * sum(kinds)) / (self.steps - sum(kinds))
+            works = [full if k else max(shallow, 0.02 * full) for k in kinds]
+        started = t = clock.t
+        steps = []
+        for w in works:
+            steps.append(self.duration(t, w * math.exp(self.rng.gauss(0.0, self.step_jitter))))
+            t += steps[-1]
+        t += self.duration(t, remainder)
+        clock.t = t + 0.05  # apply/undo, scoring
+        return Run(started, t - started, tuple(steps))
 
 
 class SimProcess:
@@ -238,11 +273,11 @@ class SimProcess:
 
 
 def simulate(seed: int, *, policy: TimingPolicy, jitter: float, drift: float, moment: float,
-             bursts: bool, slowdown: float, quiet=None) -> dict:
+             bursts: bool, slowdown: float, steps: int = 0, step_jitter: float = 0.0) -> dict:
     """One run of the benchmark on a simulated machine: screen the grid, race, re-measure
     every configuration later in the run and in a second process."""
     machine = Machine(seed, jitter=jitter, drift=drift, moment=moment, bursts=bursts,
-                      slowdown=slowdown)
+                      slowdown=slowdown, steps=steps, step_jitter=step_jitter)
     first = SimProcess(machine, policy, start=0.0)
     order = list(GRID)
     random.Random(seed).shuffle(order)
@@ -260,7 +295,7 @@ def sim(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     policy = TimingPolicy(drift=args.floor, unknown_drift=args.unknown_drift,
                           correlation=args.correlation, jitter_floor=args.jitter_floor,
-                          repeat_every=args.repeat_every)
+                          repeat_every=args.repeat_every, steps=args.judge == "steps")
     header = ("| drift between moments | neighbour | screening holds: re-measured | truth | "
               "answer holds: re-measured | truth | answer / truth: median | max | "
               "screening s: mean | set aside |")
@@ -271,14 +306,17 @@ def sim(args) -> None:
              f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%} ({policy.unknown_drift:.0%} "
              f"until learned), correlation "
              f"{policy.correlation:.3g}, jitter floor {policy.jitter_floor:g}, repeat every "
-             f"{policy.repeat_every}", "", header,
+             f"{policy.repeat_every}" + (
+                 f"; runs of {args.steps} steps ({args.step_jitter:.0%} jitter each), judged "
+                 f"{args.judge}" if args.steps else ""), "", header,
              "|---" * 10 + "|"]
     log("\n".join(lines))
     raw = []
-    for bursts in (False, True):
+    for bursts in [name == "bursts" for name in args.rows]:
         for drift in args.drift:
             runs = [simulate(seed, policy=policy, jitter=args.jitter, drift=drift,
-                             moment=args.moment, bursts=bursts, slowdown=args.burst_slowdown)
+                             moment=args.moment, bursts=bursts, slowdown=args.burst_slowdown,
+                             steps=args.steps, step_jitter=args.step_jitter)
                     for seed in range(args.seeds)]
             measured, truth, answers = [], [], []
             for r in runs:
@@ -306,7 +344,8 @@ def sim(args) -> None:
     (out / "coverage.md").write_text("\n".join(lines) + "\n")
     (out / "raw.json").write_text(json.dumps({
         "policy": policy.__dict__, "jitter": args.jitter, "moment": args.moment,
-        "slowdown": args.burst_slowdown, "truths": TRUTHS, "scenarios": raw}))
+        "slowdown": args.burst_slowdown, "steps": args.steps, "step_jitter": args.step_jitter,
+        "judge": args.judge, "truths": TRUTHS, "scenarios": raw}))
 
 
 # -- on a GPU -----------------------------------------------------------------------------------
@@ -517,6 +556,15 @@ def main() -> None:
                    help="of adjacent brackets (0: taken as independent)")
     s.add_argument("--repeat-every", type=int, default=TimingPolicy.repeat_every,
                    help="evaluations between repeats of the first configuration (0: none)")
+    s.add_argument("--steps", type=int, default=0,
+                   help="denoising steps per run, each timed (0: runs only, as whole)")
+    s.add_argument("--step-jitter", type=float, default=0.05,
+                   help="each step's own jitter, beside the run's (with --steps)")
+    s.add_argument("--judge", choices=("steps", "runs"), default="steps",
+                   help="judge disturbed runs step by step (where runs carry step times) or "
+                        "as whole runs")
+    s.add_argument("--rows", nargs="+", choices=("quiet", "bursts"),
+                   default=["quiet", "bursts"], help="which neighbour conditions to run")
     s.add_argument("--jitter-floor", type=float, default=TimingPolicy.jitter_floor,
                    help="of one log ratio's variance, in plain runs' (0: none)")
     for name, text in (("gpu", "on a GPU: quiet, beside a bursty neighbour, second process"),

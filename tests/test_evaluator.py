@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -16,7 +17,7 @@ from tuner.prompts import BUILTIN_PROMPTS, choose_prompts
 from tuner.record import Pruned
 from tuner.setting import Setting
 from tuner.stats import relative_loss_interval
-from tuner.timing import TimingPolicy
+from tuner.timing import Run, StepTimer, TimingPolicy
 
 STEPS = 4
 PLAN = TimingPolicy(min_pairs=2, max_pairs=2)
@@ -293,6 +294,86 @@ def test_speedup_is_unbiased_with_an_uneven_last_batch(tiny_sd, scorer, monkeypa
     # Every accelerated batch is exactly twice as fast as the same batch run plainly.
     assert e.speed.ratios == (2.0,) * 2
     assert e.speed.value == pytest.approx(2.0)
+
+
+class FakeSteps(StepTimer):
+    """Step times on a fake clock: each call of the denoiser advances it by `seconds(call)`
+    (call: its index within the run); `report=False` gives runs no step times (runs are
+    then judged whole)."""
+
+    def __init__(self, clock, seconds, *, report=True):
+        super().__init__("cpu")
+        self.clock, self.seconds, self.report = clock, seconds, report
+        self.call = 0
+
+    def _mark(self):
+        return self.clock.t
+
+    @contextlib.contextmanager
+    def watching(self, module):
+        self.call = 0
+
+        def advance(*_):
+            self.clock.t += self.seconds(self.call)
+            self.call += 1
+
+        hook = module.register_forward_hook(advance)  # before the timer's end mark
+        try:
+            with super().watching(module) as stepped:
+                yield stepped if self.report else (lambda run: run)
+        finally:
+            hook.remove()
+
+
+@pytest.mark.parametrize("burst,report", [(False, True), (True, True), (True, False)])
+def test_a_burst_over_some_steps_of_the_plain_runs_no_longer_moves_the_speedup(
+        tiny_sd, scorer, monkeypatch, burst, report):
+    """Plain steps take 0.1 s, DeepCache N=2's full steps 0.1 s and its shallow ones 0.02 s,
+    each run 0.05 s more besides; from the third plain run on, a burst slows one step of every
+    plain run 2x (a different step each time). Judged whole (no step times: as before step
+    times were taken), every plain run agrees with the others and the speedup reads 1.90x for
+    1.55x; judged step by step, exact."""
+    setting = setting_for(tiny_sd, "tiny-sd", num_samples=4, steps=4)
+    prompts = choose_prompts(BUILTIN_PROMPTS, 4, seed=5)
+    clock, state = BatchClock(), {"plain": True, "runs": 0}
+
+    def seconds(call):
+        if state["plain"]:
+            slowed = burst and state["runs"] >= 3 and call == state["runs"] % 4
+            return 0.1 * (2.0 if slowed else 1.0)
+        return 0.1 if call % 2 == 0 else 0.02
+
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
+                   step_timer=FakeSteps(clock, seconds, report=report))
+    original = ev._generate
+
+    def generate(run, batch):
+        state["plain"] = run is tiny_sd
+        state["runs"] += state["plain"]
+        images = original(run, batch)
+        clock.t += 0.05
+        return images
+
+    monkeypatch.setattr(ev, "_generate", generate)
+    e = ev.evaluate(DEEPCACHE)
+    truth = (4 * 0.1 + 0.05) / (2 * 0.1 + 2 * 0.02 + 0.05)
+    if report:
+        assert e.speed.value == pytest.approx(truth, rel=1e-9)
+    else:
+        assert e.speed.value == pytest.approx((4 * 0.1 + 0.15) / (0.24 + 0.05), rel=1e-9)
+    assert leftovers(tiny_sd) == []
+
+
+def test_the_device_step_timer_gives_each_denoiser_call_its_seconds(tiny_sd, setting, prompts,
+                                                                    scorer):
+    """On the CPU (perf_counter), every timed run carries one step time per denoising step,
+    within the run's seconds, plain and accelerated alike; the hooks are gone after."""
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN)
+    run = ev._plain(ev._timed[0], {})
+    assert len(run.steps) == setting.steps and 0 < sum(run.steps) <= run.seconds
+    accelerated = ev._accelerated(DEEPCACHE, [ev._timed[0]], {}, {})
+    assert len(accelerated.steps) == setting.steps
+    assert leftovers(tiny_sd) == []
 
 
 def test_argument_errors(tiny_sd, setting, prompts, scorer):

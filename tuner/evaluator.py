@@ -36,8 +36,8 @@ from .search.space import canonical_key, distinct_points
 from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
                     sequential_confidence)
-from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, TimingPolicy,
-                     measure_speedup, timed_run)
+from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, StepTimer,
+                     TimingPolicy, measure_speedup, timed_run)
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Evaluator(Measurer):
     def __init__(self, pipe, setting: Setting, prompts: Sequence[str],
                  scorer: metrics.CLIPScorer, *, metric: str = "clip",
                  timing: TimingPolicy = TimingPolicy(), clock: Clock | None = None,
-                 sample_count: int = 4, baseline_repeats: int = 4):
+                 step_timer: StepTimer | None = None, sample_count: int = 4,
+                 baseline_repeats: int = 4):
         if len(prompts) != setting.num_samples:
             raise ValueError(f"{len(prompts)} prompts for num_samples={setting.num_samples}")
         if setting.num_samples < setting.batch_size:
@@ -79,6 +80,11 @@ class Evaluator(Measurer):
         self.pipe, self.family, self.setting, self.prompts = pipe, family, setting, list(prompts)
         self.scorer, self.metric, self.timing = scorer, metric, timing
         self.clock = clock or DeviceClock(pipe.device)
+        # Each timed run's denoising steps (the trust rule judges them one by one:
+        # timing.step_envelope): on the device's own clock, or `step_timer` with a clock of
+        # the caller's, whose time is its own (none: runs are judged whole).
+        self.step_timer = None if not timing.steps else step_timer if clock is not None \
+            else step_timer or StepTimer(pipe.device)
         self.plain_runs = PlainRuns(self.clock, timing)
         self.sample_count, self.baseline_repeats = sample_count, baseline_repeats
         self._batches = self._encode_batches()
@@ -146,16 +152,24 @@ class Evaluator(Measurer):
         if held_out:  # its images' seeds are those of images first + num_samples on
             batch = {**batch, "first": batch["first"] + self.setting.num_samples}
         captured = accelerators.capture_seconds()
-        out, timing = timed_run(lambda: self._generate(run, batch), self.clock)
+        out, timing = self._timed_run(lambda: self._generate(run, batch))
         capture = accelerators.capture_seconds() - captured
         if capture:  # CUDA graphs were captured within the run: not the configuration's speed
-            timing = Run(timing.start, timing.seconds - capture)
+            timing = Run(timing.start, timing.seconds - capture)  # nor are its steps
         if not torch.isfinite(out).all():
             raise BrokenImages("produced non-finite (NaN or inf) images")
         return metrics.to_uint8(out), timing
 
+    def _timed_run(self, fn: Callable[[], Any]) -> tuple[Any, Run]:
+        """`timed_run`, with the run's step times (Run.steps) where the evaluator takes them."""
+        if self.step_timer is None:
+            return timed_run(fn, self.clock)
+        with self.step_timer.watching(self.family.denoiser(self.pipe)) as stepped:
+            out, timing = timed_run(fn, self.clock)
+        return out, stepped(timing)
+
     def _plain(self, k: int, seconds: dict) -> Run:
-        timing = timed_run(lambda: self._generate(self.pipe, self._batches[k]), self.clock)[1]
+        timing = self._timed_run(lambda: self._generate(self.pipe, self._batches[k]))[1]
         seconds["plain"] = seconds.get("plain", 0.0) + timing.seconds
         return timing
 

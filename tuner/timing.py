@@ -29,10 +29,11 @@ never one timing divided by another taken minutes apart:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -63,16 +64,72 @@ class DeviceClock:
             self._torch.cuda.synchronize(self.device)
 
 
+class StepTimer:
+    """Times each call of a module (the denoiser: one call per denoising step, a CUDA graph
+    replay being one call) within a timed run, without waiting for the device: on CUDA an
+    event is recorded on the current stream as each call starts and as the last one ends,
+    read once the run has synced (`timed_run` syncs after it); on the CPU, perf_counter."""
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        self.device = torch.device(device)
+        self._torch = torch
+
+    def _mark(self):
+        if self.device.type == "cuda":
+            event = self._torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _seconds(self, start, end) -> float:
+        if self.device.type == "cuda":
+            return start.elapsed_time(end) / 1000.0
+        return end - start
+
+    @contextlib.contextmanager
+    def watching(self, module) -> Iterator[Callable[[Run], Run]]:
+        """Within the block, every call of `module` is marked; yields a function that gives a
+        run timed within the block its step times (Run.steps): each call from its start to the
+        next call's start (the scheduler's step between included), the last to its end. A
+        run during which the module was not called keeps none."""
+        starts, ends = [], []
+        hooks = (module.register_forward_pre_hook(lambda m, args: starts.append(self._mark())),
+                 module.register_forward_hook(lambda m, args, out: ends.append(self._mark())))
+
+        def stepped(run: Run) -> Run:
+            if not starts or len(ends) != len(starts):
+                return run
+            bounds = [*starts, ends[-1]]
+            steps = tuple(self._seconds(a, b) for a, b in zip(bounds, bounds[1:]))
+            return Run(run.start, run.seconds, steps) if sum(steps) <= run.seconds else run
+
+        try:
+            yield stepped
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
 @dataclass(frozen=True)
 class Run:
-    """One timed run: when it started and how long it took (seconds)."""
+    """One timed run: when it started and how long it took (seconds), and, where they were
+    taken, its denoising steps' seconds in order (`steps`: one per denoiser call, a CUDA graph
+    replay being one call); the rest of `seconds` is the run's remainder (setup, decoding)."""
 
     start: float
     seconds: float
+    steps: tuple[float, ...] = ()
 
     @property
     def middle(self) -> float:
         return self.start + self.seconds / 2
+
+    @property
+    def parts(self) -> tuple[float, ...]:
+        """The steps' seconds, then the remainder's (empty without step times)."""
+        return (*self.steps, self.seconds - sum(self.steps)) if self.steps else ()
 
 
 def timed_run(fn: Callable[[], Any], clock: Clock) -> tuple[Any, Run]:
@@ -152,6 +209,10 @@ class TimingPolicy:
     # every `repeat_every` evaluations (every third of that until it was measured 4 times);
     # 0: never (the floor `drift` alone, and whatever races measure again).
     repeat_every: int = 12
+    # Judge runs step by step where they carry step times (Run.steps): a step slower than the
+    # same step of the arm's neighbouring runs beyond the steps' own jitter is taken at those
+    # runs' clean value (`step_envelope`), before the runs are judged whole. False: runs whole.
+    steps: bool = True
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
@@ -368,6 +429,65 @@ def _undisturbed(runs: Sequence[Run], tolerance: float, *, neighbours: int) -> l
     return found
 
 
+def _step_tolerance(runs: Sequence[Run], policy: TimingPolicy) -> float:
+    """How far a step may be from the fastest of its position and still be trusted: 3x the
+    typical relative difference of the same step in consecutive runs (the run-level rule's
+    form), that typical difference taken from their lower quartile (0.3186 of a normal
+    difference's scale, against the median's 0.6745), which stays put while up to three
+    quarters of the steps are disturbed; within the policy's tolerance and max_tolerance."""
+    diffs = sorted(abs(math.log(x / y)) for a, b in zip(runs, runs[1:])
+                   if len(a.steps) == len(b.steps)
+                   for x, y in zip(a.parts, b.parts) if x > 0 and y > 0)
+    if len(diffs) < 8:
+        return policy.max_tolerance
+    typical = diffs[(len(diffs) - 1) // 4] * 0.6745 / 0.3186
+    return min(max(policy.tolerance, 3 * math.expm1(typical)), policy.max_tolerance)
+
+
+def step_envelope(runs: Sequence[Run], references: Sequence[Run] = (), *,
+                  policy: TimingPolicy) -> dict[Run, Run]:
+    """Each of `runs` (one arm: plain runs, or one configuration's accelerated runs), with
+    each of its steps that is slower than the fastest of the same step among its `neighbours`
+    runs each side in time (`references` judge too) beyond the steps' jitter
+    (`_step_tolerance`) taken at the median of that step's trusted values there, and its
+    remainder alike. Runs without step times, or with another number of steps, are kept as
+    they are.
+
+    Noise that only slows makes the minimum the estimator of a computation's undisturbed time
+    (Chen and Revels 2016, "Robust benchmarking in noisy environments"); over whole runs a
+    short run fits between a neighbour's bursts far more often than a long one, so the
+    run-level envelope favours whichever arm is shorter. The same step of the same arm's
+    runs near in time is the same computation, short enough that most of them are
+    undisturbed: the envelope is taken there, position by position (DeepCache's full and
+    shallow steps each against their own kind), and a step the burst left alone keeps its
+    own time, so that quiet runs keep their jitter and their intervals keep their width."""
+    pool = sorted({*runs, *references}, key=lambda r: r.middle)
+    stepped = [r for r in pool if r.steps]
+    found = {r: r for r in runs}
+    if len(stepped) < 2:
+        return found
+    tolerance = _step_tolerance(stepped, policy)
+    for run in runs:
+        if not run.steps:
+            continue
+        i = stepped.index(run)
+        near = [r for r in stepped[max(0, i - policy.neighbours):i + policy.neighbours + 1]
+                if len(r.steps) == len(run.steps)]
+        if len(near) < 2:
+            continue
+        parts = []
+        for p, own in enumerate(run.parts):
+            values = [r.parts[p] for r in near]
+            low = min(values)
+            if low <= 0 or own <= low * (1 + tolerance):
+                parts.append(own)
+            else:
+                parts.append(statistics.median(v for v in values if v <= low * (1 + tolerance)))
+        if parts != list(run.parts):
+            found[run] = Run(run.start, sum(parts), tuple(parts[:-1]))
+    return found
+
+
 def _adjacent(brackets: Sequence[Bracket]) -> int:
     """How many of the brackets (in time order) share their closing plain run with the next."""
     return sum(a.after == b.before for a, b in zip(brackets, brackets[1:]))
@@ -420,18 +540,28 @@ class Brackets:
         and both pass; a third, clean one is the faster and sets them aside."""
         return len(self.accelerated) + len(self.references) >= 3
 
+    def _enveloped(self, runs: Sequence[Run], references: Sequence[Run]) -> list[Run]:
+        """`runs` with their disturbed steps taken at their neighbours' (`step_envelope`),
+        when the policy judges steps."""
+        if not self.plain.policy.steps:
+            return list(runs)
+        found = step_envelope(runs, references, policy=self.plain.policy)
+        return [found[r] for r in runs]
+
     def trusted_plain(self) -> list[Run]:
-        """The undisturbed plain runs, in time order."""
-        return _undisturbed(self.plains, self.plain.tolerance,
+        """The undisturbed plain runs, in time order (their disturbed steps enveloped; the
+        process's other recent plain runs judge them too)."""
+        return _undisturbed(self._enveloped(self.plains, self.plain.runs), self.plain.tolerance,
                             neighbours=self.plain.policy.neighbours)
 
     def clean(self) -> list[Bracket]:
         if not self.accelerated:
             return []
-        trusted = _undisturbed(self.accelerated + self.references, self.plain.tolerance,
-                               neighbours=self.plain.policy.neighbours)
-        return _bracketed([r for r in trusted if r not in self.references],
-                          self.trusted_plain())
+        runs = self._enveloped(self.accelerated + self.references, ())
+        judged = _undisturbed(runs, self.plain.tolerance,
+                              neighbours=self.plain.policy.neighbours)
+        own = set(runs[:len(self.accelerated)])
+        return _bracketed([r for r in judged if r in own], self.trusted_plain())
 
     def all(self) -> list[Bracket]:
         """Every accelerated run against its own neighbours, trusted or not."""
@@ -583,5 +713,6 @@ def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
     return min(c for c in counts if worst[c] <= best * 1.05), seen
 
 
-__all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats",
-           "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "timed_run"]
+__all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats", "StepTimer",
+           "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "step_envelope",
+           "timed_run"]
