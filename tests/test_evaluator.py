@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import pytest
@@ -343,7 +344,8 @@ def test_a_burst_over_some_steps_of_the_plain_runs_no_longer_moves_the_speedup(
             return 0.1 * (2.0 if slowed else 1.0)
         return 0.1 if call % 2 == 0 else 0.02
 
-    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock, timing=PLAN,
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, clock=clock,
+                   timing=dataclasses.replace(PLAN, steps=True),
                    step_timer=FakeSteps(clock, seconds, report=report))
     original = ev._generate
 
@@ -368,7 +370,7 @@ def test_the_device_step_timer_gives_each_denoiser_call_its_seconds(tiny_sd, set
                                                                     scorer):
     """On the CPU (perf_counter), every timed run carries one step time per denoising step,
     within the run's seconds, plain and accelerated alike; the hooks are gone after."""
-    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=PLAN)
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=dataclasses.replace(PLAN, steps=True))
     run = ev._plain(ev._timed[0], {})
     assert len(run.steps) == setting.steps and 0 < sum(run.steps) <= run.seconds
     accelerated = ev._accelerated(DEEPCACHE, [ev._timed[0]], {}, {})

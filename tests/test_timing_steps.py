@@ -88,7 +88,7 @@ def test_a_burst_over_some_steps_of_every_plain_run_no_longer_moves_the_speedup(
 
     runs = _measure(SteppedMachine(FakeClock(), slowed=slowed), TimingPolicy(steps=False))
     machine = SteppedMachine(FakeClock(), slowed=slowed)
-    steps = _measure(machine, TimingPolicy())
+    steps = _measure(machine, TimingPolicy(steps=True))
     assert runs.value > machine.truth * 1.05  # the run-level envelope is fooled
     assert steps.value == pytest.approx(machine.truth, rel=1e-9)
     assert steps.rejected == 0
@@ -102,7 +102,7 @@ def test_a_burst_over_a_full_step_of_an_accelerated_run_is_judged_against_that_p
         return (2,) if kind == "accelerated" and index == 1 else ()
 
     machine = SteppedMachine(FakeClock(), slowed=slowed, slow=1.5)
-    found = _measure(machine, TimingPolicy())
+    found = _measure(machine, TimingPolicy(steps=True))
     assert found.value == pytest.approx(machine.truth, rel=1e-9)
     assert found.rejected == 0
 
@@ -114,14 +114,15 @@ def test_quiet_the_step_level_estimate_equals_the_run_level_one_within_jitter(se
     jitter is kept as it is)."""
     make = lambda: SteppedMachine(FakeClock(), jitter=0.03, seed=seed)  # noqa: E731
     machine = make()
-    runs, steps = _measure(make(), TimingPolicy(steps=False)), _measure(machine, TimingPolicy())
+    runs = _measure(make(), TimingPolicy(steps=False))
+    steps = _measure(machine, TimingPolicy(steps=True))
     assert steps.value == pytest.approx(runs.value, rel=0.02)
     assert steps.speedup.low < machine.truth < steps.speedup.high
     assert steps.value == pytest.approx(machine.truth, rel=0.03)
 
 
 def test_the_envelope_keeps_clean_steps_and_leaves_runs_without_comparable_steps_alone():
-    policy = TimingPolicy()
+    policy = TimingPolicy(steps=True)
     clean = [Run(float(i), 1.0, (0.3, 0.3, 0.3)) for i in range(3)]
     burst = Run(3.0, 1.3, (0.3, 0.6, 0.3))
     other = Run(4.0, 1.0, (0.5, 0.4))  # another number of steps

@@ -212,7 +212,10 @@ class TimingPolicy:
     # Judge runs step by step where they carry step times (Run.steps): a step slower than the
     # same step of the arm's neighbouring runs beyond the steps' own jitter is taken at those
     # runs' clean value (`step_envelope`), before the runs are judged whole. False: runs whole.
-    steps: bool = True
+    # Off by default until a GPU run beside a neighbour confirms what the simulation showed
+    # (BENCHMARKS.md section 6: cheaper screening that holds more often, but answers' intervals
+    # that held less at 4-6 % drift).
+    steps: bool = False
 
     def __post_init__(self):
         if not 1 <= self.min_pairs <= self.max_pairs:
