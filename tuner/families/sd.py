@@ -15,9 +15,12 @@ class StableDiffusion(Family):
     pipeline_class = "StableDiffusionPipeline"
     denoiser_name = "unet"
     denoiser_title = "UNet"
+    denoiser_class = "UNet2DConditionModel"
     has = ("unet",)
     lacks = ("text_encoder_2",)
-    combos = tuple(COMBOS)  # every accelerator here patches a UNet
+    # The accelerators that patch a UNet (the diffusers caches serve transformers only).
+    combos = tuple(c for c in ("deepcache", "deepcache+tome", "deepcache+tgate",
+                               "deepcache+tome+tgate") if c in COMBOS)
     builds_with = {"safety_checker": None, "feature_extractor": None,
                    "requires_safety_checker": False}
     loads_with = {"safety_checker": None, "requires_safety_checker": False}
