@@ -275,6 +275,11 @@ CLIP_OF_TRAINED = {"tiny-shapes": "tiny-shapes-clip",  # the CLIP trained on a p
                    "tiny-shapes-dit": "tiny-shapes-clip"}
 
 
+def names() -> list[str]:
+    """Every preset pipeline: the trained ones, then the random-weight ones."""
+    return [*TRAINED, *ARCHITECTURES, *DIT_ARCHITECTURES]
+
+
 def trained_prompts(pipe: str) -> list[str] | None:
     """The captions a trained preset knows (its own dataset's), for when no prompts are
     given: COCO captions are out of its vocabulary."""

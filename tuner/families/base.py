@@ -33,6 +33,10 @@ class Family(ABC):
     lacks: ClassVar[tuple[str, ...]] = ()
     # The accelerator combos (accelerators.COMBOS) that apply to this family.
     combos: ClassVar[tuple[str, ...]]
+    # The schedulers (pipelines.SCHEDULERS' names) its models run with; the first by default.
+    schedulers: ClassVar[tuple[str, ...]] = ("DDIM", "DPM-Solver++", "UniPCMultistepScheduler")
+    # Whether diffusers loads its pipelines from one file (`holds_checkpoint` then says which).
+    single_file: ClassVar[bool] = True
     # Options a preset's pipeline is built with besides its components, and a single-file
     # checkpoint loaded with (no safety checker, no watermark: they change no timing).
     builds_with: ClassVar[Mapping[str, Any]] = {}

@@ -34,7 +34,12 @@ class Flux(Family):
     denoiser_class = "FluxTransformer2DModel"
     has = ("transformer", "text_encoder_2")
     lacks = ("text_encoder_3", "unet")
-    combos = tuple(c for c in CACHES if c in COMBOS)
+    schedulers = ("FlowMatchEuler",)  # rectified flow
+
+    @property
+    def combos(self) -> tuple[str, ...]:
+        """The caches registered as combos (read when asked: a cache registered later counts)."""
+        return tuple(c for c in CACHES if c in COMBOS)
 
     def embedded_guidance(self, pipe) -> bool:
         """Whether the transformer takes the guidance scale as an input (FLUX.1-dev)."""

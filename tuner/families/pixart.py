@@ -20,6 +20,7 @@ class PixArtSigma(Family):
     lacks = ("text_encoder_2", "unet")
     # T-GATE's PixArt loader is the accelerator to come; the diffusers caches do not serve
     # PixArtTransformer2DModel (no `enable_cache`).
+    schedulers = ("DPM-Solver++", "DDIM", "UniPCMultistepScheduler")  # its own first
     combos = ()
     # What `encode_prompt` returns, in order, as the call's keyword arguments.
     embeddings = ("prompt_embeds", "prompt_attention_mask", "negative_prompt_embeds",
@@ -53,8 +54,9 @@ class PixArtSigma(Family):
         side = sample * 2 ** (blocks - 1)
         return side, side
 
+    single_file = False  # diffusers loads no PixArt pipeline from a single file
+
     def holds_checkpoint(self, kind: str) -> bool:
-        """diffusers loads no PixArt pipeline from a single file."""
         return False
 
     def checkpoint_size(self, kind: str) -> tuple[int, int]:

@@ -20,6 +20,7 @@ class StableDiffusion3(Family):
     lacks = ("unet",)
     # The diffusers caches do not serve SD3Transformer2DModel (no `enable_cache`) and T-GATE
     # has no SD3 loader: nothing to search yet.
+    schedulers = ("FlowMatchEuler",)  # rectified flow
     combos = ()
     # What `encode_prompt` returns, in order, as the call's keyword arguments.
     embeddings = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
