@@ -96,8 +96,8 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     say(f"loading {options.pipe} on {device} ...")
     pipe = pipelines.load_pipeline(options.pipe, device=device)
     interrupts.checkpoint()  # loading has no others: a stop waits for each step to end
-    pipelines.set_scheduler(pipe, options.sched)
     family = family_of(pipe)
+    pipelines.set_scheduler(pipe, pipelines.family_scheduler(family, options.scheduler))
     foreign = [c for c in options.combos if c not in family.combos]
     if foreign:
         raise PipelineError(f"combo {foreign[0]} does not apply to {family.title} pipelines; "

@@ -96,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                               help="search: one Optuna study per combo (resumable)")
     model = run.add_argument_group("model and generation")
     _flag(model, "pipe", help="SD1.5, SD2.1, SDXL, a hub id, a local folder, a single-file "
-          "checkpoint, or a preset: tiny-shapes (trained toy), tiny-sd, tiny-sdxl, "
-          "sd1.5-random, sd2.1-random, sdxl-random (random weights)")
-    _flag(model, "sched", help="DDIM, DPM-Solver++ or UniPC")
+          "checkpoint, or a preset: tiny-shapes, tiny-shapes-dit (trained toys), "
+          "sd1.5-random, sdxl-random, flux-random, sd3.5-random, ... (random weights); "
+          "`tuner models` lists them all")
+    _flag(model, "sched", help="DDIM, DPM-Solver++, UniPC or FlowMatchEuler (auto: the "
+          "model's own kind, DDIM for SD and SDXL, FlowMatchEuler for FLUX.1 and SD3)")
     _flag(model, "steps", type=_positive_int, help="denoising steps")
     _flag(model, "batch-size", type=_positive_int, help="images per pipeline call")
     _flag(model, "num-samples", type=_positive_int,
@@ -173,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="print no progress: neither the run's own lines and bars nor the libraries' "
           "loading bars (the answer and errors still)")
 
+    commands.add_parser("models", formatter_class=_Help,
+                        help="list the models --pipe accepts, their families and combos")
+
     show = commands.add_parser("show", formatter_class=_Help, help="print the chosen settings")
     show.add_argument("--output", default=DEFAULT_OUTPUT, help="the results file")
     show.add_argument("--studies", default=DEFAULT_STUDIES, help="where to look when the "
@@ -202,6 +207,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="the HTML file, or a folder for report.html in it "
                         "(default <studies>/report.html)")
     return parser
+
+
+def _check_family(args) -> None:
+    """The scheduler and the combos against the model's family, when it is known without
+    loading (a preset, a known hub id, a folder or hub id whose configs can be read)."""
+    from .messages import PipelineError
+    from .options import RunOptions
+    from .pipelines import family_named, family_scheduler
+
+    family = family_named(args.pipe)
+    if family is None:
+        return
+    try:
+        family_scheduler(family, args.sched)
+    except PipelineError as err:
+        raise UsageError(str(err)) from None
+    combos = RunOptions(pipe=args.pipe, combo=args.combo).combos
+    foreign = [c for c in combos if c not in family.combos]
+    if foreign or not combos:
+        found = f"combo {foreign[0]} does not apply" if foreign else "no combo applies yet"
+        choose = f"; choose from {', '.join(family.combos)} or all" if family.combos else \
+            " (`tuner models` lists each model's)"
+        raise UsageError(f"{found} to {family.title} pipelines ({args.pipe}){choose}")
 
 
 def _check_run_args(args) -> None:
@@ -240,6 +268,7 @@ def _check_run_args(args) -> None:
                              f"the CPU would time each other; run one process on the CPU")
     args.sched = scheduler_name(args.sched)
     check_pipe_name(args.pipe)
+    _check_family(args)
     if args.sampler == "grid":
         combos = RunOptions(combo=args.combo).combos
         device = args.device
@@ -317,6 +346,13 @@ def cmd_run(args, argv) -> int:
     options = RunOptions.from_args(args, argv)
     quiet_libraries(progress=args.progress and options.role.speaks)
     return launch(options)
+
+
+def cmd_models(args) -> int:
+    from .models import catalogue, render
+
+    print(render(catalogue()))
+    return 0
 
 
 def cmd_dashboard(args) -> int:
@@ -403,6 +439,8 @@ def main(argv=None) -> int:
             return cmd_dashboard(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "models":
+            return cmd_models(args)
         return cmd_show(args)
     except (UsageError, PipelineError, PromptsError, ResultsError, AcceleratorError,
             StudiesError) as err:

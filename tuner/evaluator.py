@@ -128,7 +128,9 @@ class Evaluator(Measurer):
         with torch.inference_mode():
             for start in range(0, s.num_samples, s.batch_size):
                 prompts = self.prompts[start:start + s.batch_size]
-                kwargs = self.family.encode(self.pipe, prompts, guidance=s.guidance_scale > 1)
+                kwargs = self.family.encode(
+                    self.pipe, prompts,
+                    guidance=self.family.classifier_free(self.pipe, s.guidance_scale))
                 batches.append({"first": start, "count": len(prompts), **kwargs})
         return batches
 
@@ -137,9 +139,10 @@ class Evaluator(Measurer):
         s = self.setting
         seeds = range(s.seed + batch["first"], s.seed + batch["first"] + batch["count"])
         embeds = {k: v for k, v in batch.items() if k not in ("first", "count")}
+        options = self.family.call_options(self.pipe, s.guidance_scale)
         interrupts.checkpoint()
         with torch.inference_mode():
-            return run(**embeds, num_inference_steps=s.steps, guidance_scale=s.guidance_scale,
+            return run(**embeds, **options, num_inference_steps=s.steps,
                        height=s.height, width=s.width, output_type="pt",
                        generator=[torch.Generator("cpu").manual_seed(i) for i in seeds],
                        callback_on_step_end=_checkpoint_each_step).images

@@ -21,7 +21,7 @@ _TIMING = TimingPolicy()
 class RunOptions:
     # the model and what is generated
     pipe: str = "SD1.5"
-    sched: str = "DDIM"
+    sched: str = "auto"  # the first of the model's family's schedulers (`scheduler`)
     steps: int = 50
     batch_size: int = 4
     num_samples: int = 32
@@ -77,7 +77,29 @@ class RunOptions:
 
     @property
     def combos(self) -> tuple[str, ...]:
-        return ALL_COMBOS if self.combo == "all" else (self.combo,)
+        """The combos searched: "all" is those of the model's family (the UNet combos when the
+        family cannot be known without loading the model)."""
+        if self.combo != "all":
+            return (self.combo,)
+        family = self.family
+        return ALL_COMBOS if family is None else tuple(family.combos)
+
+    @property
+    def family(self):
+        """The model's pipeline family, known without loading it; None when unknown."""
+        from .pipelines import family_named
+
+        return family_named(self.pipe)
+
+    @property
+    def scheduler(self) -> str:
+        """The scheduler's name: `sched`, or for "auto" the family's first (DDIM for SD)."""
+        from .pipelines import family_scheduler
+
+        family = self.family
+        if family is None:
+            return "DDIM" if self.sched == "auto" else self.sched
+        return family_scheduler(family, self.sched)
 
     @property
     def stop_after(self) -> int | None:
@@ -115,7 +137,7 @@ class RunOptions:
 
     def setting(self, *, native: tuple[int, int], device: str, clip_model: str,
                 prompts_id: str) -> Setting:
-        return Setting(pipe=self.pipe, scheduler=self.sched, steps=self.steps,
+        return Setting(pipe=self.pipe, scheduler=self.scheduler, steps=self.steps,
                        height=self.height or native[0], width=self.width or native[1],
                        batch_size=self.batch_size, num_samples=self.num_samples,
                        seed=self.seed, device=device, clip_model=clip_model, prompts=prompts_id)

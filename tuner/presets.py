@@ -136,30 +136,154 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# Diffusion transformers. The full-size presets keep their model's transformer and VAE exactly
+# (FLUX.1-dev, SD3.5 medium, PixArt-Σ 1024): those are what every step runs, so their timings
+# are real. Their text encoders are NOT the real ones (CLIP-L/G, T5-XXL: 5 B parameters of T5
+# alone): each is one small layer with the real output width and the real sequence length, so
+# the transformer gets embeddings of the real shapes. Prompts are encoded once, before any
+# timing, and never timed, so nothing measured depends on the encoders' size.
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One text encoder: "clip" (CLIPTextModel: its pooled output), "clip-projection"
+    (CLIPTextModelWithProjection: hidden states and projected pooled output) or "t5"
+    (T5EncoderModel: its sequence); `width` is its output width, `length` its tokenizer's."""
+
+    kind: str
+    width: int
+    length: int = 77
+
+
+@dataclass(frozen=True)
+class DiTArchitecture:
+    kind: str  # its family's name (families.FAMILIES): "flux", "sd3" or "pixart-sigma"
+    transformer: dict[str, Any]
+    vae: dict[str, Any]
+    text: tuple[TextEncoder, ...]  # text_encoder, text_encoder_2, text_encoder_3 in order
+    scheduler: tuple[str, dict[str, Any]]  # diffusers class name, config
+    small_text: bool = True  # the text encoders are stand-ins of the real output width
+
+
+def _dit_vae(channels, latent, *, scaling, shift=0.0, sample_size, groups=32, quant=True):
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=latent, layers_per_block=2,
+        block_out_channels=channels, norm_num_groups=groups, scaling_factor=scaling,
+        shift_factor=shift, sample_size=sample_size, use_quant_conv=quant,
+        use_post_quant_conv=quant,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
+    )
+
+
+_FLOW = ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0})
+_FLUX_FLOW = ("FlowMatchEulerDiscreteScheduler", {  # FLUX.1-dev's: shift by the image's size
+    "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+    "base_image_seq_len": 256, "max_image_seq_len": 4096})
+_PIXART_DPM = ("DPMSolverMultistepScheduler", {  # PixArt-Σ's
+    "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+    "num_train_timesteps": 1000, "prediction_type": "epsilon"})
+
+DIT_ARCHITECTURES: dict[str, DiTArchitecture] = {
+    "tiny-flux": DiTArchitecture(
+        "flux", dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                     attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                     pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(2, 2, 4)),
+        _dit_vae((8, 16, 16, 16), 4, scaling=1.0, sample_size=64, groups=8),
+        (TextEncoder("clip", 32), TextEncoder("t5", 32, 16)), _FLUX_FLOW, small_text=False),
+    "tiny-sd3": DiTArchitecture(
+        "sd3", dict(sample_size=8, patch_size=2, in_channels=4, num_layers=1,
+                    attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
+                    caption_projection_dim=16, pooled_projection_dim=64, out_channels=4,
+                    pos_embed_max_size=16),
+        _dit_vae((8, 16, 16, 16), 4, scaling=1.0, sample_size=64, groups=8),
+        (TextEncoder("clip-projection", 32), TextEncoder("clip-projection", 32),
+         TextEncoder("t5", 64, 16)), _FLOW, small_text=False),
+    "tiny-pixart-sigma": DiTArchitecture(
+        "pixart-sigma", dict(sample_size=8, num_layers=1, attention_head_dim=8,
+                             num_attention_heads=2, in_channels=4, out_channels=8, patch_size=2,
+                             cross_attention_dim=16, caption_channels=32,
+                             norm_type="ada_norm_single", norm_elementwise_affine=False,
+                             norm_eps=1e-6, use_additional_conditions=False),
+        _dit_vae((8, 16, 16, 16), 4, scaling=0.13025, sample_size=64, groups=8),
+        (TextEncoder("t5", 32, 16),), _PIXART_DPM, small_text=False),
+    # FLUX.1-dev: 19 double- and 38 single-stream blocks, 11.9 B parameters; T5 512 tokens.
+    "flux-random": DiTArchitecture(
+        "flux", dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                     attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                     pooled_projection_dim=768, guidance_embeds=True,
+                     axes_dims_rope=(16, 56, 56)),
+        _dit_vae((128, 256, 512, 512), 16, scaling=0.3611, shift=0.1159, sample_size=1024,
+                 quant=False),
+        (TextEncoder("clip", 768), TextEncoder("t5", 4096, 512)), _FLUX_FLOW),
+    # SD3.5 medium: 24 MMDiT-X blocks (self-attention in the first 13), 2.5 B parameters.
+    "sd3.5-random": DiTArchitecture(
+        "sd3", dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24,
+                    attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                    caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+                    pos_embed_max_size=384, dual_attention_layers=tuple(range(13)),
+                    qk_norm="rms_norm"),
+        _dit_vae((128, 256, 512, 512), 16, scaling=1.5305, shift=0.0609, sample_size=1024,
+                 quant=False),
+        (TextEncoder("clip-projection", 768), TextEncoder("clip-projection", 1280),
+         TextEncoder("t5", 4096, 256)), _FLOW),
+    # PixArt-Σ XL/2 at 1024 px: 28 blocks of width 1152, 0.6 B parameters; T5 300 tokens.
+    "pixart-sigma-random": DiTArchitecture(
+        "pixart-sigma", dict(sample_size=128, num_layers=28, attention_head_dim=72,
+                             num_attention_heads=16, in_channels=4, out_channels=8,
+                             patch_size=2, cross_attention_dim=1152, caption_channels=4096,
+                             norm_type="ada_norm_single", norm_elementwise_affine=False,
+                             norm_eps=1e-6, use_additional_conditions=False),
+        _dit_vae((128, 256, 512, 512), 4, scaling=0.13025, sample_size=1024),
+        (TextEncoder("t5", 4096, 300),), _PIXART_DPM),
+}
+
+
 def is_preset(pipe: str) -> bool:
     """Presets are built with random weights: their quality numbers mean nothing."""
-    return pipe in ARCHITECTURES
+    return pipe in ARCHITECTURES or pipe in DIT_ARCHITECTURES
+
+
+def preset_kind(name: str) -> str:
+    """The family name (families.FAMILIES) of a random-weight preset."""
+    return (ARCHITECTURES.get(name) or DIT_ARCHITECTURES[name]).kind
 
 
 def native_size(name: str) -> tuple[int, int]:
-    """(height, width) a preset generates by default: its UNet's sample size in latents, each
-    VAE block but the last halving it."""
-    arch = ARCHITECTURES[name]
-    side = arch.unet["sample_size"] * 2 ** (len(arch.vae["block_out_channels"]) - 1)
+    """(height, width) a preset generates by default: its denoiser's sample size in latents,
+    each VAE block but the last halving it (a FLUX transformer has none: its VAE's size)."""
+    if name in DIT_ARCHITECTURES:
+        arch = DIT_ARCHITECTURES[name]
+        if "sample_size" not in arch.transformer:
+            return arch.vae["sample_size"], arch.vae["sample_size"]
+        sample, blocks = arch.transformer["sample_size"], arch.vae["block_out_channels"]
+    else:
+        arch = ARCHITECTURES[name]
+        sample, blocks = arch.unet["sample_size"], arch.vae["block_out_channels"]
+    side = sample * 2 ** (len(blocks) - 1)
     return side, side
 
 
 # Trained presets: name -> folder in tuner/weights, loaded with from_pretrained like any model.
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-TRAINED = {"tiny-shapes": "tiny-shapes"}  # pipelines
+# tiny-shapes-dit: a FLUX.1 transformer at toy size (no guidance embedding: true CFG, as
+# trained), on the same captions and VAE (tools/train_tiny_dit.py).
+TRAINED = {"tiny-shapes": "tiny-shapes", "tiny-shapes-dit": "tiny-shapes-dit"}  # pipelines
 TRAINED_CLIP = {"tiny-shapes-clip": "tiny-shapes-clip"}  # CLIP models
-CLIP_OF_TRAINED = {"tiny-shapes": "tiny-shapes-clip"}  # the CLIP trained on a pipeline's data
+CLIP_OF_TRAINED = {"tiny-shapes": "tiny-shapes-clip",  # the CLIP trained on a pipeline's data
+                   "tiny-shapes-dit": "tiny-shapes-clip"}
+
+
+def names() -> list[str]:
+    """Every preset pipeline: the trained ones, then the random-weight ones."""
+    return [*TRAINED, *ARCHITECTURES, *DIT_ARCHITECTURES]
 
 
 def trained_prompts(pipe: str) -> list[str] | None:
     """The captions a trained preset knows (its own dataset's), for when no prompts are
     given: COCO captions are out of its vocabulary."""
-    if pipe != "tiny-shapes":
+    if pipe not in TRAINED:
         return None
     from .shapes import scenes
 
@@ -178,12 +302,17 @@ def trained_path(name: str) -> str:
 
 RANDOM_WEIGHTS_NOTE = ("This model has random weights: its quality numbers (losses, CLIP scores, "
                        "images) mean nothing; timings at full size are real.")
+SMALL_TEXT_NOTE = ("Its text encoders are small stand-ins of the real output width: prompts are "
+                   "encoded once and never timed.")
 
 
 def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None):
     """Build a preset pipeline with seeded random weights (deterministic for a given seed)."""
     import torch
+
+    if name in DIT_ARCHITECTURES:
+        return _cast(build_dit_pipeline(name, seed=seed, device=device), dtype)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -203,7 +332,12 @@ def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cp
                   "unet": unet, "scheduler": scheduler}
     if text_encoder_2 is not None:
         components.update(text_encoder_2=text_encoder_2, tokenizer_2=offline_clip_tokenizer())
-    pipe = FAMILIES[arch.kind].build(components)
+    return _cast(FAMILIES[arch.kind].build(components), dtype)
+
+
+def _cast(pipe, dtype):
+    import torch
+
     if dtype not in (None, torch.float32):
         from diffusers.utils import logging
 
@@ -214,6 +348,50 @@ def build_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cp
         finally:
             logging.set_verbosity(previous)
     return pipe
+
+
+def _text_encoder(spec: TextEncoder, *, full_size: bool):
+    """A text encoder of `spec`'s output width: at full size one layer, two heads and a narrow
+    MLP (a stand-in: prompts are encoded once and never timed); tiny ones as they are."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    if spec.kind == "t5":
+        heads, d_kv = (2, 32) if full_size else (4, spec.width // 4)
+        return T5EncoderModel(T5Config(
+            vocab_size=1000, d_model=spec.width, d_kv=d_kv,
+            d_ff=64, num_layers=1, num_heads=heads, relative_attention_num_buckets=8,
+            relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+            dropout_rate=0.0, pad_token_id=TOKENIZER_EOS, eos_token_id=TOKENIZER_EOS,
+            decoder_start_token_id=TOKENIZER_EOS, is_encoder_decoder=False, use_cache=False))
+    heads = 4 if spec.width % 64 else spec.width // 64
+    config = _text_config(spec.width, 1 if full_size else 2, heads, 64, vocab=1000, act="gelu")
+    return (CLIPTextModel if spec.kind == "clip" else CLIPTextModelWithProjection)(config)
+
+
+def build_dit_pipeline(name: str, *, seed: int = 0, device: str | torch.device = "cpu"):
+    """A diffusion-transformer preset (DIT_ARCHITECTURES) with seeded random weights."""
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKL
+
+    from .families import FAMILIES
+
+    arch = DIT_ARCHITECTURES[name]
+    family = FAMILIES[arch.kind]
+    torch.manual_seed(seed)
+    with torch.device(device):
+        denoiser = getattr(diffusers, family.denoiser_class)(**arch.transformer)
+        vae = AutoencoderKL(**arch.vae)
+        encoders = [_text_encoder(spec, full_size=arch.small_text) for spec in arch.text]
+    scheduler_class, scheduler_config = arch.scheduler
+    components = {family.denoiser_name: denoiser, "vae": vae,
+                  "scheduler": getattr(diffusers, scheduler_class)(**scheduler_config)}
+    for i, (spec, encoder) in enumerate(zip(arch.text, encoders)):
+        suffix = f"_{i + 1}" if i else ""
+        tokenizer = offline_clip_tokenizer()
+        tokenizer.model_max_length = spec.length
+        components.update({f"text_encoder{suffix}": encoder, f"tokenizer{suffix}": tokenizer})
+    return family.build(components)
 
 
 # ---------------------------------------------------------------------------------------------

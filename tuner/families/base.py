@@ -27,11 +27,16 @@ class Family(ABC):
     # keys the denoiser's architecture fingerprint by the attribute.
     denoiser_name: ClassVar[str]
     denoiser_title: ClassVar[str]
+    denoiser_class: ClassVar[str]  # its diffusers class (what presets build)
     # Components a pipeline of this family has, and ones it has not (diffusers' names).
     has: ClassVar[tuple[str, ...]]
     lacks: ClassVar[tuple[str, ...]] = ()
     # The accelerator combos (accelerators.COMBOS) that apply to this family.
     combos: ClassVar[tuple[str, ...]]
+    # The schedulers (pipelines.SCHEDULERS' names) its models run with; the first by default.
+    schedulers: ClassVar[tuple[str, ...]] = ("DDIM", "DPM-Solver++", "UniPCMultistepScheduler")
+    # Whether diffusers loads its pipelines from one file (`holds_checkpoint` then says which).
+    single_file: ClassVar[bool] = True
     # Options a preset's pipeline is built with besides its components, and a single-file
     # checkpoint loaded with (no safety checker, no watermark: they change no timing).
     builds_with: ClassVar[Mapping[str, Any]] = {}
@@ -55,6 +60,16 @@ class Family(ABC):
         """The keyword arguments of `pipe`'s call that carry the embeddings of `prompts`, one
         image per prompt (`guidance`: with the negative ones of classifier-free guidance).
         Called under torch.inference_mode; the same tensors serve every configuration."""
+
+    def classifier_free(self, pipe, guidance_scale: float) -> bool:
+        """Whether the call at `guidance_scale` runs classifier-free guidance, a batch of
+        negative prompts beside the prompts (so `encode` gives their embeddings too)."""
+        return guidance_scale > 1
+
+    def call_options(self, pipe, guidance_scale: float) -> dict[str, Any]:
+        """The call's keyword arguments, besides the embeddings, steps, size and seeds, that
+        generate as this family's models are meant to be run at `guidance_scale`."""
+        return {"guidance_scale": guidance_scale}
 
     @abstractmethod
     def native_size(self, pipe) -> tuple[int, int]:

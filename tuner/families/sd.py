@@ -15,6 +15,7 @@ class StableDiffusion(Family):
     pipeline_class = "StableDiffusionPipeline"
     denoiser_name = "unet"
     denoiser_title = "UNet"
+    denoiser_class = "UNet2DConditionModel"
     has = ("unet",)
     lacks = ("text_encoder_2",)
     combos = combos_for("unet", only=True)
