@@ -86,7 +86,8 @@ def test_families_are_told_from_components_model_index_and_checkpoint_types(dit_
     sd3 = {k: [] for k in ("transformer", "vae", "text_encoder", "text_encoder_2",
                            "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")}
     assert family_made_of(sd3) is SD3
-    assert family_made_of({"transformer": [], "text_encoder": [], "vae": []}) is PIXART_SIGMA
+    assert family_made_of({"transformer": [], "text_encoder": [], "tokenizer": [], "vae": []}) \
+        is PIXART_SIGMA
     for name, family in (("tiny-sd3", SD3), ("tiny-pixart-sigma", PIXART_SIGMA)):
         assert family_of(dit_pipes[name]) is family
         assert family.denoiser(dit_pipes[name]) is dit_pipes[name].transformer

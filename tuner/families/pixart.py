@@ -16,7 +16,7 @@ class PixArtSigma(Family):
     denoiser_name = "transformer"
     denoiser_title = "transformer"
     denoiser_class = "PixArtTransformer2DModel"
-    has = ("transformer",)
+    has = ("transformer", "text_encoder", "tokenizer")
     lacks = ("text_encoder_2", "unet")
     # T-GATE through its PixArt loaders; the diffusers caches do not serve
     # PixArtTransformer2DModel (no `enable_cache`).
