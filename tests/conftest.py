@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 import torch
 
@@ -28,3 +30,12 @@ def _pipelines_stay_plain(request):
     for name in ("tiny_sd", "tiny_sdxl"):
         if name in request.fixturenames:
             assert leftovers(request.getfixturevalue(name)) == []
+
+
+@pytest.fixture
+def terminal_sigint():
+    """Ctrl-C as in a terminal, however the suite was launched: a shell's background job (and
+    so anything it starts) inherits SIGINT ignored, which the tuner rightly keeps ignoring."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

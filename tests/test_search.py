@@ -635,9 +635,11 @@ def test_ctrl_c_mid_trial_marks_it_interrupted_and_the_rerun_redoes_it(tmp_path)
     assert trials[2].system_attrs["failed_trial"] == stopped.number
 
 
-def test_ctrl_c_while_optuna_creates_a_trial_waits_for_the_objective_to_requeue_it(tmp_path):
+def test_ctrl_c_while_optuna_creates_a_trial_waits_for_the_objective_to_requeue_it(
+        tmp_path, terminal_sigint):
     """Workers rule 8: an interrupt that comes between the storage creating a trial and the
-    objective claiming it must not leave a RUNNING trial that nobody owns."""
+    objective claiming it must not leave a RUNNING trial that nobody owns. (Run as a background
+    job, without `terminal_sigint`, it failed: the signal was ignored and the run went on.)"""
     import os
     import signal
 
