@@ -71,9 +71,11 @@ class Family(ABC):
         generate as this family's models are meant to be run at `guidance_scale`."""
         return {"guidance_scale": guidance_scale}
 
-    @abstractmethod
     def native_size(self, pipe) -> tuple[int, int]:
-        """(height, width) the loaded pipeline generates by default."""
+        """(height, width) the loaded pipeline generates by default: the denoiser's square
+        sample size in pixels, unless the family knows better."""
+        side = self.denoiser(pipe).config.sample_size * pipe.vae_scale_factor
+        return side, side
 
     @abstractmethod
     def native_size_of(self, source: str) -> tuple[int, int]:

@@ -41,10 +41,6 @@ class PixArtSigma(Family):
         return {"guidance_scale": guidance_scale, "use_resolution_binning": False,
                 "negative_prompt": None}
 
-    def native_size(self, pipe) -> tuple[int, int]:
-        side = self.denoiser(pipe).config.sample_size * pipe.vae_scale_factor
-        return side, side
-
     def native_size_of(self, source: str) -> tuple[int, int]:
         from diffusers import AutoencoderKL, PixArtTransformer2DModel
 

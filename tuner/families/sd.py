@@ -30,10 +30,6 @@ class StableDiffusion(Family):
                                      do_classifier_free_guidance=guidance)
         return {n: e for n, e in zip(self.embeddings, encoded) if e is not None}
 
-    def native_size(self, pipe) -> tuple[int, int]:
-        side = self.denoiser(pipe).config.sample_size * pipe.vae_scale_factor
-        return side, side
-
     def native_size_of(self, source: str) -> tuple[int, int]:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
