@@ -7,25 +7,9 @@ import random
 
 import pytest
 
+from test_timing import FakeClock
 from tuner.timing import (PlainRuns, Run, TimingPolicy, measure_speedup, step_envelope,
                           timed_run)
-
-
-
-class FakeClock:
-    """A clock the test advances by hand."""
-
-    def __init__(self, start: float = 100.0):
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def sync(self) -> None:
-        pass
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class SteppedMachine:
