@@ -83,8 +83,9 @@ class Evaluator(Measurer):
         # Each timed run's denoising steps (the trust rule judges them one by one:
         # timing.step_envelope): on the device's own clock, or `step_timer` with a clock of
         # the caller's, whose time is its own (none: runs are judged whole).
-        self.step_timer = None if not timing.steps else step_timer if clock is not None \
-            else step_timer or StepTimer(pipe.device)
+        self.step_timer = step_timer if timing.steps else None
+        if timing.steps and step_timer is None and clock is None:
+            self.step_timer = StepTimer(pipe.device)
         self.plain_runs = PlainRuns(self.clock, timing)
         self.sample_count, self.baseline_repeats = sample_count, baseline_repeats
         self._batches = self._encode_batches()
