@@ -23,8 +23,7 @@ from .deepcache import DeepCache
 from .fastercache import FasterCache
 from .fbcache import FirstBlockCache
 from .graphs import Graphs
-from .graphs import capture_seconds as _graph_seconds
-from .magcache import MagCache, calibration_seconds
+from .magcache import MagCache
 from .pab import PyramidAttentionBroadcast
 from .taylorseer import TaylorSeer
 from .tgate import TGate
@@ -68,9 +67,9 @@ for _accelerator in (TGate, DeepCache, ToMe, Graphs, FirstBlockCache, TaylorSeer
 
 
 def capture_seconds() -> float:
-    """Seconds spent preparing accelerators outside their timing, in this process: capturing
-    CUDA graphs (compiling included) and calibrating MagCache."""
-    return _graph_seconds() + calibration_seconds()
+    """Seconds spent preparing accelerators outside their timing, in this process (capturing
+    CUDA graphs, compiling included; calibrating MagCache): each registered one's own count."""
+    return sum(cls.preparation_seconds() for cls in ACCELERATORS.values())
 
 
 def denoisers_of(combo: str) -> tuple[str, ...]:

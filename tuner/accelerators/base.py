@@ -84,6 +84,13 @@ class Accelerator(ABC):
     def __init__(self, *, seed: int = 0):
         self.seed = seed  # for accelerators that draw random numbers
 
+    @staticmethod
+    def preparation_seconds() -> float:
+        """Seconds this accelerator spent in this process preparing outside any timed work
+        (capturing, compiling, calibrating): the evaluator takes them out of the run they fell
+        in. 0 for accelerators that prepare nothing."""
+        return 0.0
+
     def check(self, pipe, params: Params, *, steps: int, absorbed: Mapping[str, Params]) -> None:
         """Raise `NoEffect` or `Unsupported` before any work if the config cannot be evaluated."""
 

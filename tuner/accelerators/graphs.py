@@ -146,6 +146,7 @@ class Graphs(Accelerator):
                  **{name: "graphs replay a UNet's call" for name in CACHES}}
     # The UNet's call replays the graphs; DDIM/DDPM's step takes the timestep from the host.
     footprint = Footprint(components={"scheduler": ("step",)}, modules={"unet": ("forward",)})
+    preparation_seconds = staticmethod(capture_seconds)
 
     def check(self, pipe, params, *, steps, absorbed):
         # enabled=0 is the eager side of the knob: a study measures it like any other point.

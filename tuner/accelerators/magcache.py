@@ -123,6 +123,7 @@ class MagCache(DiffusersCache):
              "retention_ratio": DecimalKnob("0.1", "0.4", "0.1")}
     conflicts = others(name)
     on_unet = "MagCache attaches nothing to a UNet's blocks"
+    preparation_seconds = staticmethod(calibration_seconds)
 
     def skips(self, params, *, steps):
         return retention_steps(params["retention_ratio"], steps) < steps
