@@ -32,7 +32,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
 # `tuner run` that stops at one point of its work (a hook, named by argv[1]) and waits there
 # until the test has acted (signalled it, or looked at its results): "inside" says it is
 # there, "go" lets it on. `evaluate`: the first evaluation; `answer`: the first answer written
-# (a combo's, with combos still to go); `overall`: the overall race.
+# (a combo's, with combos still to go); `overall`: the overall race; `raced`: the first
+# evaluation after a race (a mid-combo race, when the combo has trials to go).
 AT_A_POINT = """
 import sys, time
 from pathlib import Path
@@ -60,7 +61,21 @@ def hooked(module, name):
         return original(*args, **kwargs)
     setattr(module, name, hook)
 
+raced = []
+
+def race_then_wait():
+    race, evaluate = tuner.search.runner.confirm_study, tuner.evaluator.Evaluator.evaluate
+    def racing(*args, **kwargs):
+        raced.append(True)
+        return race(*args, **kwargs)
+    def evaluating(*args, **kwargs):
+        if raced:
+            wait_here()
+        return evaluate(*args, **kwargs)
+    tuner.search.runner.confirm_study, tuner.evaluator.Evaluator.evaluate = racing, evaluating
+
 {"evaluate": lambda: hooked(tuner.evaluator.Evaluator, "evaluate"),
+ "raced": race_then_wait,
  "answer": lambda: hooked(tuner.app, "save_answer"),
  "overall": lambda: hooked(tuner.search.runner, "confirm_overall")}[point]()
 sys.exit(main(sys.argv[4:]))
@@ -181,6 +196,36 @@ def test_show_during_a_live_run_says_it_is_still_going_and_then_that_it_died(
     assert ("Not final: the run was stopped (its process ended without finishing) after "
             "deepcache's race; deepcache+tome, deepcache+tgate, deepcache+tome+tgate still to "
             "search") in report(capsys, run.studies, tmp_path)
+
+
+def test_a_run_killed_after_its_first_race_leaves_that_races_answer(running, tmp_path, capsys):
+    """A run killed outright (SIGKILL, as a batch job at its time limit) after its first race,
+    mid-combo with trials to go, left no results file at all, though its study held the raced
+    trial; failed before the answer was written after every race. Now the file names the
+    race's best, confirmed, and says the run did not finish."""
+    import optuna
+
+    # three timing pairs give a speedup interval above 1, which a race judges mid-combo
+    run = running("raced", [*TINY, "--timing-pairs", "3", "--max-timing-pairs", "3",
+                            "--no-progress", "--combo", "deepcache", "--trials", "4"])
+    run.wait_inside()  # the first race is over; the next evaluation waits
+    rc, _ = run.stop(signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    assert run.output.is_file()
+    (slot,) = json.loads(run.output.read_text())["settings"].values()
+    (entry,) = slot["answers"].values()
+    (name,) = optuna.get_all_study_names(f"sqlite:///{run.studies / 'tuner.db'}")
+    race = StudyRecord.of(optuna.load_study(
+        study_name=name, storage=f"sqlite:///{run.studies / 'tuner.db'}")).confirmation
+    assert race is not None
+    chosen = entry["chosen"]
+    assert chosen["trial"] in race.speeds and chosen["confirmed"] == race.race
+    assert chosen["speedup"] == race.speeds[chosen["trial"]].value
+    assert not entry["status"]["final"]
+    assert entry["status"]["phase"] == SEARCH
+    out = show(capsys, "--output", str(run.output))
+    assert "Not final: the run was still going when this was written, during deepcache's " \
+        "search" in out and "its process has ended since" in out
 
 
 def test_sigterm_during_the_overall_race_says_the_race_was_stopped(running, tmp_path, capsys):

@@ -161,11 +161,16 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
 def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: SearchPlan, *,
               prompts: list[str], on_evaluation: Callable | None = None,
               floor: float | None = None, progress: Progress | None = None,
+              on_answer: Callable[[], object] | None = None,
               callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
               ) -> optuna.Study:
     """Work on one combo's study until it stops (see the module's docstring), pruning
     configurations slower than `floor`; `progress` marks the study as searched by this run.
     Several processes may do this at once (workers.py).
+
+    `on_answer` is called after every race of the search, once the run is marked searching
+    again: the answer so far is written then, not final, so that a process killed later
+    leaves it (the run's closing races write theirs too, run_search).
 
     `callbacks` are called with (study, finished trial) after every trial, as
     `optuna.Study.optimize`'s are; an exception one raises ends the work on the study."""
@@ -224,6 +229,8 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                 confirm_study(evaluator, study, goal, say=say)
                 if progress is not None:
                     progress.enter(SEARCH, combo=combo)
+                if on_answer is not None:
+                    on_answer()
                 continue
             if done + others_running(records) >= plan.trials:
                 if not confirming:
@@ -263,7 +270,7 @@ def run_search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, *,
                prompts: list[str], on_evaluation: Callable | None = None,
                on_answer: Callable[[], None] | None = None) -> None:
     """Work on every combo's study in turn; confirm each answer (and the overall one) when
-    this process confirms, calling `on_answer` after each. Where the run is, and whether it
+    this process confirms, calling `on_answer` after each race, mid-search ones included. Where the run is, and whether it
     ended or a signal stopped it, is marked on its studies as it goes (progress.py)."""
     if evaluator.baseline is None:
         evaluator.measure_baseline()
@@ -285,7 +292,7 @@ def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress
     for combo in plan.combos:
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
                           on_evaluation=on_evaluation, floor=floor_of(done, goal),
-                          progress=progress)
+                          progress=progress, on_answer=on_answer)
         done.append(study)
         if confirming:
             wait_for_others(study)
