@@ -586,6 +586,42 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
     assert all(t.datetime_start >= retry.datetime_start for t in later)
 
 
+# -- --timeout ---------------------------------------------------------------------------------
+
+
+def test_timeout_starts_no_trial_once_spent_then_races_and_answers(tmp_path, monkeypatch):
+    """--timeout 25 on a clock that each evaluation advances by 10 s: the checkpoint after the
+    third evaluation (30 s) starts no fourth, though --trials allows 20 and patience is off;
+    the combo is raced and answered as usual (final, exit 0), and the combos not reached are
+    not searched."""
+    import dataclasses
+
+    import tuner.app
+
+    clock = SimpleNamespace(t=1000.0)
+    evaluate, plan_of = tuner.evaluator.Evaluator.evaluate, tuner.app.plan_of
+
+    def slow_evaluate(self, *args, **kwargs):
+        clock.t += 10.0
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(tuner.evaluator.Evaluator, "evaluate", slow_evaluate)
+    monkeypatch.setattr(tuner.app, "plan_of", lambda options, session: dataclasses.replace(
+        plan_of(options, session), clock=lambda: clock.t))
+    run = run_tuner(tmp_path, "--combo", "all", "--trials", "20", "--patience", "0",
+                    "--timeout", "25", *FEASIBLE)
+    assert run.rc == 0, run.err
+    (study,) = load_studies(tmp_path / "studies").values()  # deepcache's only
+    assert len(evaluated(study)) == 3
+    assert not trials_in(study, TrialState.RUNNING, TrialState.WAITING)
+    assert [line.split()[0] for line in run.out.splitlines()[1:2]] == ["deepcache"]
+    assert "deepcache+tome" not in run.out
+    (slot,) = read_json(tmp_path / "search_params.json")["settings"].values()
+    (entry,) = slot["answers"].values()
+    assert entry["status"]["final"] and entry["chosen"]["combo"] == "deepcache"
+    assert entry["chosen"]["confirmed"] is not None
+
+
 # -- Ctrl-C mid-trial --------------------------------------------------------------------------
 
 

@@ -210,7 +210,7 @@ def plan_of(options: RunOptions, session: Session):
     return SearchPlan(combos=options.combos, trials=options.trials, sampler=options.sampler,
                       seed=options.seed, sampler_seed=options.sampler_seed,
                       patience=options.stop_after, full_front=options.full_front,
-                      stop_when_met=options.stop_when_met,
+                      stop_when_met=options.stop_when_met, timeout=options.timeout,
                       progress=options.progress and options.role.speaks,
                       role=options.role, device=session.setting.device,
                       threads=session.threads)

@@ -64,6 +64,13 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _seconds(text: str) -> float:
+    value = _float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be seconds greater than 0, got {text!r}")
+    return value
+
+
 def _flag(group, name: str, **kwargs):
     """`--some-flag` with its `--some_flag` spelling; dest and default from RunOptions."""
     dest = kwargs.pop("dest", name.replace("-", "_"))
@@ -143,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
           "Pareto front (a study of its own)")
     _flag(search, "stop-when-met", action="store_true",
           help="with a requirement: stop a combo's study once a trial meets it")
+    _flag(search, "timeout", type=_seconds, metavar="SECONDS", help="once the run has searched "
+          "this long, start no new trial: the running one finishes, then the races and the "
+          "answer as usual (combos not reached by then are not searched)")
 
     timing = run.add_argument_group("timing")
     _flag(timing, "timing-pairs", type=_positive_int,

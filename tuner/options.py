@@ -42,6 +42,7 @@ class RunOptions:
     patience: int | None = 40  # 0 or None: off (see `stop_after`)
     full_front: bool = False
     stop_when_met: bool = False
+    timeout: float | None = None  # seconds of search, after which no trial starts; None: none
     # timing
     timing_pairs: int = _TIMING.min_pairs
     max_timing_pairs: int = _TIMING.max_pairs

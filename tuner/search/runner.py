@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,6 +69,17 @@ class SearchPlan:
     role: Role = Alone()  # who races (roles.py)
     device: str = ""  # the device's name, recorded on the studies
     threads: int | None = None  # torch's CPU threads, recorded with the plain latency
+    # Seconds of search, as Optuna's `optimize(timeout=...)`: once spent, no trial starts (the
+    # running one finishes, then the races as usual), and combos not reached are not searched.
+    timeout: float | None = None
+    clock: Callable[[], float] = time.monotonic  # what the timeout is measured on
+
+    def deadline(self) -> float | None:
+        """The clock's reading at which a search started now has spent its timeout."""
+        return None if self.timeout is None else self.clock() + self.timeout
+
+    def past(self, deadline: float | None) -> bool:
+        return deadline is not None and self.clock() >= deadline
 
 
 def _best_label(state: StudyState, floor: float | None) -> str:
@@ -161,12 +173,14 @@ def resuming(combo: str, state: StudyState, trials: int) -> str | None:
 def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: SearchPlan, *,
               prompts: list[str], on_evaluation: Callable | None = None,
               floor: float | None = None, progress: Progress | None = None,
-              on_answer: Callable[[], object] | None = None,
+              on_answer: Callable[[], object] | None = None, deadline: float | None = None,
               callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
               ) -> optuna.Study:
     """Work on one combo's study until it stops (see the module's docstring), pruning
     configurations slower than `floor`; `progress` marks the study as searched by this run.
     Several processes may do this at once (workers.py).
+
+    No trial starts once `plan.clock` reads `deadline` (checked where --trials is).
 
     `on_answer` is called after every race of the search, once the run is marked searching
     again: the answer so far is written then, not final, so that a process killed later
@@ -217,7 +231,7 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                 bar.set_postfix_str(_best_label(state, objective.floor))
             if state.finished(points=points, trials=plan.trials, patience=plan.patience,
                               stop_when_met=plan.stop_when_met, precision=precision,
-                              floor=objective.floor):
+                              floor=objective.floor) or plan.past(deadline):
                 break
             # A new best is raced before it prunes (only a raced speed prunes), and progress
             # counts once raced: then look again, with the race's speeds.
@@ -289,10 +303,15 @@ def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress
             on_answer: Callable[[], None] | None) -> None:
     confirming = plan.role.races
     done: list[optuna.Study] = []
-    for combo in plan.combos:
+    deadline = plan.deadline()
+    for i, combo in enumerate(plan.combos):
+        if plan.past(deadline):
+            _sayer(plan)(f"--timeout ({plan.timeout:g}s) spent: not searched: "
+                         + ", ".join(plan.combos[i:]))
+            break
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
                           on_evaluation=on_evaluation, floor=floor_of(done, goal),
-                          progress=progress, on_answer=on_answer)
+                          progress=progress, on_answer=on_answer, deadline=deadline)
         done.append(study)
         if confirming:
             wait_for_others(study)
