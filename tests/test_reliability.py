@@ -199,17 +199,6 @@ def test_two_processes_started_together_walk_the_grid_once(tmp_path):
     assert _integrity(tmp_path / "studies") == "ok"
 
 
-def _claim_all(url: str, found) -> None:
-    """Claim queued trials of study "queue" until none is left, as a worker's ask() does."""
-    from tuner.search.studies import open_storage
-
-    study = optuna.load_study(study_name="queue", storage=open_storage(url))
-    claimed = []
-    while (trial_id := study._pop_waiting_trial_id()) is not None:  # noqa: SLF001
-        claimed.append(trial_id)
-    found.put(claimed)
-
-
 def test_processes_claiming_queued_trials_never_claim_one_twice(tmp_path):
     """Four processes take 200 queued trials from one SQLite study: each is taken once.
 
@@ -219,13 +208,16 @@ def test_processes_claiming_queued_trials_never_claim_one_twice(tmp_path):
     "Cannot tell a COMPLETE trial" (seen as a flaky failure of the test above)."""
     import multiprocessing
 
+    import claims
+
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     study = optuna.create_study(study_name="queue", storage=url)
     for x in range(200):
         study.enqueue_trial({"x": x})
     context = multiprocessing.get_context("spawn")
     found = context.Queue()
-    procs = [context.Process(target=_claim_all, args=(url, found)) for _ in range(4)]
+    # The target lives in a module without torch: each spawned process imports only that.
+    procs = [context.Process(target=claims.claim_all, args=(url, found)) for _ in range(4)]
     for proc in procs:
         proc.start()
     claimed = [t for _ in procs for t in found.get(timeout=120)]
