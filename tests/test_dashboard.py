@@ -21,8 +21,8 @@ from PIL import Image
 from tuner.cli import main
 
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
-        "--num-samples", "2", "--timing-pairs", "1", "--no-progress", "--metric", "ssim",
-        "--req-score-loss", "0.5"]
+        "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1", "--no-progress",
+        "--metric", "ssim", "--req-score-loss", "0.5", "--threads", "1"]
 TUNER = str(Path(sys.executable).with_name("tuner"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -209,7 +209,8 @@ def test_tuner_run_answers_on_the_trained_flux_toy(fbcache, tmp_path, capsys):
     output = tmp_path / "search_params.json"
     assert main(["run", "--pipe", "tiny-shapes-dit", "--device", "cpu", "--combo", "all",
                  "--trials", "3", "--steps", "4", "--batch-size", "2", "--num-samples", "4",
-                 "--timing-pairs", "1", "--threads", "1", "--no-progress", "--studies",
+                 "--timing-pairs", "1", "--max-timing-pairs", "1", "--threads", "1",
+                 "--no-progress", "--studies",
                  str(tmp_path / "studies"), "--output", str(output)]) == 0
     results = json.loads(output.read_text())
     (entry,) = results["settings"].values()
