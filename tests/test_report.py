@@ -50,7 +50,7 @@ def assert_one_line_error(err: str) -> None:
 def studies(tmp_path_factory) -> Path:
     """Every combo, a few trials each, with sample images (the default)."""
     folder = tmp_path_factory.mktemp("report") / "studies"
-    run(folder, "--combo", "all", "--trials", "4")
+    run(folder, "--combo", "all", "--trials", "3")
     return folder
 
 
