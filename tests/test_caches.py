@@ -197,6 +197,28 @@ def test_each_cache_is_refused_on_a_unet_with_its_reason(tiny_sd, name):
     assert leftovers(tiny_sd) == []
 
 
+@pytest.fixture(scope="module")
+def tiny_pixart():
+    from tuner import presets
+
+    return presets.build_pipeline("tiny-pixart-sigma")
+
+
+@pytest.mark.parametrize("name", CACHES)
+def test_each_cache_on_a_transformer_without_enable_cache_names_it(tiny_pixart, name):
+    """PixArt-Σ has a transformer, one without diffusers' CacheMixin: the refusal says so (it
+    said "PixArtSigmaPipeline has no transformer")."""
+    import diffusers
+
+    with pytest.raises(Unsupported) as raised:
+        check(tiny_pixart, {name: PARAMS[name]}, steps=STEPS)
+    assert str(raised.value) == (
+        f"{name} needs a diffusion transformer with diffusers' caches; PixArtSigmaPipeline's "
+        f"transformer, PixArtTransformer2DModel, lacks CacheMixin (enable_cache) in diffusers "
+        f"{diffusers.__version__}")
+    assert leftovers(tiny_pixart) == []
+
+
 @pytest.mark.parametrize("pair", [("fbcache", "taylorseer"), ("magcache", "pab"),
                                   ("fastercache", "fbcache")])
 def test_two_caches_are_refused_before_any_work(dit, pair):
