@@ -122,8 +122,67 @@ def test_magcache_calibrates_once_per_key_and_counts_its_seconds_apart(dit):
     with apply(dit, {"magcache": params}, steps=3) as run:
         generate(dit, run, steps=3)
     assert magcache.calibrations() == count + 2
-    key = magcache.calibration_key(dit, steps=STEPS, height=64, width=64)
-    assert len(magcache._ratios[key]) == STEPS
+    key = magcache.calibration_key(dit, steps=STEPS, height=64, width=64,
+                                   guidance=magcache.guidance_of({}))
+    assert {branch: len(r) for branch, r in magcache._ratios[key].items()} == {"cond": STEPS}
+
+
+def generate_guided(pipe, run=None, *, steps: int = 6) -> torch.Tensor:
+    """Like `generate`, under true classifier-free guidance (the empty negative prompt at scale
+    4), as the tuner runs the toy: two transformer calls a step, "cond" then "uncond"."""
+    if "negative_prompt_embeds" not in pipe.embeds:
+        with torch.inference_mode():
+            negative, pooled, _ = pipe.encode_prompt(["", ""], prompt_2=None,
+                                                     max_sequence_length=32)
+        pipe.embeds.update(negative_prompt_embeds=negative,
+                           negative_pooled_prompt_embeds=pooled)
+    with torch.inference_mode():
+        return (run or pipe)(**pipe.embeds, true_cfg_scale=4.0, num_inference_steps=steps,
+                             height=64, width=64, output_type="latent",
+                             generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+                             ).images
+
+
+def test_magcache_under_true_cfg_calibrates_each_branch_and_skips_by_its_own_ratios(dit):
+    """Under true CFG FluxPipeline calls the transformer twice a step, in the cache contexts
+    "cond" and "uncond", and diffusers keeps one MagCache state per context. Each branch is
+    calibrated on its own (MagCache's reference code keeps separate ratios and accumulators for
+    the conditional and unconditional calls) and computes exactly the steps its own ratios
+    decide (`magcache.computed_steps`); the undo is bit-identical.
+
+    Failed before the fix: the calibration recorded both branches' ratios in one list and
+    refused ("magcache calibration recorded 12 ratios in 6 steps"), so every magcache trial on
+    tiny-shapes-dit (run with true CFG) failed and none was feasible."""
+    steps, params = 6, {"threshold": 0.3, "max_skip_steps": 2, "retention_ratio": 0.2}
+    magcache.clear()
+    base = generate_guided(dit, steps=steps)
+    calls: list[list] = []  # per transformer call: [branch, whether its blocks computed]
+    with apply(dit, {"magcache": params}, steps=steps) as run:
+        out = generate_guided(dit, run, steps=steps)  # calibrates first
+        hooks = [dit.transformer.register_forward_pre_hook(
+                     lambda *_: calls.append(["cond" if len(calls) % 2 == 0 else "uncond",
+                                              False])),
+                 dit.transformer.transformer_blocks[0].norm1.register_forward_pre_hook(
+                     lambda *_: calls[-1].__setitem__(1, True))]
+        try:
+            assert torch.equal(generate_guided(dit, run, steps=steps), out)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    assert magcache.calibrations() >= 1
+    ratios = next(iter(magcache._ratios.values()))
+    assert sorted(ratios) == ["cond", "uncond"]
+    assert all(len(r) == steps for r in ratios.values())
+    assert len(calls) == 2 * steps
+    skipped = 0
+    for branch in ("cond", "uncond"):
+        computed = tuple(i for i, (b, ran) in enumerate(c for c in calls if c[0] == branch)
+                         if ran)
+        assert computed == magcache.computed_steps(ratios[branch], params, steps=steps)
+        skipped += steps - len(computed)
+    assert skipped > 0 and not torch.equal(out, base)
+    assert torch.equal(generate_guided(dit, steps=steps), base)
+    assert leftovers(dit) == []
 
 
 @pytest.mark.parametrize("name", CACHES)
@@ -136,6 +195,28 @@ def test_each_cache_is_refused_on_a_unet_with_its_reason(tiny_sd, name):
         with apply(tiny_sd, {name: PARAMS[name]}, steps=STEPS):
             pass
     assert leftovers(tiny_sd) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_pixart():
+    from tuner import presets
+
+    return presets.build_pipeline("tiny-pixart-sigma")
+
+
+@pytest.mark.parametrize("name", CACHES)
+def test_each_cache_on_a_transformer_without_enable_cache_names_it(tiny_pixart, name):
+    """PixArt-Σ has a transformer, one without diffusers' CacheMixin: the refusal says so (it
+    said "PixArtSigmaPipeline has no transformer")."""
+    import diffusers
+
+    with pytest.raises(Unsupported) as raised:
+        check(tiny_pixart, {name: PARAMS[name]}, steps=STEPS)
+    assert str(raised.value) == (
+        f"{name} needs a diffusion transformer with diffusers' caches; PixArtSigmaPipeline's "
+        f"transformer, PixArtTransformer2DModel, lacks CacheMixin (enable_cache) in diffusers "
+        f"{diffusers.__version__}")
+    assert leftovers(tiny_pixart) == []
 
 
 @pytest.mark.parametrize("pair", [("fbcache", "taylorseer"), ("magcache", "pab"),

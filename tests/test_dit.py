@@ -192,6 +192,48 @@ def test_a_combo_of_another_family_is_refused_in_one_line(fbcache, tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("pipe, flag, value, family, nearest", [
+    ("tiny-flux", "--height", "72", "FLUX.1", "64 or 80"),
+    ("tiny-shapes-dit", "--width", "100", "FLUX.1", "96 or 112"),
+    ("tiny-sd3", "--height", "1000", "SD3/3.5", "992 or 1008"),
+    ("tiny-pixart-sigma", "--width", "8", "PixArt-Σ", "16"),
+    ("tiny-sd", "--height", "100", "SD1.x/2.x", "96 or 104")])
+def test_a_size_the_family_cannot_generate_is_refused_naming_the_nearest(tmp_path, capsys, pipe,
+                                                                        flag, value, family,
+                                                                        nearest):
+    from tuner.cli import main
+
+    assert main(["run", "--pipe", pipe, flag, value, "--device", "cpu", "--studies",
+                 str(tmp_path / "s"), "--output", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"tuner: error: {flag} {value} is not")
+    assert f"which {family} (" in err and err.endswith(f"needs: nearest {nearest}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dit_families_size_rule_is_what_their_pipelines_generate(dit_pipes):
+    """A multiple of 16 generates at that size; 72 (a multiple of the VAE's 8, not of 16) does
+    not: FluxPipeline silently makes 64 px, SD3's and PixArt-Σ's pipelines fail."""
+    for name, family in (("tiny-flux", FLUX), ("tiny-sd3", SD3),
+                         ("tiny-pixart-sigma", PIXART_SIGMA)):
+        pipe = dit_pipes[name]
+        assert family_of(pipe) is family and family.size_multiple == 16
+        family.check_size(height=80, width=64)
+        with pytest.raises(ValueError, match="height 72 is not a multiple of 16"):
+            family.check_size(height=72, width=64)
+        kwargs = family.encode(pipe, PROMPTS[:1], guidance=False)
+        options = {**family.call_options(pipe, 1.0), "num_inference_steps": 1,
+                   "output_type": "pt"}
+        with torch.inference_mode():
+            assert pipe(**kwargs, **options, height=80, width=64).images.shape[-2:] == (80, 64)
+            try:
+                made = pipe(**kwargs, **options, height=72, width=64).images.shape[-2:]
+            except (ValueError, RuntimeError):
+                made = None
+        assert made != (72, 64)
+    assert SD.size_multiple == SDXL.size_multiple == 8
+
+
 def test_a_flux_family_combo_is_a_cache_and_all_means_the_familys(fbcache):
     from tuner.options import RunOptions
 

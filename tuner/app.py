@@ -97,6 +97,10 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     pipe = pipelines.load_pipeline(options.pipe, device=device)
     interrupts.checkpoint()  # loading has no others: a stop waits for each step to end
     family = family_of(pipe)
+    try:
+        family.check_size(height=options.height, width=options.width)
+    except ValueError as err:
+        raise PipelineError(str(err)) from None
     pipelines.set_scheduler(pipe, pipelines.family_scheduler(family, options.scheduler))
     foreign = [c for c in options.combos if c not in family.combos]
     if foreign:

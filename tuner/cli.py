@@ -220,13 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_family(args) -> None:
-    """The scheduler and the combos against the model's family, when it is known without
-    loading (a preset, a known hub id, a folder or hub id whose configs can be read)."""
+    """The size, the scheduler and the combos against the model's family, when it is known
+    without loading (a preset, a known hub id, a folder or hub id whose configs can be read);
+    the size against every family's rule otherwise."""
+    from .families.base import check_size
     from .messages import PipelineError
     from .options import RunOptions
     from .pipelines import family_named, family_scheduler
 
     family = family_named(args.pipe)
+    try:
+        (family.check_size if family else check_size)(height=args.height, width=args.width)
+    except ValueError as err:
+        raise UsageError(f"--{err}") from None
     if family is None:
         return
     try:
@@ -264,11 +270,6 @@ def _check_run_args(args) -> None:
     if args.num_samples < args.batch_size:
         raise UsageError(f"--num-samples ({args.num_samples}) must be at least --batch-size "
                          f"({args.batch_size}): latency is measured on full batches")
-    for flag in ("height", "width"):
-        value = getattr(args, flag)
-        if value is not None and value % 8:
-            raise UsageError(f"--{flag} must be divisible by 8 (Stable Diffusion's VAE), "
-                             f"got {value}")
     launcher = isinstance(role_of(workers=args.workers, worker=args.worker), Launcher)
     if launcher and args.device != "cuda":
         import torch

@@ -76,7 +76,14 @@ class DiffusersCache(Accelerator):
 
     def check(self, pipe, params, *, steps, absorbed):
         transformer = getattr(pipe, "transformer", None)
-        if transformer is None or not hasattr(transformer, "enable_cache"):
+        if transformer is not None and not hasattr(transformer, "enable_cache"):
+            import diffusers
+
+            raise Unsupported(f"{self.name} needs a diffusion transformer with diffusers' caches; "
+                              f"{type(pipe).__name__}'s transformer, "
+                              f"{type(transformer).__name__}, lacks CacheMixin (enable_cache) "
+                              f"in diffusers {diffusers.__version__}")
+        if transformer is None:
             has = "a UNet" if getattr(pipe, "unet", None) is not None else "no transformer"
             raise Unsupported(f"{self.name} needs a diffusion transformer with diffusers' caches; "
                               f"{type(pipe).__name__} has {has} ({self.on_unet})")

@@ -41,6 +41,9 @@ class Family(ABC):
     # checkpoint loaded with (no safety checker, no watermark: they change no timing).
     builds_with: ClassVar[Mapping[str, Any]] = {}
     loads_with: ClassVar[Mapping[str, Any]] = {}
+    # What the image's height and width must be multiples of, and why (`check_size`).
+    size_multiple: ClassVar[int] = 8
+    size_reason: ClassVar[str] = "the VAE's 8"
 
     def made_of(self, components: Collection[str]) -> bool:
         """Whether a pipeline with these components (diffusers' names) is of this family."""
@@ -77,6 +80,12 @@ class Family(ABC):
         side = self.denoiser(pipe).config.sample_size * pipe.vae_scale_factor
         return side, side
 
+    def check_size(self, *, height: int | None, width: int | None) -> None:
+        """Raises ValueError, one line naming the nearest valid sizes, when `height` or `width`
+        (pixels; None: the native size) is not a multiple of `size_multiple`."""
+        check_size(height=height, width=width, multiple=self.size_multiple,
+                   needs=f"{self.title} ({self.size_reason})")
+
     @abstractmethod
     def native_size_of(self, source: str) -> tuple[int, int]:
         """`native_size` of a hub id or local folder, from its configs without weights; raises
@@ -101,4 +110,16 @@ class Family(ABC):
         return self.pipeline_type()(**components, **self.builds_with)
 
 
-__all__ = ["Family"]
+def check_size(*, height: int | None, width: int | None, multiple: int = Family.size_multiple,
+               needs: str = f"every pipeline ({Family.size_reason})") -> None:
+    """`Family.check_size` for a `multiple` that `needs` says who needs (by default the rule
+    of every family, for a model whose family is not known yet)."""
+    for side, value in (("height", height), ("width", width)):
+        if value is not None and value % multiple:
+            low = value // multiple * multiple
+            nearest = " or ".join(str(v) for v in (low, low + multiple) if v > 0)
+            raise ValueError(f"{side} {value} is not a multiple of {multiple}, which {needs} "
+                             f"needs: nearest {nearest}")
+
+
+__all__ = ["Family", "check_size"]

@@ -34,6 +34,8 @@ class Flux(Family):
     denoiser_class = "FluxTransformer2DModel"
     has = ("transformer", "text_encoder_2")
     lacks = ("text_encoder_3", "unet")
+    size_multiple = 16
+    size_reason = "the VAE's 8 x the 2x2 patches FluxPipeline packs the latents into"
     schedulers = ("FlowMatchEuler",)  # rectified flow
 
     @property

@@ -20,6 +20,8 @@ class PixArtSigma(Family):
     lacks = ("text_encoder_2", "unet")
     # T-GATE through its PixArt loaders; the diffusers caches do not serve
     # PixArtTransformer2DModel (no `enable_cache`).
+    size_multiple = 16
+    size_reason = "the VAE's 8 x the transformer's 2x2 patches"
     schedulers = ("DPM-Solver++", "DDIM", "UniPCMultistepScheduler")  # its own first
     combos = ("tgate",)
     # What `encode_prompt` returns, in order, as the call's keyword arguments.

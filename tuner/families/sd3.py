@@ -20,6 +20,8 @@ class StableDiffusion3(Family):
     lacks = ("unet",)
     # The diffusers caches do not serve SD3Transformer2DModel (no `enable_cache`) and T-GATE
     # has no SD3 loader: nothing to search yet.
+    size_multiple = 16
+    size_reason = "the VAE's 8 x the transformer's 2x2 patches"
     schedulers = ("FlowMatchEuler",)  # rectified flow
     combos = ()
     # What `encode_prompt` returns, in order, as the call's keyword arguments.
