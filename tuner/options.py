@@ -89,7 +89,9 @@ class RunOptions:
             combos = ALL_COMBOS if family is None else tuple(family.combos)
         if not self.searches_solver:
             return combos
-        return (STEPS,) if combos == (STEPS,) else with_steps(combos)
+        if self.combo == "all":  # the scheduler and steps alone, and beside every combo
+            return with_steps(combos)
+        return with_steps(combos)[-1:]  # the one combo asked for, with the knobs
 
     @property
     def searches_solver(self) -> bool:
