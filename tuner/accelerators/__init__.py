@@ -252,9 +252,9 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
     return config
 
 
-__all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "Accelerator", "AcceleratorError", "Config",
-           "ChoiceKnob", "DecimalKnob", "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported",
-           "apply",
-           "canonical", "check", "capture_seconds", "combo_of", "combos_for", "denoisers_of",
-           "device_of", "footprint", "grid", "grid_size", "instances", "leftovers", "members",
-           "register", "space_label", "split_params", "steps_of", "with_steps", "without_steps"]
+__all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "SOLVER", "STEPS", "Accelerator",
+           "AcceleratorError", "ChoiceKnob", "Config", "DecimalKnob", "Footprint", "IntKnob",
+           "Knob", "NoEffect", "Unsupported", "apply", "canonical", "capture_seconds", "check",
+           "combo_of", "combos_for", "denoisers_of", "device_of", "footprint", "grid",
+           "grid_size", "instances", "leftovers", "members", "register", "solver", "space_label",
+           "split_params", "steps_of", "with_steps", "without_steps"]
