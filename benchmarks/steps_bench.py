@@ -7,7 +7,7 @@ step count (`--combo all --search-sched all --search-steps auto`). Their answers
 measured again here, in one race against the same plain runs (interleaved: each configuration
 in brackets of plain runs, round after round), and their losses again on held-out seeds.
 
-    python benchmarks/steps_bench.py --out benchmarks/results/2026-12-05-cpu-steps \\
+    PYTHONPATH=. python benchmarks/steps_bench.py --out benchmarks/results/2026-12-05-cpu-steps \\
         --steps 50 --trials 6 --num-samples 8 --threads 1
 """
 
@@ -30,7 +30,9 @@ def log(message: str) -> None:
 
 def tune(label: str, out: Path, args) -> dict:
     """One `tuner run`; its answer (the overall choice) and its wall seconds."""
-    output = out / f"{label}.json"
+    output, done_file = out / f"{label}.json", out / f"{label}-run.json"
+    if done_file.is_file():  # an earlier invocation's run: answered, only raced again here
+        return json.loads(done_file.read_text())
     command = [sys.executable, "-m", "tuner", "run", "--pipe", args.pipe, "--device", "cpu",
                "--steps", str(args.steps), "--combo", "all", "--trials", str(args.trials),
                "--num-samples", str(args.num_samples), "--threads", str(args.threads),
@@ -47,8 +49,10 @@ def tune(label: str, out: Path, args) -> dict:
 
     _, _, chosen = choose(output)
     log(f"{label}: {wall:.0f} s; answer {chosen.config} at {chosen.speedup:.2f}x")
-    return {"wall_s": wall, "params": chosen.config, "search_speed": chosen.speed.as_dict(),
-            "search_loss": chosen.quality.loss.value}
+    found = {"wall_s": wall, "params": chosen.config, "search_speed": chosen.speed.as_dict(),
+             "search_loss": chosen.quality.loss.value}
+    done_file.write_text(json.dumps(found, indent=1))
+    return found
 
 
 def main(argv=None) -> None:
