@@ -168,22 +168,48 @@ class Accelerated:
                                   f"with a scheduler; got {type(pipe).__name__}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise AccelerateError(f"steps must be a positive integer; got {steps!r}")
-        if strict and setting is not None and steps != setting.steps:
-            raise AccelerateError(f"settings tuned for {setting.steps} steps cannot be used at "
-                                  f"{steps} steps with strict=True")
-        self.pipe, self.family, self.steps, self.seed = pipe, family, steps, seed
         self.params = {name: dict(knobs) for name, knobs in params.items()}
+        self.pipe, self.family, self.seed = pipe, family, seed
         self.combo = accelerators.combo_of(self.params)
         self.choice, self.setting, self.strict = choice, setting, strict
         self._warned: set[str] = set()
-        if setting is not None:
-            self._check_model(model)
         try:
-            self._context = accelerators.apply(pipe, self.params, steps=steps, seed=seed)
-            self._run = self._context.__enter__()
+            # A tuned scheduler and step count (accelerators/solver.py) set the steps.
+            self.steps = accelerators.steps_of(self.params, steps=steps)
+            self.tuned_steps = accelerators.steps_of(
+                self.params, steps=setting.steps if setting is not None else steps)
+            if strict and setting is not None and self.steps != self.tuned_steps:
+                raise AccelerateError(f"settings tuned for {self.tuned_steps} steps cannot be "
+                                      f"used at {self.steps} steps with strict=True")
+            if setting is not None:
+                self._check_model(model)
+            self._apply(self.params)
         except accelerators.AcceleratorError as err:
             raise AccelerateError(first_line(err)) from None
         self.active = True
+
+    def _apply(self, params: dict) -> None:
+        from . import accelerators
+
+        self._context = accelerators.apply(self.pipe, params, steps=self.steps, seed=self.seed)
+        self._run = self._context.__enter__()
+        self._applied_steps = accelerators.steps_of(params, steps=self.steps)
+
+    def _run_at(self, steps: int):
+        """The callable that generates `steps` steps: under a tuned step count, the settings
+        applied again with the caller's count (the tuned scheduler kept)."""
+        from . import accelerators
+
+        if accelerators.SOLVER not in self.params or steps == self._applied_steps:
+            return self._run
+        self._context.__exit__(None, None, None)
+        solver = {**self.params[accelerators.SOLVER], "steps": steps}
+        try:
+            self._apply({**self.params, accelerators.SOLVER: solver})
+        except accelerators.AcceleratorError as err:
+            self._apply(self.params)
+            raise AccelerateError(first_line(err)) from None
+        return self._run
 
     def _differs(self, what: str, message: str) -> None:
         if self.strict:
@@ -205,12 +231,17 @@ class Accelerated:
             self._differs("scheduler", f"settings tuned with {tuned.scheduler} are applied "
                                        f"with {used}")
 
+    def _check_steps(self, steps: int) -> None:
+        """Steps other than the tuned ones: warned about (raised with strict=True), where the
+        settings were tuned (a results file) or set the step count themselves (a solver)."""
+        from .accelerators import SOLVER
+
+        if steps != self.tuned_steps and (self.setting is not None or SOLVER in self.params):
+            self._differs("steps", f"settings tuned for {self.tuned_steps} steps are used at "
+                                   f"{steps} steps")
+
     def _check_call(self, kwargs: dict) -> None:
         tuned = self.setting
-        steps = kwargs.get("num_inference_steps", self.steps)
-        if steps != tuned.steps:
-            self._differs("steps", f"settings tuned for {tuned.steps} steps are used at "
-                                   f"{steps} steps")
         native_h, native_w = self.family.native_size(self.pipe)
         size = (kwargs.get("height") or native_h, kwargs.get("width") or native_w)
         if size != (tuned.height, tuned.width):
@@ -225,9 +256,10 @@ class Accelerated:
             raise AccelerateError(f"pass {', '.join(tuned)} by keyword: the tuned settings "
                                   f"depend on them, and positionally they go unchecked")
         kwargs.setdefault("num_inference_steps", self.steps)
+        self._check_steps(kwargs["num_inference_steps"])
         if self.setting is not None:
             self._check_call(kwargs)
-        return self._run(*args, **kwargs)
+        return self._run_at(kwargs["num_inference_steps"])(*args, **kwargs)
 
     def remove(self) -> None:
         """Put the pipeline back exactly as it was (again: nothing happens)."""

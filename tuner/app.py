@@ -78,6 +78,15 @@ def setting_without_loading(options: RunOptions) -> Setting:
                            prompts_id=prompts_id(choose_prompts(options)))
 
 
+def configure_solver(options: RunOptions) -> None:
+    """The values of the scheduler and step-count knobs this run searches, for this process
+    (accelerators/solver.py; nothing when neither is searched)."""
+    from .accelerators import solver
+
+    if options.solver_space is not None:
+        solver.configure(options.solver_space)
+
+
 def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Session:
     """Load the model and CLIP, choose the prompts (and on CPU the thread count), and make the
     evaluator; measures nothing yet."""
@@ -86,6 +95,7 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     from . import metrics, pipelines
     from .evaluator import Evaluator
     from .families import family_of
+    from .accelerators import without_steps
     from .messages import PipelineError
 
     chosen = choose_prompts(options)
@@ -102,7 +112,8 @@ def build(options: RunOptions, *, say=lambda message: None, clock=None) -> Sessi
     except ValueError as err:
         raise PipelineError(str(err)) from None
     pipelines.set_scheduler(pipe, pipelines.family_scheduler(family, options.scheduler))
-    foreign = [c for c in options.combos if c not in family.combos]
+    configure_solver(options)
+    foreign = [c for c in map(without_steps, options.combos) if c and c not in family.combos]
     if foreign:
         raise PipelineError(f"combo {foreign[0]} does not apply to {family.title} pipelines; "
                             f"choose from {', '.join(family.combos)}")
@@ -287,6 +298,7 @@ def run(options: RunOptions) -> int:
     from .search.runner import run_search
     from .search.studies import DB_NAME
 
+    configure_solver(options)
     say, role = _say(options), options.role
     # A shared database is reached first: if it cannot be, say so before minutes of work.
     storage = _storage(options) if options.storage else None
@@ -462,6 +474,7 @@ def _follow(options: RunOptions, storage, setting: Setting, procs) -> None:
 def launch(options: RunOptions) -> int:
     """`tuner run`: this process alone, or a launcher of workers. Ctrl-C and SIGTERM stop it at
     the next checkpoint (tuner/interrupts.py); its exit code is then 130 or 143."""
+    configure_solver(options)
     try:
         with interrupts.deferred() as request:
             rc = run(options) if options.role.searches else run_workers(options)
@@ -471,4 +484,4 @@ def launch(options: RunOptions) -> int:
     return request.exit_code(rc)
 
 
-__all__ = ["Session", "build", "current_answer", "launch", "run", "save_answer"]
+__all__ = ["Session", "build", "configure_solver", "current_answer", "launch", "run", "save_answer"]

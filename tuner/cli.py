@@ -90,7 +90,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .accelerators import COMBOS
+    from .accelerators import COMBOS, without_steps
     from .search.space import SAMPLERS
     from .setting import LOSS_BOUNDS, LOSS_METRICS
 
@@ -136,7 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(required, "req-speedup", type=_float, help="required speedup over the plain pipeline")
 
     search = run.add_argument_group("search")
-    _flag(search, "combo", choices=[*COMBOS, "all"], help="one study per combo")
+    _flag(search, "combo", choices=[*(c for c in COMBOS if without_steps(c) in (c, None)), "all"],
+          help="one study per combo (steps: the scheduler and step count alone, with "
+          "--search-sched/--search-steps)")
+    _flag(search, "search-sched", metavar="LIST", help="also search the scheduler: all (DDIM, "
+          "DPM-Solver++, UniPC; FlowMatchEuler for FLUX.1 and SD3) or a comma list; the "
+          "baseline stays --sched")
+    _flag(search, "search-steps", metavar="LO-HI", help="also search the step count: a range "
+          "LO-HI, or auto (about a quarter of --steps up to --steps); the baseline stays "
+          "--steps")
     _flag(search, "trials", type=_positive_int, help="evaluations per combo (repeats are free)")
     _flag(search, "sampler", choices=SAMPLERS, help="how configurations are proposed")
     _flag(search, "sampler-seed", type=int,
@@ -240,8 +248,9 @@ def _check_family(args) -> None:
     except PipelineError as err:
         raise UsageError(str(err)) from None
     combos = RunOptions(pipe=args.pipe, combo=args.combo).combos
+    combos = () if combos == ("steps",) else combos  # the scheduler and steps alone: any family
     foreign = [c for c in combos if c not in family.combos]
-    if foreign or not combos:
+    if foreign or (not combos and args.combo != "steps"):
         found = f"combo {foreign[0]} does not apply" if foreign else "no combo applies yet"
         choose = f"; choose from {', '.join(family.combos)} or all" if family.combos else \
             " (`tuner models` lists each model's)"
@@ -280,8 +289,9 @@ def _check_run_args(args) -> None:
     args.sched = scheduler_name(args.sched)
     check_pipe_name(args.pipe)
     _check_family(args)
+    _check_solver_space(args)
     if args.sampler == "grid":
-        combos = RunOptions(combo=args.combo).combos
+        combos = RunOptions.from_args(args).combos
         device = args.device
         if device == "auto":  # the grid gains knobs on CUDA (accelerators.members)
             import torch
@@ -309,6 +319,23 @@ def _check_run_args(args) -> None:
     _check_writable("--studies", studies)
     check_database(studies / DB_NAME)
     results.read(args.output)  # an unusable results file stops us before any work
+
+
+def _check_solver_space(args) -> None:
+    """--search-sched and --search-steps, resolved into the values the run searches (set for
+    this process: accelerators/solver.py), or refused in one line."""
+    from .accelerators import solver
+
+    options = RunOptions.from_args(args)
+    if args.combo == "steps" and not options.searches_solver:
+        raise UsageError("--combo steps searches the scheduler and step count: pass "
+                         "--search-sched and/or --search-steps")
+    try:
+        space = options.solver_space
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if space is not None:
+        solver.configure(space)
 
 
 def _check_writable(flag: str, folder: Path) -> None:

@@ -10,7 +10,7 @@ import shlex
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .accelerators import ALL_COMBOS
+from .accelerators import ALL_COMBOS, STEPS, with_steps
 from .setting import Goal, Setting
 from .timing import TimingPolicy
 
@@ -36,6 +36,9 @@ class RunOptions:
     clip_model: str = "auto"
     # the search
     combo: str = "all"
+    # the scheduler and step count as knobs (accelerators/solver.py); None: held at sched/steps
+    search_sched: str | None = None  # "all" or a comma list
+    search_steps: str | None = None  # "auto" or "LO-HI"
     trials: int = 200  # evaluations per combo
     sampler: str = "tpe"
     sampler_seed: int | None = None
@@ -81,9 +84,50 @@ class RunOptions:
         """The combos searched: "all" is those of the model's family (the UNet combos when the
         family cannot be known without loading the model)."""
         if self.combo != "all":
-            return (self.combo,)
+            combos = (self.combo,)
+        else:
+            family = self.family
+            combos = ALL_COMBOS if family is None else tuple(family.combos)
+        if not self.searches_solver:
+            return combos
+        if self.combo == "all":  # the scheduler and steps alone, and beside every combo
+            return with_steps(combos)
+        return with_steps(combos)[-1:]  # the one combo asked for, with the knobs
+
+    @property
+    def searches_solver(self) -> bool:
+        return self.search_sched is not None or self.search_steps is not None
+
+    @property
+    def solver_space(self):
+        """The values of the scheduler and step-count knobs (solver.SolverSpace), or None when
+        neither is searched. Raises ValueError (one line) for values that cannot be searched."""
+        from .accelerators.solver import SolverSpace
+
+        if not self.searches_solver:
+            return None
+        return SolverSpace(schedulers=self._searched_schedulers(),
+                           steps=searched_steps(self.search_steps, self.steps))
+
+    def _searched_schedulers(self) -> tuple[str, ...]:
+        from .messages import PipelineError
+        from .pipelines import family_scheduler, scheduler_name
+
+        if self.search_sched is None:
+            return (self.scheduler,)
         family = self.family
-        return ALL_COMBOS if family is None else tuple(family.combos)
+        if self.search_sched == "all":
+            return tuple(family.schedulers) if family else ("DDIM", "DPM-Solver++",
+                                                            "UniPCMultistepScheduler")
+        names = [n.strip() for n in self.search_sched.split(",") if n.strip()]
+        if not names:
+            raise ValueError("--search-sched is empty; pass all or a comma list of schedulers")
+        try:
+            found = [family_scheduler(family, n) if family else scheduler_name(n)
+                     for n in names]
+        except PipelineError as err:
+            raise ValueError(f"--search-sched: {err}") from None
+        return tuple(dict.fromkeys(found))
 
     @property
     def family(self):
@@ -147,4 +191,22 @@ class RunOptions:
         return shlex.join(["tuner", *self.argv])
 
 
-__all__ = ["RunOptions"]
+def searched_steps(text: str | None, steps: int) -> tuple[int, int]:
+    """--search-steps: "auto" (about a quarter of `steps` up to `steps`), "LO-HI" or "N";
+    None: `steps` alone. Raises ValueError with a one-line reason."""
+    if text is None:
+        return steps, steps
+    if text == "auto":
+        return max(1, steps // 4), steps
+    low, _, high = text.partition("-")
+    try:
+        bounds = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"--search-steps must be auto, LO-HI or N (e.g. 12-50); got "
+                         f"{text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1] or bounds[1] > 1000:
+        raise ValueError(f"--search-steps needs 1 <= LO <= HI <= 1000; got {text!r}")
+    return bounds
+
+
+__all__ = ["RunOptions", "searched_steps"]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from .base import (Accelerator, AcceleratorError, DecimalKnob, Footprint, Generate, IntKnob, Knob,
-                   NoEffect, Params, Unsupported, traces)
+from .base import (Accelerator, AcceleratorError, ChoiceKnob, DecimalKnob, Footprint, Generate,
+                   IntKnob, Knob, NoEffect, Params, Unsupported, traces)
 from .cache import CACHES
 from .deepcache import DeepCache
 from .fastercache import FasterCache
@@ -25,6 +25,8 @@ from .fbcache import FirstBlockCache
 from .graphs import Graphs
 from .magcache import MagCache
 from .pab import PyramidAttentionBroadcast
+from . import solver
+from .solver import Solver
 from .taylorseer import TaylorSeer
 from .tgate import TGate
 from .tome import ToMe
@@ -42,6 +44,12 @@ COMBOS: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in CACHES},
 }
 
+# The scheduler and the step count as knobs (solver.py), searched only when a run asks for them
+# (--search-sched, --search-steps): alone (`steps`), and beside every combo above (`X+steps`).
+STEPS = "steps"
+SOLVER = Solver.name
+COMBOS.update({STEPS: (SOLVER,), **{f"{c}+{STEPS}": (*m, SOLVER) for c, m in COMBOS.items()}})
+
 Config = Mapping[str, Params]  # accelerator name -> its params
 
 
@@ -58,11 +66,12 @@ def register(cls: type[Accelerator]) -> type[Accelerator]:
     return cls
 
 
-# Application order: T-GATE first, since it replaces the pipeline call the others wrap; graphs
-# last, since they capture the UNet call the others patched. diffusers' caches hook a
-# transformer's blocks, one at a time.
-for _accelerator in (TGate, DeepCache, ToMe, Graphs, FirstBlockCache, TaylorSeer, MagCache,
-                     FasterCache, PyramidAttentionBroadcast):
+# Application order: T-GATE first, since it replaces the pipeline call the others wrap; the
+# solver next, so that its step count wraps T-GATE's call and everything after it sees its
+# scheduler; graphs last, since they capture the UNet call the others patched. diffusers'
+# caches hook a transformer's blocks, one at a time.
+for _accelerator in (TGate, Solver, DeepCache, ToMe, Graphs, FirstBlockCache, TaylorSeer,
+                     MagCache, FasterCache, PyramidAttentionBroadcast):
     register(_accelerator)
 
 
@@ -83,7 +92,30 @@ def combos_for(denoiser: str, *, only: bool = False) -> tuple[str, ...]:
     """The combos whose accelerators all patch a `denoiser`; `only`: and no other denoiser
     (T-GATE alone serves both, but on a UNet it is searched with DeepCache)."""
     return tuple(combo for combo in COMBOS if denoiser in denoisers_of(combo)
-                 and (not only or denoisers_of(combo) == (denoiser,)))
+                 and (not only or denoisers_of(combo) == (denoiser,))
+                 and SOLVER not in COMBOS[combo])
+
+
+def with_steps(combos) -> tuple[str, ...]:
+    """The combos a run searches with the scheduler and step count as knobs: `steps` alone,
+    then each of `combos` with them (`deepcache` -> `deepcache+steps`)."""
+    found = [STEPS] + [c if SOLVER in COMBOS[c] else f"{c}+{STEPS}" for c in combos
+                       if c != STEPS]
+    return tuple(dict.fromkeys(found))
+
+
+def without_steps(combo: str) -> str | None:
+    """The combo of accelerators `combo` searches besides the scheduler and step count
+    (None for `steps`): what a pipeline family's combos list."""
+    if combo == STEPS:
+        return None
+    return combo.removesuffix(f"+{STEPS}")
+
+
+def space_label(combo: str) -> str:
+    """The searched values of `combo`'s knobs that are the run's choice, not the registry's
+    (the solver's), in words; "" for the others. Part of a study's identity."""
+    return f"{SOLVER}: {solver.space.label}" if SOLVER in COMBOS[combo] else ""
 
 
 # What `--combo all` runs: the UNet combos, which every pipeline tuner loads today serves.
@@ -148,7 +180,19 @@ def check(pipe, config: Config, *, steps: int, seed: int = 0) -> None:
     _check(pipe, instances(config, seed=seed), config, steps)
 
 
+def steps_of(config: Config, *, steps: int) -> int:
+    """The denoising steps `config` runs when `steps` are asked for (a solver sets its own)."""
+    return _steps(instances(config), steps)
+
+
+def _steps(members, steps: int) -> int:
+    for accelerator, params in members:
+        steps = accelerator.denoising_steps(params, steps=steps)
+    return steps
+
+
 def _check(pipe, members, config: Config, steps: int) -> None:
+    steps = _steps(members, steps)
     for accelerator, _ in members:
         clash = next((n for n in accelerator.conflicts if n in config), None)
         if clash is not None:
@@ -160,9 +204,11 @@ def _check(pipe, members, config: Config, steps: int) -> None:
 
 def canonical(pipe, config: Config, *, steps: int, height: int, width: int) -> dict[str, dict]:
     """Configs that run the same computation on `pipe` (for `steps` steps at `height` x `width`)
-    get equal canonical forms."""
+    get equal canonical forms; each accelerator's is taken at the steps `config` runs."""
+    members = instances(config)
+    steps = _steps(members, steps)
     return {a.name: dict(a.canonical(pipe, p, steps=steps, height=height, width=width))
-            for a, p in instances(config)}
+            for a, p in members}
 
 
 @contextlib.contextmanager
@@ -206,8 +252,9 @@ def split_params(flat: Mapping[str, object]) -> dict[str, dict]:
     return config
 
 
-__all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "Accelerator", "AcceleratorError", "Config",
-           "DecimalKnob", "Footprint", "IntKnob", "Knob", "NoEffect", "Unsupported", "apply",
-           "canonical", "check", "capture_seconds", "combo_of", "combos_for", "denoisers_of",
-           "device_of", "footprint", "grid", "grid_size", "instances", "leftovers", "members",
-           "register", "split_params"]
+__all__ = ["ACCELERATORS", "ALL_COMBOS", "COMBOS", "SOLVER", "STEPS", "Accelerator",
+           "AcceleratorError", "ChoiceKnob", "Config", "DecimalKnob", "Footprint", "IntKnob",
+           "Knob", "NoEffect", "Unsupported", "apply", "canonical", "capture_seconds", "check",
+           "combo_of", "combos_for", "denoisers_of", "device_of", "footprint", "grid",
+           "grid_size", "instances", "leftovers", "members", "register", "solver", "space_label",
+           "split_params", "steps_of", "with_steps", "without_steps"]

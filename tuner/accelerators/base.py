@@ -64,7 +64,17 @@ class DecimalKnob:
         return [float(low + i * step) for i in range(count)]
 
 
-Knob = IntKnob | DecimalKnob
+@dataclass(frozen=True)
+class ChoiceKnob:
+    """One of a few named choices (Optuna's categorical distribution), in the order given."""
+
+    choices: tuple[str, ...]
+
+    def values(self) -> list[str]:
+        return list(self.choices)
+
+
+Knob = IntKnob | DecimalKnob | ChoiceKnob
 
 
 class Accelerator(ABC):
@@ -78,6 +88,8 @@ class Accelerator(ABC):
     conflicts: ClassVar[Mapping[str, str]] = {}
     # The denoisers the accelerator can patch: "unet", "transformer".
     denoisers: ClassVar[tuple[str, ...]] = ("unet",)
+    # Whether `denoising_steps` may differ from the steps asked for (the step count is a knob).
+    sets_steps: ClassVar[bool] = False
     # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
     optional_on: ClassVar[tuple[str, ...]] = ()
 
@@ -90,6 +102,12 @@ class Accelerator(ABC):
         (capturing, compiling, calibrating): the evaluator takes them out of the run they fell
         in. 0 for accelerators that prepare nothing."""
         return 0.0
+
+    def denoising_steps(self, params: Params, *, steps: int) -> int:
+        """The denoising steps a generation asked for `steps` runs under this accelerator:
+        `steps` itself unless the accelerator sets the step count. The registry passes the
+        result to the other accelerators' `check` and `canonical`."""
+        return steps
 
     def check(self, pipe, params: Params, *, steps: int, absorbed: Mapping[str, Params]) -> None:
         """Raise `NoEffect` or `Unsupported` before any work if the config cannot be evaluated."""

@@ -90,6 +90,14 @@ class TGate(Accelerator):
             raise NoEffect(f"tgate gate_step={params['gate_step']}, warmup={params['warmup']} "
                            f"reuse nothing within {steps} steps")
 
+    def canonical(self, pipe, params, *, steps, height, width):
+        # tgate_scheduler gates at step gate_step - 1 and after (and tgate's DeepCache loaders
+        # reset DeepCache there): a gate at or beyond steps + 1 is never reached, so every such
+        # gate runs the same steps, and fi_interval (after the gate) plays no part in them.
+        if params["gate_step"] > steps:
+            return {**params, "gate_step": steps + 1, "fi_interval": 1}
+        return params
+
     @contextlib.contextmanager
     def attach(self, pipe, params: Params, generate: Generate, *,
                absorbed: Mapping[str, Params]):

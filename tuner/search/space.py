@@ -9,13 +9,13 @@ import random
 import optuna
 
 from .. import accelerators
-from ..accelerators import ACCELERATORS, DecimalKnob, IntKnob, Knob
+from ..accelerators import ACCELERATORS, ChoiceKnob, DecimalKnob, IntKnob, Knob
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, knob: Knob):
     if isinstance(knob, IntKnob):
         return trial.suggest_int(name, knob.low, knob.high)
-    if isinstance(knob, DecimalKnob):  # exact decimals as choices; see DecimalKnob
+    if isinstance(knob, DecimalKnob | ChoiceKnob):  # exact decimals as choices; see DecimalKnob
         return trial.suggest_categorical(name, knob.values())
     raise TypeError(f"no Optuna distribution for {knob!r}")
 
@@ -42,16 +42,40 @@ def distinct_points(pipe, combo: str, *, steps: int, height: int, width: int) ->
     """How many configurations of `combo` run different computations on `pipe` (for `steps`
     steps at `height` x `width`).
 
-    Canonical forms are per accelerator, so the count is a product of small counts.
+    Canonical forms are per accelerator at a given step count, so the count is a product of
+    small counts; where a member sets the step count (the solver), a sum over its points of
+    the others' product at the steps each runs.
     """
+    names = accelerators.members(combo, device=accelerators.device_of(pipe))
+    setters = [n for n in names if _sets_steps(n)]
+    others = [n for n in names if n not in setters]
+    if not setters:
+        return _product(pipe, others, steps=steps, height=height, width=width)
+    total, at = 0, {}  # the others' count depends on the step count alone
+    for points in itertools.product(*(_points(n) for n in setters)):
+        runs = accelerators.steps_of(dict(zip(setters, points)), steps=steps)
+        if runs not in at:
+            at[runs] = _product(pipe, others, steps=runs, height=height, width=width)
+        total += at[runs]
+    return total
+
+
+def _points(name: str) -> list[dict]:
+    knobs = ACCELERATORS[name].space
+    return [dict(zip(knobs, values))
+            for values in itertools.product(*(k.values() for k in knobs.values()))]
+
+
+def _sets_steps(name: str) -> bool:
+    return ACCELERATORS[name].sets_steps
+
+
+def _product(pipe, names, *, steps: int, height: int, width: int) -> int:
     total = 1
-    for name in accelerators.members(combo, device=accelerators.device_of(pipe)):
+    for name in names:
         accelerator = ACCELERATORS[name]()
-        knobs = accelerator.space
-        points = (dict(zip(knobs, values))
-                  for values in itertools.product(*(k.values() for k in knobs.values())))
         total *= len({config_key({name: accelerator.canonical(
-            pipe, p, steps=steps, height=height, width=width)}) for p in points})
+            pipe, p, steps=steps, height=height, width=width)}) for p in _points(name)})
     return total
 
 

@@ -49,9 +49,12 @@ def objectives(goal: Goal, *, full_front: bool = False) -> list[str]:
 def study_name(setting: Setting, combo: str, goal: Goal, *, full_front: bool = False) -> str:
     """Readable in optuna-dashboard; every part that changes the measurements, or what the
     sampler aims at, is in it."""
+    from ..accelerators import space_label
+
     objective = "speedup x loss" if len(objectives(goal, full_front=full_front)) == 2 \
         else "speedup"
-    return " | ".join([*setting.parts, goal.key, combo, objective])
+    label = space_label(combo)  # a searched scheduler and step count: their values
+    return " | ".join([*setting.parts, goal.key, combo, *([label] if label else []), objective])
 
 
 def check_storage_url(url: str) -> None:
