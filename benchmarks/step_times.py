@@ -149,6 +149,10 @@ def main() -> None:
         for name in [n for n in CONFIGS if "graphs" in n]:
             del CONFIGS[name]
     ev = session.evaluator
+    if ev.step_timer is None:  # judging by step is off by default; its timer is what is checked
+        from tuner.timing import StepTimer
+
+        ev.step_timer = StepTimer(session.pipe.device)
     ev.measure_baseline()
     data = {"device": session.setting.device, "steps": args.steps,
             "policy": dataclasses.asdict(ev.timing)}
