@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -616,6 +617,10 @@ def test_timeout_starts_no_trial_once_spent_then_races_and_answers(tmp_path, mon
     assert not trials_in(study, TrialState.RUNNING, TrialState.WAITING)
     assert [line.split()[0] for line in run.out.splitlines()[1:2]] == ["deepcache"]
     assert "deepcache+tome" not in run.out
+    # the user is told the combo's search was cut short, and where (this line failed before
+    # the runner said so: only combos not reached at all were named)
+    assert re.search(r"--timeout \(25s\) spent: deepcache stopped after 3 of \d+ evaluations",
+                     run.out + run.err)
     (slot,) = read_json(tmp_path / "search_params.json")["settings"].values()
     (entry,) = slot["answers"].values()
     assert entry["status"]["final"] and entry["chosen"]["combo"] == "deepcache"

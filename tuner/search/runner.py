@@ -149,6 +149,11 @@ def _sayer(plan: SearchPlan) -> Callable[[str], None]:
     return say
 
 
+def _tell(message: str) -> None:
+    """A line the user must see, --no-progress or not: where --timeout cut the search."""
+    tqdm.write(message, file=sys.stderr)
+
+
 def resuming(combo: str, state: StudyState, trials: int) -> str | None:
     """What a study that already has trials resumes from, in words (None for a new one)."""
     records = state.records
@@ -231,7 +236,11 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                 bar.set_postfix_str(_best_label(state, objective.floor))
             if state.finished(points=points, trials=plan.trials, patience=plan.patience,
                               stop_when_met=plan.stop_when_met, precision=precision,
-                              floor=objective.floor) or plan.past(deadline):
+                              floor=objective.floor):
+                break
+            if plan.past(deadline):
+                _tell(f"--timeout ({plan.timeout:g}s) spent: {combo} stopped after {done} of "
+                    f"{min(plan.trials, points) if points else plan.trials} evaluations")
                 break
             # A new best is raced before it prunes (only a raced speed prunes), and progress
             # counts once raced: then look again, with the race's speeds.
@@ -306,7 +315,7 @@ def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress
     deadline = plan.deadline()
     for i, combo in enumerate(plan.combos):
         if plan.past(deadline):
-            _sayer(plan)(f"--timeout ({plan.timeout:g}s) spent: not searched: "
+            _tell(f"--timeout ({plan.timeout:g}s) spent: not searched: "
                          + ", ".join(plan.combos[i:]))
             break
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
