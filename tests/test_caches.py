@@ -168,6 +168,32 @@ def test_magcache_under_a_solver_gives_what_accelerate_gives(dit):
     assert leftovers(dit) == []
 
 
+def test_magcache_calibrates_again_within_one_application_at_another_size_or_guidance(dit):
+    """One application (an `Accelerated` handle) called at another size or guidance uses the
+    ratios of that size and guidance: each call equals a fresh application's at its setting,
+    and each new setting calibrates once. Before the fix `attach` calibrated again only when
+    the step count changed, so the later calls ran on the first call's ratios."""
+    params = PARAMS["magcache"]
+    settings = ((64, 3.5), (32, 3.5), (64, 1.0))
+
+    def at(run, size, guidance):
+        with torch.inference_mode():
+            return run(**dit.embeds, num_inference_steps=STEPS, height=size, width=size,
+                       guidance_scale=guidance, output_type="latent",
+                       generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+                       ).images
+
+    magcache.clear()
+    count = magcache.calibrations()
+    with apply(dit, {"magcache": params}, steps=STEPS) as run:
+        together = [at(run, *setting) for setting in settings]
+    assert magcache.calibrations() == count + len(settings)
+    for setting, out in zip(settings, together):
+        with apply(dit, {"magcache": params}, steps=STEPS) as run:
+            assert torch.equal(at(run, *setting), out), setting
+    assert magcache.calibrations() == count + len(settings)  # the cached ratios
+
+
 def generate_guided(pipe, run=None, *, steps: int = 6) -> torch.Tensor:
     """Like `generate`, under true classifier-free guidance (the empty negative prompt at scale
     4), as the tuner runs the toy: two transformer calls a step, "cond" then "uncond"."""
