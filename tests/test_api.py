@@ -328,3 +328,41 @@ def test_explicit_steps_beside_a_tuned_step_count_are_run_and_warned_about(tiny_
                 with tuner.accelerate(tiny_sd, **source, steps=steps, strict=True) as fast:
                     assert fast.steps == 2 and steps_run(fast) == 2
     assert leftovers(tiny_sd) == []
+
+
+def test_an_answer_that_is_not_final_is_warned_about_or_refused(tiny_sd, tmp_path):
+    """An answer written by a run that was interrupted, or that is still going, is applied
+    with a warning (`NotFinal`, the words `tuner show` prints, its process rechecked as `tuner
+    show` does), and refused with strict=True; a final answer, or one no run marked, says
+    nothing. Failed before the fix: such an answer was applied exactly like a final one."""
+    import socket
+    import subprocess
+    import sys
+
+    from tuner.status import COMPLETE, IN_PROGRESS, INTERRUPTED, Status
+
+    stopped = Status(INTERRUPTED, "search", "during deepcache's search, at evaluation 2 of 4",
+                     signal="SIGINT")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    killed = Status(IN_PROGRESS, "race", "during deepcache's race",
+                    worker={"host": socket.gethostname(), "pid": int(ended.stdout)})
+    for status, said in ((stopped, "the run was interrupted (Ctrl-C) during deepcache's "
+                                   "search, at evaluation 2 of 4"),
+                         (killed, "its process has ended since")):
+        results = answer_file(tmp_path / f"{status.state}.json", tiny_sd, DEEPCACHE,
+                              status=status)
+        with pytest.warns(tuner.NotFinal) as seen:
+            tuner.accelerate(tiny_sd, results).remove()
+        (message,) = [str(w.message) for w in seen if w.category is tuner.NotFinal]
+        assert said in message and "not final" in message and "\n" not in message
+        with pytest.raises(tuner.AccelerateError, match="not final.*strict=True"):
+            tuner.accelerate(tiny_sd, results, strict=True)
+        assert leftovers(tiny_sd) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for status in (Status(COMPLETE), None):
+            results = answer_file(tmp_path / f"{status}.json", tiny_sd, DEEPCACHE,
+                                  status=status)
+            tuner.accelerate(tiny_sd, results, strict=True).remove()
+    assert leftovers(tiny_sd) == []

@@ -147,6 +147,24 @@ class TunedElsewhere(UserWarning):
     were tuned for."""
 
 
+class NotFinal(UserWarning):
+    """The answer applied is not final: the run that wrote it was interrupted, or is still
+    going (what `tuner show` says of it); rerunning its command finishes it."""
+
+
+def _check_final(key: str, found: Answer, *, strict: bool) -> None:
+    """Warn (`NotFinal`), or raise with `strict`, when `found` is not final; as `tuner show`
+    does, a run said to be in progress whose process has ended since counts as interrupted."""
+    status = found.status.rechecked() if found.status is not None else None
+    if status is None or status.final:
+        return
+    message = f"the answer for {key!r} ({found.goal.key}) is not final: " \
+              f"{status.text().removeprefix('Not final: ')}"
+    if strict:
+        raise AccelerateError(f"{message} (strict=True)")
+    warnings.warn(message, NotFinal, stacklevel=3)
+
+
 class Accelerated:
     """A pipeline with accelerators applied. Call it to generate; `remove()` undoes exactly.
 
@@ -304,8 +322,10 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
     ({accelerator: {knob: value}}); the file is then not read. `steps` defaults to the tuned
     steps (with `params`, to the pipeline's default; a tuned step count, `solver`, sets them);
     passed, it is the count calls run by default, with the tuned scheduler, warned about where
-    it differs from a tuned count. `strict=True` raises, instead of warning, when the pipeline,
-    `steps` or a call differs from what the settings were tuned for.
+    it differs from a tuned count. An answer that is not final (its run was interrupted or is
+    still going) is warned about (`NotFinal`). `strict=True` raises, instead of warning, when
+    the answer is not final, or the pipeline, `steps` or a call differs from what the settings
+    were tuned for.
 
     Raises `AccelerateError` (a ValueError) with a one-line message.
     """
@@ -316,6 +336,7 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
                                   "{'deepcache': {'cache_interval': 3, 'cache_branch_id': 0}}")
         return Accelerated(pipe, params, steps=steps, strict=strict)
     key, found, chosen = choose(results, mode=mode, combo=combo, setting=setting, goal=goal)
+    _check_final(key, found, strict=strict)
     return Accelerated(pipe, chosen.config, steps=steps, seed=found.setting.seed, choice=chosen,
                        setting=found.setting, model=_model_of(results, key), strict=strict)
 
@@ -329,4 +350,5 @@ def _model_of(results, key: str) -> str | None:
     return next(iter(model.values()), None)
 
 
-__all__ = ["AccelerateError", "Accelerated", "TunedElsewhere", "accelerate", "choose"]
+__all__ = ["AccelerateError", "Accelerated", "NotFinal", "TunedElsewhere", "accelerate",
+           "choose"]
