@@ -32,6 +32,17 @@ def _pipelines_stay_plain(request):
             assert leftovers(request.getfixturevalue(name)) == []
 
 
+@pytest.fixture(autouse=True)
+def _solver_space_restored():
+    """A run (`main(["run", ..., "--search-sched", ...])`) sets the solver's searched values for
+    its process; each test starts from the values the one before it started from."""
+    from tuner.accelerators import solver
+
+    before = solver.space
+    yield
+    solver.configure(before)
+
+
 @pytest.fixture
 def terminal_sigint():
     """Ctrl-C as in a terminal, however the suite was launched: a shell's background job (and

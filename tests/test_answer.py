@@ -8,7 +8,8 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
-from tuner.answer import (Answer, answer, candidates, choose, pareto_front, still_in_race)
+from tuner.answer import (Answer, Choice, answer, candidates, choose, pareto_front,
+                          still_in_race)
 from tuner.record import (Confirmation, Failure, Pruned, QualityEstimate, SpeedEstimate,
                           StudyRecord, TrialRecord)
 from tuner.setting import Goal, Setting
@@ -193,3 +194,35 @@ def test_required_speedup_for_a_latency_comes_from_the_answers_own_baseline():
     assert found.met is True and found.chosen.latency <= 0.6
     tighter = answer(SETTING, Goal(req_time=0.59), [(record, [make(0, 2.4, 0.01, goal=goal)])])
     assert tighter.met is False and tighter.chosen.latency > 0.59
+
+
+def test_studies_of_one_combo_over_other_solver_spaces_get_distinct_rows():
+    """Studies of one setting and goal whose `--search-steps`/`--search-sched` ranges differ
+    are two studies of one combo, gathered into one answer (`tuner show` from the studies, the
+    report): their rows name their space, and the chosen one says which it is. Failed before
+    the fix: two rows read `deepcache+steps` alike."""
+    from tuner.accelerators import solver
+    from tuner.answer import ComboAnswer
+    from tuner.search.studies import study_name
+
+    rows = []
+    for steps, speedup in (((2, 4), 1.8), ((5, 8), 1.4)):
+        with solver.configured(solver.SolverSpace(("DDIM",), steps)):
+            name = study_name(SETTING, "deepcache+steps", GOAL)
+        config = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0},
+                  "solver": {"scheduler": "DDIM", "steps": steps[0]}}
+        picked = Choice("deepcache+steps", name, 1, config, speed(speedup), quality(0.01), None)
+        rows.append(ComboAnswer("deepcache+steps", name, picked, 4, 0, False))
+    alone = ComboAnswer("deepcache", study_name(SETTING, "deepcache", GOAL), None, 3, 0, False)
+    found = Answer(SETTING, GOAL, None, (alone, *rows), rows[0].choice, None)
+    table = found.table()
+    first, second = (line.split("  ")[0] for line in table.splitlines()
+                     if line.startswith("deepcache+steps"))
+    assert first != second
+    assert "DDIM x 2-4 steps" in first and "DDIM x 5-8 steps" in second
+    assert any(line.startswith("deepcache ") for line in table.splitlines())  # no label
+    assert "Fastest within clip loss <= 0.02: deepcache+steps (solver: DDIM x 2-4 steps)" \
+        in table
+    # One study per combo (a run's own answer): the rows are the combos' names.
+    assert "(solver:" not in Answer(SETTING, GOAL, None, (alone, rows[0]), rows[0].choice,
+                                    None).table()

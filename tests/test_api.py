@@ -4,6 +4,7 @@ exactly."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", 
         "--req-score-loss", "0.5", "--no-artifacts"]
 TGATE = {"tgate": {"gate_step": 5, "sp_interval": 2, "fi_interval": 1, "warmup": 1}}
 DEEPCACHE = {"deepcache": {"cache_interval": 2, "cache_branch_id": 0}}
+SOLVER = {"solver": {"scheduler": "DPM-Solver++", "steps": 2}}  # tunes the step count
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +273,96 @@ def test_steps_or_size_passed_positionally_are_refused(tiny_sd, tiny_sdxl, resul
         assert seen["positional"] == ("a red bus", "in the rain")
         assert seen["num_inference_steps"] == 2
     assert leftovers(tiny_sd) == [] and leftovers(tiny_sdxl) == []
+
+
+def answer_file(path: Path, pipe, config: dict, *, status=None) -> Path:
+    """A results file for tiny-sd (3 DDIM steps, 64 px) whose one answer chose `config`, as
+    `tuner run` writes it, with the run's `status`."""
+    from sample_results import choice
+
+    from tuner.answer import Answer, ComboAnswer
+    from tuner.pipelines import model_record
+    from tuner.search.results import merge
+    from tuner.setting import Goal, Setting
+
+    setting = Setting(pipe="tiny-sd", scheduler="DDIM", steps=3, height=64, width=64)
+    combo = accelerators.combo_of(config)
+    picked = choice(combo, config, 1.4, 0.01, 2)
+    merge(path, Answer(setting, Goal(loss_budget=0.02), None,
+                       (ComboAnswer(combo, picked.study, picked, 4, 0, False),), picked, None,
+                       status=status), model=model_record(pipe))
+    return path
+
+
+def steps_run(fast, **kwargs) -> int:
+    seen: list[int] = []
+    generate(fast, steps=None, callback_on_step_end=lambda p, s, t, k: seen.append(s) or k,
+             **kwargs)
+    return len(seen)
+
+
+def test_explicit_steps_beside_a_tuned_step_count_are_run_and_warned_about(tiny_sd, tmp_path):
+    """`steps=` other than the step count the settings tune is run (with the tuned scheduler)
+    and warned about once, or refused with strict=True; from a results file and from params.
+    Failed before the fix: the tuned count ran instead, without a word, even with
+    strict=True."""
+    from tuner.api import TunedElsewhere
+
+    results = answer_file(tmp_path / "r.json", tiny_sd, SOLVER)
+    for source in ({"results": results}, {"params": SOLVER}):
+        with pytest.warns(TunedElsewhere, match="^settings tuned for 2 steps are used at 4 "
+                                                "steps$"):
+            fast = tuner.accelerate(tiny_sd, **source, steps=4)
+        with fast:
+            assert fast.steps == 4
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", TunedElsewhere)  # said once, at the start
+                assert steps_run(fast) == 4
+            assert type(tiny_sd.scheduler).__name__ == "DPMSolverMultistepScheduler"
+        with pytest.raises(tuner.AccelerateError, match="at 4 steps.*strict=True"):
+            tuner.accelerate(tiny_sd, **source, steps=4, strict=True)
+        assert leftovers(tiny_sd) == []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TunedElsewhere)
+            for steps in (None, 2):  # the tuned count, by default or by name
+                with tuner.accelerate(tiny_sd, **source, steps=steps, strict=True) as fast:
+                    assert fast.steps == 2 and steps_run(fast) == 2
+    assert leftovers(tiny_sd) == []
+
+
+def test_an_answer_that_is_not_final_is_warned_about_or_refused(tiny_sd, tmp_path):
+    """An answer written by a run that was interrupted, or that is still going, is applied
+    with a warning (`NotFinal`, the words `tuner show` prints, its process rechecked as `tuner
+    show` does), and refused with strict=True; a final answer, or one no run marked, says
+    nothing. Failed before the fix: such an answer was applied exactly like a final one."""
+    import socket
+    import subprocess
+    import sys
+
+    from tuner.status import COMPLETE, IN_PROGRESS, INTERRUPTED, Status
+
+    stopped = Status(INTERRUPTED, "search", "during deepcache's search, at evaluation 2 of 4",
+                     signal="SIGINT")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    killed = Status(IN_PROGRESS, "race", "during deepcache's race",
+                    worker={"host": socket.gethostname(), "pid": int(ended.stdout)})
+    for status, said in ((stopped, "the run was interrupted (Ctrl-C) during deepcache's "
+                                   "search, at evaluation 2 of 4"),
+                         (killed, "its process has ended since")):
+        results = answer_file(tmp_path / f"{status.state}.json", tiny_sd, DEEPCACHE,
+                              status=status)
+        with pytest.warns(tuner.NotFinal) as seen:
+            tuner.accelerate(tiny_sd, results).remove()
+        (message,) = [str(w.message) for w in seen if w.category is tuner.NotFinal]
+        assert said in message and "not final" in message and "\n" not in message
+        with pytest.raises(tuner.AccelerateError, match="not final.*strict=True"):
+            tuner.accelerate(tiny_sd, results, strict=True)
+        assert leftovers(tiny_sd) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for status in (Status(COMPLETE), None):
+            results = answer_file(tmp_path / f"{status}.json", tiny_sd, DEEPCACHE,
+                                  status=status)
+            tuner.accelerate(tiny_sd, results, strict=True).remove()
+    assert leftovers(tiny_sd) == []

@@ -127,6 +127,73 @@ def test_magcache_calibrates_once_per_key_and_counts_its_seconds_apart(dit):
     assert {branch: len(r) for branch, r in magcache._ratios[key].items()} == {"cond": STEPS}
 
 
+@pytest.mark.parametrize("name", CACHES)
+def test_each_cache_under_a_solver_runs_at_the_solver_s_steps(dit, name):
+    """Beside the solver (`X+steps`), a cache sees the step count the solver sets, not the one
+    the caller asks for: called with 4 steps under a 3-step solver (the same scheduler), the
+    output is bit-identical to the cache alone at 3 steps. Before the fix MagCache, applied
+    outside the solver, read the caller's 4 steps: uncalibrated it raised ("magcache
+    calibration recorded {'cond': 3} ratios in 4 steps"), so every `magcache+steps` trial
+    crashed, and calibrated at 4 steps it ran configured for the wrong step count."""
+    magcache.clear()
+    config = {name: PARAMS[name], "solver": {"scheduler": "FlowMatchEuler", "steps": 3}}
+    with apply(dit, config, steps=STEPS) as run:
+        tuned = generate(dit, run, steps=STEPS)
+    with apply(dit, {name: PARAMS[name]}, steps=3) as run:
+        alone = generate(dit, run, steps=3)
+    assert torch.equal(tuned, alone)
+    assert not torch.equal(tuned, baseline(dit, 3))
+    assert leftovers(dit) == []
+
+
+def test_magcache_under_a_solver_gives_what_accelerate_gives(dit):
+    """What a `magcache+steps` trial measures (the registry's application, called at the
+    baseline's steps) is what `tuner.accelerate` runs for the same params, whichever ran first.
+    Before the fix the trial's MagCache was configured for the baseline's 4 steps while 3 ran:
+    calibrated at 4 steps by an earlier trial, its output differed from accelerate's."""
+    import tuner
+
+    params = PARAMS["magcache"]
+    config = {"magcache": params, "solver": {"scheduler": "FlowMatchEuler", "steps": 3}}
+    magcache.clear()
+    with apply(dit, {"magcache": params}, steps=STEPS) as run:  # ratios for 4 steps cached
+        generate(dit, run)
+    with apply(dit, config, steps=STEPS) as run:
+        tuned = generate(dit, run)
+    with tuner.accelerate(dit, params=config) as fast, torch.inference_mode():
+        applied = fast(**dit.embeds, height=64, width=64, output_type="latent",
+                       generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+                       ).images
+    assert torch.equal(tuned, applied)
+    assert leftovers(dit) == []
+
+
+def test_magcache_calibrates_again_within_one_application_at_another_size_or_guidance(dit):
+    """One application (an `Accelerated` handle) called at another size or guidance uses the
+    ratios of that size and guidance: each call equals a fresh application's at its setting,
+    and each new setting calibrates once. Before the fix `attach` calibrated again only when
+    the step count changed, so the later calls ran on the first call's ratios."""
+    params = PARAMS["magcache"]
+    settings = ((64, 3.5), (32, 3.5), (64, 1.0))
+
+    def at(run, size, guidance):
+        with torch.inference_mode():
+            return run(**dit.embeds, num_inference_steps=STEPS, height=size, width=size,
+                       guidance_scale=guidance, output_type="latent",
+                       generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)]
+                       ).images
+
+    magcache.clear()
+    count = magcache.calibrations()
+    with apply(dit, {"magcache": params}, steps=STEPS) as run:
+        together = [at(run, *setting) for setting in settings]
+    assert magcache.calibrations() == count + len(settings)
+    for setting, out in zip(settings, together):
+        with apply(dit, {"magcache": params}, steps=STEPS) as run:
+            assert torch.equal(at(run, *setting), out), setting
+    assert magcache.calibrations() == count + len(settings)  # the cached ratios
+
+
 def generate_guided(pipe, run=None, *, steps: int = 6) -> torch.Tensor:
     """Like `generate`, under true classifier-free guidance (the empty negative prompt at scale
     4), as the tuner runs the toy: two transformer calls a step, "cond" then "uncond"."""

@@ -67,6 +67,44 @@ def test_the_wrapped_call_runs_the_configured_steps(tiny_sd):
     assert len(seen) == 6
 
 
+def test_every_accelerator_s_call_sees_the_solver_s_steps(tiny_sd):
+    """An accelerator applied after the solver (here one registered last, so its call is the
+    outermost) is called with the step count the configuration runs, not the caller's. Before
+    the fix the solver set the count only on the call it wrapped, so MagCache, applied after
+    it, configured itself for the caller's count (tests/test_caches.py)."""
+    import contextlib
+
+    from tuner.accelerators import Accelerator, Footprint, IntKnob
+
+    asked: list[int] = []
+
+    class Listen(Accelerator):
+        name = "listen"
+        space = {"on": IntKnob(1, 1)}
+        footprint = Footprint()
+
+        @contextlib.contextmanager
+        def attach(self, pipe, params, generate, *, absorbed):
+            def run(*args, **kwargs):
+                asked.append(kwargs["num_inference_steps"])
+                return generate(*args, **kwargs)
+
+            yield run
+
+    accelerators.register(Listen)
+    try:
+        seen: list[int] = []
+        config = {"solver": {"scheduler": "DDIM", "steps": 3}, "listen": {"on": 1}}
+        with apply(tiny_sd, config, steps=6) as run:
+            _images(run, steps=6, seen=seen)
+        assert asked == [3] and len(seen) == 3
+        with apply(tiny_sd, {"listen": {"on": 1}}, steps=6) as run:  # no solver: the caller's
+            _images(run, steps=5)
+        assert asked == [3, 5]
+    finally:
+        accelerators.ACCELERATORS.pop("listen")
+
+
 def test_without_the_flags_nothing_changes():
     assert RunOptions().combos == ALL_COMBOS == ("deepcache", "deepcache+tome",
                                                  "deepcache+tgate", "deepcache+tome+tgate")

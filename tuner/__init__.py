@@ -1,7 +1,7 @@
 """tuner: find the fastest DeepCache / ToMe / T-GATE settings of a Stable Diffusion pipeline
 within an image-quality budget; `tuner.accelerate(pipe, "search_params.json")` applies them."""
 
-__all__ = ["AccelerateError", "Accelerated", "TunedElsewhere", "accelerate"]
+__all__ = ["AccelerateError", "Accelerated", "NotFinal", "TunedElsewhere", "accelerate"]
 
 
 def __getattr__(name):  # lazy: `import tuner` (and the CLI) must not import torch

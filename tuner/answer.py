@@ -202,6 +202,15 @@ class Choice:
                    HeldOut.from_dict(data["held_out"]) if data.get("held_out") else None)
 
 
+def space_of(study: str, combo: str) -> str:
+    """The label of the space a study of `combo` searched, read from its name
+    (search/studies.study_name: `... | combo | label | objective`, the label only where the
+    run chose the values, accelerators.space_label); "" where it has none."""
+    _, found, tail = study.rpartition(f" | {combo} | ")
+    parts = tail.split(" | ")
+    return parts[0] if found and len(parts) == 2 else ""
+
+
 @dataclass(frozen=True)
 class ComboAnswer:
     combo: str
@@ -268,13 +277,23 @@ class Answer:
                    data.get("met"), tuple(data.get("notes", ())), bool(data.get("identical")),
                    Status.from_dict(data["status"]) if data.get("status") else None)
 
+    def name_of(self, found: ComboAnswer | Choice) -> str:
+        """How a combo's row (or a choice) is named: the combo, with the space its study
+        searched where the answer holds several studies of that combo (`tuner show` from the
+        studies and the report gather the studies of every run of a setting and goal, and
+        runs may search the solver's knobs over other ranges)."""
+        if sum(c.combo == found.combo for c in self.combos) < 2:
+            return found.combo
+        space = space_of(found.study, found.combo)
+        return f"{found.combo} ({space})" if space else found.combo
+
     def table(self) -> str:
         """The run's closing table, and what `tuner show` prints."""
         lines = [f"{'combo':<22} {'evals':>5} {'pruned':>6} {'speedup':>20} "
                  f"{self.goal.metric + ' loss':>22}  params"]
         for c in self.combos:
             note = " (space exhausted)" if c.exhausted else ""
-            head = f"{c.combo:<22} {c.evaluations:>5} {c.pruned:>6}"
+            head = f"{self.name_of(c):<22} {c.evaluations:>5} {c.pruned:>6}"
             if c.choice is None:
                 lines.append(f"{head} {'-':>20} {'-':>22}  {c.missing}{note}")
                 continue
@@ -296,7 +315,7 @@ class Answer:
         if self.chosen is None:
             return f"No configuration keeps {budget}{self._measured()}."
         c = self.chosen
-        answer = (f"{c.combo} {config_text(c.config)}: {speed_text(c.speed)}, "
+        answer = (f"{self.name_of(c)} {config_text(c.config)}: {speed_text(c.speed)}, "
                   f"{self.loss_claim} ({c.baseline_latency:.3f}s -> {c.latency:.3f}s per batch)")
         if c.confirmed:
             answer += ", confirmed"

@@ -147,16 +147,37 @@ class TunedElsewhere(UserWarning):
     were tuned for."""
 
 
+class NotFinal(UserWarning):
+    """The answer applied is not final: the run that wrote it was interrupted, or is still
+    going (what `tuner show` says of it); rerunning its command finishes it."""
+
+
+def _check_final(key: str, found: Answer, *, strict: bool) -> None:
+    """Warn (`NotFinal`), or raise with `strict`, when `found` is not final; as `tuner show`
+    does, a run said to be in progress whose process has ended since counts as interrupted."""
+    status = found.status.rechecked() if found.status is not None else None
+    if status is None or status.final:
+        return
+    message = f"the answer for {key!r} ({found.goal.key}) is not final: " \
+              f"{status.text().removeprefix('Not final: ')}"
+    if strict:
+        raise AccelerateError(f"{message} (strict=True)")
+    warnings.warn(message, NotFinal, stacklevel=3)
+
+
 class Accelerated:
     """A pipeline with accelerators applied. Call it to generate; `remove()` undoes exactly.
 
-    Calls default `num_inference_steps` to the steps the settings were tuned for. When the
-    model, scheduler, step count or image size differ from the tuned setting, each difference
-    is warned about once (`TunedElsewhere`), or raised with `strict=True`. Steps, height and
-    width passed positionally are refused (`AccelerateError`): they would go unchecked.
+    Calls default `num_inference_steps` to `steps`: when not given, the steps the settings
+    were tuned for (the tuned setting's, or the pipeline's default with explicit params; a
+    tuned step count, `solver`, sets them). When the model, scheduler, step count (`steps` or
+    a call's) or image size differ from the tuned setting, each difference is warned about
+    once (`TunedElsewhere`), or raised with `strict=True`; a step count other than a tuned one
+    is run with the tuned scheduler. Steps, height and width passed positionally are refused
+    (`AccelerateError`): they would go unchecked.
     """
 
-    def __init__(self, pipe, params: dict, *, steps: int, seed: int = 0,
+    def __init__(self, pipe, params: dict, *, steps: int | None = None, seed: int = 0,
                  choice: Choice | None = None, setting: Setting | None = None,
                  model: str | None = None, strict: bool = False):
         from . import accelerators
@@ -166,7 +187,8 @@ class Accelerated:
         if family is None or not hasattr(pipe, "scheduler"):
             raise AccelerateError(f"pipe must be a loaded diffusers pipeline ({supported()}) "
                                   f"with a scheduler; got {type(pipe).__name__}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 1):
             raise AccelerateError(f"steps must be a positive integer; got {steps!r}")
         self.params = {name: dict(knobs) for name, knobs in params.items()}
         self.pipe, self.family, self.seed = pipe, family, seed
@@ -174,19 +196,26 @@ class Accelerated:
         self.choice, self.setting, self.strict = choice, setting, strict
         self._warned: set[str] = set()
         try:
-            # A tuned scheduler and step count (accelerators/solver.py) set the steps.
-            self.steps = accelerators.steps_of(self.params, steps=steps)
+            # A tuned scheduler and step count (accelerators/solver.py) set the tuned steps.
             self.tuned_steps = accelerators.steps_of(
-                self.params, steps=setting.steps if setting is not None else steps)
-            if strict and setting is not None and self.steps != self.tuned_steps:
-                raise AccelerateError(f"settings tuned for {self.tuned_steps} steps cannot be "
-                                      f"used at {self.steps} steps with strict=True")
+                self.params, steps=setting.steps if setting is not None else _default_steps(pipe))
+            self.steps = self.tuned_steps if steps is None else steps
+            self._check_steps(self.steps)
             if setting is not None:
                 self._check_model(model)
-            self._apply(self.params)
+            self._apply(self._params_at(self.steps))
         except accelerators.AcceleratorError as err:
             raise AccelerateError(first_line(err)) from None
         self.active = True
+
+    def _params_at(self, steps: int) -> dict:
+        """The params that run `steps` steps: a tuned step count replaced by `steps`, the
+        tuned scheduler kept."""
+        from .accelerators import SOLVER
+
+        if SOLVER not in self.params:
+            return self.params
+        return {**self.params, SOLVER: {**self.params[SOLVER], "steps": steps}}
 
     def _apply(self, params: dict) -> None:
         from . import accelerators
@@ -203,11 +232,11 @@ class Accelerated:
         if accelerators.SOLVER not in self.params or steps == self._applied_steps:
             return self._run
         self._context.__exit__(None, None, None)
-        solver = {**self.params[accelerators.SOLVER], "steps": steps}
+        applied = self._applied_steps
         try:
-            self._apply({**self.params, accelerators.SOLVER: solver})
+            self._apply(self._params_at(steps))
         except accelerators.AcceleratorError as err:
-            self._apply(self.params)
+            self._apply(self._params_at(applied))
             raise AccelerateError(first_line(err)) from None
         return self._run
 
@@ -291,8 +320,12 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
     "req_speedup") among its answers (default: the only one, else the fastest-within-budget
     one); `combo=None` takes the overall choice, else that combo's. Or pass explicit `params`
     ({accelerator: {knob: value}}); the file is then not read. `steps` defaults to the tuned
-    steps (with `params`, to the pipeline's default). `strict=True` raises, instead of warning,
-    when the pipeline or a call differs from what the settings were tuned for.
+    steps (with `params`, to the pipeline's default; a tuned step count, `solver`, sets them);
+    passed, it is the count calls run by default, with the tuned scheduler, warned about where
+    it differs from a tuned count. An answer that is not final (its run was interrupted or is
+    still going) is warned about (`NotFinal`). `strict=True` raises, instead of warning, when
+    the answer is not final, or the pipeline, `steps` or a call differs from what the settings
+    were tuned for.
 
     Raises `AccelerateError` (a ValueError) with a one-line message.
     """
@@ -301,11 +334,11 @@ def accelerate(pipe, results: str | Path = "search_params.json", *, mode: str | 
                 not all(isinstance(v, dict) for v in params.values()):
             raise AccelerateError("params must be {accelerator: {knob: value}}, e.g. "
                                   "{'deepcache': {'cache_interval': 3, 'cache_branch_id': 0}}")
-        return Accelerated(pipe, params, steps=_default_steps(pipe) if steps is None else steps)
+        return Accelerated(pipe, params, steps=steps, strict=strict)
     key, found, chosen = choose(results, mode=mode, combo=combo, setting=setting, goal=goal)
-    return Accelerated(pipe, chosen.config, steps=found.setting.steps if steps is None else steps,
-                       seed=found.setting.seed, choice=chosen, setting=found.setting,
-                       model=_model_of(results, key), strict=strict)
+    _check_final(key, found, strict=strict)
+    return Accelerated(pipe, chosen.config, steps=steps, seed=found.setting.seed, choice=chosen,
+                       setting=found.setting, model=_model_of(results, key), strict=strict)
 
 
 def _model_of(results, key: str) -> str | None:
@@ -317,4 +350,5 @@ def _model_of(results, key: str) -> str | None:
     return next(iter(model.values()), None)
 
 
-__all__ = ["AccelerateError", "Accelerated", "TunedElsewhere", "accelerate", "choose"]
+__all__ = ["AccelerateError", "Accelerated", "NotFinal", "TunedElsewhere", "accelerate",
+           "choose"]

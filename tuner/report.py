@@ -61,8 +61,10 @@ class GoalGroup:
     answer: Answer
     combos: list[ComboStudy]  # in the answer's order
 
-    def study_of(self, combo: str) -> ComboStudy:
-        return next(c for c in self.combos if c.combo == combo)
+    def study_of(self, choice) -> ComboStudy:
+        """The study a choice (answer.Choice) was made in, by its name: a combo may have
+        several studies (runs that searched other spaces)."""
+        return next(c for c in self.combos if c.study.study_name == choice.study)
 
     def answer_of(self, study: ComboStudy) -> ComboAnswer:
         """The answer's entry for this combo's study."""
@@ -393,8 +395,8 @@ def _choice_table(page: _Page, g: GoalGroup) -> None:
                 f'{choice.latency:.3f} s</td><td>{confirmed}</td>'
                 f'<td><code>{html.escape(config_text(choice.config))}</code></td></tr>')
 
-    rows = [row(c.combo, c, c.choice) for c in a.combos]
-    label = f"overall: {a.chosen.combo}" if a.chosen else "overall"
+    rows = [row(a.name_of(c), c, c.choice) for c in a.combos]
+    label = f"overall: {a.name_of(a.chosen)}" if a.chosen else "overall"
     rows.append(row(label, None, a.chosen, "overall"))
     page.add('<table><tr><th>combo</th><th>evaluations</th><th>pruned</th><th>chosen trial</th>'
              '<th>speedup [95 % interval]</th>'
@@ -436,8 +438,9 @@ def _setting_header(page: _Page, group: SettingGroup, anchor: str) -> None:
 
 def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
     combo = g.answer_of(c)
+    name = g.answer.name_of(combo)
     failed = sum(1 for t in c.trials if t.state == TrialStatus.FAIL and t.evaluated)
-    page.add(f"<h4>{html.escape(c.combo)}</h4>")
+    page.add(f"<h4>{html.escape(name)}</h4>")
     page.add(f'<p class="meta">Study <code>{html.escape(c.study.study_name)}</code>: '
              f'{combo.evaluations} evaluations ({len([t for t in c.trials if t.complete])} '
              f'complete, {combo.pruned} pruned, {failed} failed or invalid).</p>')
@@ -454,9 +457,9 @@ def _combo_section(page: _Page, g: GoalGroup, c: ComboStudy) -> None:
         page.figure(imp, wide=True)
     page.add("</div>")
     if combo.choice is not None:
-        page.add(f"<p>Baseline vs chosen ({html.escape(c.combo)}, trial "
+        page.add(f"<p>Baseline vs chosen ({html.escape(name)}, trial "
                  f"{combo.choice.trial}):</p>")
-        page.images(c, combo.choice.trial, f"{c.combo} trial {combo.choice.trial}")
+        page.images(c, combo.choice.trial, f"{name} trial {combo.choice.trial}")
 
 
 def render(groups: list[SettingGroup], *, storage, store, source: str, skipped: int = 0) -> str:
@@ -480,9 +483,10 @@ def render(groups: list[SettingGroup], *, storage, store, source: str, skipped: 
             _choice_table(page, g)
             chosen = g.answer.chosen
             if chosen is not None:
-                page.add(f"<p>Baseline vs overall choice ({html.escape(chosen.combo)}, trial "
+                name = g.answer.name_of(chosen)
+                page.add(f"<p>Baseline vs overall choice ({html.escape(name)}, trial "
                          f"{chosen.trial}):</p>")
-                page.images(g.study_of(chosen.combo), chosen.trial, f"chosen: {chosen.combo}")
+                page.images(g.study_of(chosen), chosen.trial, f"chosen: {name}")
             for c in g.combos:
                 _combo_section(page, g, c)
     body = "\n".join(page.parts)

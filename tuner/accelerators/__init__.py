@@ -67,9 +67,10 @@ def register(cls: type[Accelerator]) -> type[Accelerator]:
 
 
 # Application order: T-GATE first, since it replaces the pipeline call the others wrap; the
-# solver next, so that its step count wraps T-GATE's call and everything after it sees its
-# scheduler; graphs last, since they capture the UNet call the others patched. diffusers'
-# caches hook a transformer's blocks, one at a time.
+# solver next, so that everything after it sees its scheduler; graphs last, since they capture
+# the UNet call the others patched. diffusers' caches hook a transformer's blocks, one at a
+# time. The step count a configuration runs is set by `apply` on the outermost call, so every
+# accelerator sees it, whatever its place here.
 for _accelerator in (TGate, Solver, DeepCache, ToMe, Graphs, FirstBlockCache, TaylorSeer,
                      MagCache, FasterCache, PyramidAttentionBroadcast):
     register(_accelerator)
@@ -227,7 +228,21 @@ def apply(pipe, config: Config, *, steps: int, seed: int = 0) -> Iterator[Genera
                 continue
             generate = stack.enter_context(accelerator.patch(
                 pipe, params, generate, absorbed=_absorbed(accelerator, config)))
+        if any(accelerator.sets_steps for accelerator, _ in members):
+            generate = _at_steps(generate, _steps(members, steps))
         yield generate
+
+
+def _at_steps(generate: Generate, steps: int) -> Generate:
+    """`generate`, called with `steps` steps whatever count the caller asks for. The registry
+    sets the count a configuration runs (`denoising_steps`) on the outermost call, so that
+    every accelerator's wrapper, whatever its place in the order, sees the count that runs
+    (MagCache configures itself for it at the call)."""
+
+    def run(*args, **kwargs):
+        return generate(*args, **{**kwargs, "num_inference_steps": steps})
+
+    return run
 
 
 def grid(combo: str, *, device: str = "cpu") -> dict[str, list]:

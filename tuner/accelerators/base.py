@@ -88,7 +88,8 @@ class Accelerator(ABC):
     conflicts: ClassVar[Mapping[str, str]] = {}
     # The denoisers the accelerator can patch: "unet", "transformer".
     denoisers: ClassVar[tuple[str, ...]] = ("unet",)
-    # Whether `denoising_steps` may differ from the steps asked for (the step count is a knob).
+    # Whether `denoising_steps` may differ from the steps asked for (the step count is a knob):
+    # the registry's `apply` then calls the outermost callable with `denoising_steps`' count.
     sets_steps: ClassVar[bool] = False
     # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
     optional_on: ClassVar[tuple[str, ...]] = ()

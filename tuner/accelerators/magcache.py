@@ -224,21 +224,23 @@ class MagCache(DiffusersCache):
 
     @contextlib.contextmanager
     def attach(self, pipe, params, generate, *, absorbed):
-        # The step count and size are known at the call: the cache is enabled there, once per
-        # step count, after a calibration where the ratios are not known yet.
+        # The step count, size and guidance are known at the call: the cache is enabled there,
+        # again whenever the ratios' key changes (`calibration_key`), after a calibration where
+        # the ratios are not known yet.
         with contextlib.ExitStack() as stack:
             current: list = [None]
 
             def run(*args, **kwargs):
                 steps = kwargs.get("num_inference_steps", SHIPPED_STEPS)
-                if current[0] != steps:
+                shipped = _is_flux_dev(pipe.transformer) and steps == SHIPPED_STEPS
+                key = ("shipped", steps) if shipped else calibration_key(
+                    pipe, steps=steps, height=kwargs.get("height"), width=kwargs.get("width"),
+                    guidance=guidance_of(kwargs))
+                if current[0] != key:
                     began = time.perf_counter()
                     stack.close()
                     branches = None
-                    if not (_is_flux_dev(pipe.transformer) and steps == SHIPPED_STEPS):
-                        key = calibration_key(pipe, steps=steps, height=kwargs.get("height"),
-                                              width=kwargs.get("width"),
-                                              guidance=guidance_of(kwargs))
+                    if not shipped:
                         if key not in _ratios:
                             _ratios[key] = calibrate(pipe, generate, args, kwargs, steps=steps)
                             _spent["calibrations"] += 1
@@ -248,7 +250,7 @@ class MagCache(DiffusersCache):
                         ratios=None if branches is None else next(iter(branches.values())))))
                     if branches is not None and len(branches) > 1:
                         per_branch(pipe.transformer, branches)
-                    current[0] = steps
+                    current[0] = key
                     _spent["calibration"] += time.perf_counter() - began
                 return generate(*args, **kwargs)
 

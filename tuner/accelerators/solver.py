@@ -5,7 +5,8 @@ An experienced user's first move for speed is fewer steps with a stronger solver
 or UniPC at 20 steps instead of DDIM at 50). `scheduler` swaps the pipeline's scheduler for one
 of `pipelines.SCHEDULERS` (built from the scheduler's own config, as `pipelines.set_scheduler`
 does, so the noise schedule is kept), and `steps` is the step count every generation under this
-configuration runs: whatever count the caller passes, the wrapped call passes `steps`. The
+configuration runs: whatever count the caller passes, the registry's `apply` passes `steps` to
+the outermost call, so every accelerator of the configuration sees the count that runs. The
 baseline stays the user's setting; speedup and loss are measured against it.
 
 The knobs' values are the run's (`--search-sched`, `--search-steps`): `configure` sets them
@@ -132,15 +133,12 @@ class Solver(Accelerator):
                absorbed: Mapping[str, Params]):
         from ..pipelines import set_scheduler
 
+        # The step count is not set here but by the registry, on the outermost call
+        # (`sets_steps`, `denoising_steps`): an accelerator applied after the solver reads it.
         scheduler, config = pipe.scheduler, pipe._internal_dict
         set_scheduler(pipe, params["scheduler"])
-
-        def run(*args, **kwargs):
-            kwargs["num_inference_steps"] = params["steps"]
-            return generate(*args, **kwargs)
-
         try:
-            yield run
+            yield generate
         finally:
             pipe.scheduler = scheduler  # the setter rewrites the config's entry ...
             pipe._internal_dict = config  # ... and the original config object comes back
