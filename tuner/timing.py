@@ -213,8 +213,9 @@ class TimingPolicy:
     # same step of the arm's neighbouring runs beyond the steps' own jitter is taken at those
     # runs' clean value (`step_envelope`), before the runs are judged whole. False: runs whole.
     # Off by default until a GPU run beside a neighbour confirms what the simulation showed
-    # (BENCHMARKS.md section 6: cheaper screening that holds more often, but answers' intervals
-    # that held less at 4-6 % drift).
+    # (BENCHMARKS.md section 6: cheaper screening that holds more often; the answers'
+    # intervals, which held less at 4-6 % drift, hold since the drift is learned from the
+    # measurements' own variances).
     steps: bool = False
 
     def __post_init__(self):
