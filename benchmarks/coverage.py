@@ -299,8 +299,8 @@ def sim(args) -> None:
     header = ("| drift between moments | neighbour | screening holds: re-measured | truth | "
               "answer holds: re-measured | truth | answer / truth: median | max | "
               "screening s: mean | set aside |")
-    lines = [f"{args.seeds} seeds per row, the 16-point grid each (truths 1.27-2.96x), each "
-             f"configuration re-measured ({SIM_PAIRS} pairs) later in the run and in a second "
+    lines = [f"{args.seeds} seeds per row (from {args.first_seed}), the 16-point grid each "
+             f"(truths 1.27-2.96x), each configuration re-measured ({SIM_PAIRS} pairs) later in the run and in a second "
              f"process 120 s later; jitter "
              f"{args.jitter:.0%} per run; moments of {args.moment:g} s; bursts slow "
              f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%} ({policy.unknown_drift:.0%} "
@@ -317,7 +317,7 @@ def sim(args) -> None:
             runs = [simulate(seed, policy=policy, jitter=args.jitter, drift=drift,
                              moment=args.moment, bursts=bursts, slowdown=args.burst_slowdown,
                              steps=args.steps, step_jitter=args.step_jitter)
-                    for seed in range(args.seeds)]
+                    for seed in range(args.first_seed, args.first_seed + args.seeds)]
             measured, truth, answers = [], [], []
             for r in runs:
                 refs = {k: [r["later"][k], r["second"][k]] for k in r["later"]}
@@ -346,6 +346,37 @@ def sim(args) -> None:
         "policy": policy.__dict__, "jitter": args.jitter, "moment": args.moment,
         "slowdown": args.burst_slowdown, "steps": args.steps, "step_jitter": args.step_jitter,
         "judge": args.judge, "truths": TRUTHS, "scenarios": raw}))
+
+
+def widths(args) -> None:
+    """Per row of `sim`'s raw data (raw.json or raw.json.xz): the median relative half-width
+    of the answers' intervals and of the screening intervals, and the share of each that
+    holds the re-measured values; one table for several files side by side."""
+    import lzma
+
+    lines = ["| file | drift between moments | neighbour | answer half-width: median | "
+             "screening half-width: median | answer holds | screening holds |",
+             "|---" * 7 + "|"]
+
+    def half(i: dict) -> float:
+        return max(i["value"] - i["low"], i["high"] - i["value"]) / i["value"]
+
+    for name in args.raw:
+        opener = lzma.open if name.endswith(".xz") else open
+        with opener(name, "rt") as f:
+            data = json.load(f)
+        for row in data["scenarios"]:
+            runs = row["runs"]
+            answers = [holds(r["answer"], r[w][r["answer"]["key"]])
+                       for r in runs for w in ("later", "second")]
+            screened = [holds(x, r[w][x["key"]]) for r in runs for x in r["rows"]
+                        for w in ("later", "second")]
+            lines.append(
+                f"| {name} | {row['drift']:.0%} | {'bursts' if row['bursts'] else 'quiet'} | "
+                f"{statistics.median(half(r['answer']) for r in runs):.1%} | "
+                f"{statistics.median(half(x) for r in runs for x in r['rows']):.1%} | "
+                f"{sum(answers) / len(answers):.1%} | {sum(screened) / len(screened):.1%} |")
+    log("\n".join(lines))
 
 
 # -- on a GPU -----------------------------------------------------------------------------------
@@ -544,6 +575,8 @@ def main() -> None:
     s = sub.add_parser("sim", help="on a simulated machine")
     s.add_argument("--out", required=True)
     s.add_argument("--seeds", type=int, default=20)
+    s.add_argument("--first-seed", type=int, default=0,
+                   help="seeds first-seed .. first-seed + seeds - 1 (another set: 20)")
     s.add_argument("--drift", type=float, nargs="+", default=[0.0, 0.02, 0.04, 0.06])
     s.add_argument("--jitter", type=float, default=0.03)
     s.add_argument("--moment", type=float, default=30.0)
@@ -567,6 +600,8 @@ def main() -> None:
                    default=["quiet", "bursts"], help="which neighbour conditions to run")
     s.add_argument("--jitter-floor", type=float, default=TimingPolicy.jitter_floor,
                    help="of one log ratio's variance, in plain runs' (0: none)")
+    w = sub.add_parser("widths", help="the intervals' half-widths in sim's raw data")
+    w.add_argument("raw", nargs="+", help="raw.json or raw.json.xz files of sim")
     for name, text in (("gpu", "on a GPU: quiet, beside a bursty neighbour, second process"),
                        ("remeasure", "the gpu mode's second process")):
         g = sub.add_parser(name, help=text)
@@ -582,7 +617,7 @@ def main() -> None:
         g.add_argument("--seed", type=int, default=0)
         g.add_argument("--matmul-size", type=int, default=8192)
     args = parser.parse_args()
-    {"sim": sim, "gpu": gpu, "remeasure": second_process}[args.mode](args)
+    {"sim": sim, "widths": widths, "gpu": gpu, "remeasure": second_process}[args.mode](args)
 
 
 if __name__ == "__main__":

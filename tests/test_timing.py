@@ -377,6 +377,37 @@ def test_the_drift_between_moments_is_learned_from_one_configuration_measured_ag
     assert all(f.pairs < TimingPolicy().max_pairs for f in found)
 
 
+def test_the_drift_is_learned_where_the_plain_runs_jitter_more_than_the_ratios():
+    """Plain runs alternate 6 % slow and 6 % fast (one plain run's log variance reads about
+    0.14 to `PlainRuns.floor`), while each bracket's interpolated plain latency, and so every
+    ratio within one moment, stays within 1 %: the floor bounds the intervals but is no
+    estimate of the measurements' own variance. The speedup moves 2.0 x 1.08, 0.92, ... between
+    moments. Failed before: each measurement's within-moment variance was the floored one
+    (about 0.05 over 2-3 pairs), which the DerSimonian-Laird excess subtracted from the
+    moments' spread (about 0.009): no drift was left and `between` fell to the policy's 2 % floor,
+    so the next interval held none of the other moments' values."""
+    clock = FakeClock()
+    flip = iter(range(10_000))
+
+    def plain_run():
+        seconds = 1.06 if next(flip) % 2 else 0.94
+        return timed_run(lambda: clock.advance(seconds), clock)[1]
+
+    plain = PlainRuns(clock, TimingPolicy())
+    for _ in range(6):
+        plain.add(plain_run())
+    assert plain.floor > 0.1  # the bound: far above the ratios' spread
+    found = []
+    for move in [1.08, 0.92, 1.08, 0.92]:
+        found.append(measure_speedup(plain_run, lambda: timed_run(
+            lambda: clock.advance(0.5 / move), clock)[1], plain, precision=0.05, key="c"))
+        clock.advance(60.0)  # another moment
+    logs = [math.log(f.value) for f in found]
+    spread = sum((x - sum(logs) / 4) ** 2 for x in logs) / 3
+    assert spread > 0.005  # the measured values did move between moments
+    assert plain.between > 0.9 * spread > TimingPolicy().drift ** 2
+
+
 def test_a_measurement_that_cannot_reach_its_precision_stops_short_and_says_what_it_would_cost():
     """Ratios spread by 30 % per run: the screening precision of +-5 % would take far more
     than the cap's 12 pairs. Once a prior says so, a measurement stops after its minimum

@@ -213,8 +213,9 @@ class TimingPolicy:
     # same step of the arm's neighbouring runs beyond the steps' own jitter is taken at those
     # runs' clean value (`step_envelope`), before the runs are judged whole. False: runs whole.
     # Off by default until a GPU run beside a neighbour confirms what the simulation showed
-    # (BENCHMARKS.md section 6: cheaper screening that holds more often, but answers' intervals
-    # that held less at 4-6 % drift).
+    # (BENCHMARKS.md section 6: cheaper screening that holds more often; the answers'
+    # intervals, which held less at 4-6 % drift, hold since the drift is learned from the
+    # measurements' own variances).
     steps: bool = False
 
     def __post_init__(self):
@@ -275,7 +276,8 @@ class PlainRuns:
 
     def remember(self, key: str, log_value: float, variance: float) -> None:
         """One measurement of the configuration `key`: its log speedup and that estimate's
-        variance within its own moment (what `between` learns from)."""
+        variance within its own moment (what `between` learns from): an estimate of it, not a
+        bound (Brackets.remember)."""
         self._measured.setdefault(key, []).append((log_value, variance))
 
     @property
@@ -620,9 +622,14 @@ class Brackets:
         clean = self.clean()
         if len(clean) > 1:
             logs = [math.log(b.ratio) for b in clean]
-            variance, _ = mean_variance(logs, self.plain.prior, adjacent=_adjacent(clean),
-                                        correlation=self.plain.policy.correlation,
-                                        floor=self.plain.floor)
+            # Its own ratios' variance, neither floored nor shrunk toward the prior (itself
+            # floored): DerSimonian and Laird's tau^2 is the excess of the measurements' spread
+            # over their within-moment variances, unbiased only when those are estimates, not
+            # bounds. A floor above the ratios' real spread (the plain runs' jitter, which the
+            # step envelope does not see: 25x the enveloped ratios' variance beside bursts)
+            # is subtracted from the spread and takes the drift with it (BENCHMARKS.md sec. 6).
+            variance, _ = mean_variance(logs, adjacent=_adjacent(clean),
+                                        correlation=self.plain.policy.correlation)
             self.plain.remember(key, statistics.fmean(logs), variance)
 
     def estimate(self) -> SpeedEstimate:
