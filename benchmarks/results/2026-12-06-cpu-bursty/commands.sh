@@ -6,3 +6,6 @@ python benchmarks/bursty.py &    # one busy-looping process per core, busy 0.2-0
 tuner run --pipe tiny-sd --device cpu --steps 4 --num-samples 2 --batch-size 1 --combo deepcache \
     --sampler grid --trials 50 --no-progress > busy.log 2>&1
 kill %1
+# Then, minutes later, one bursty.py kept running beside two runs one after the other: the code
+# before the drift change (82742ce, PYTHONPATH to a worktree of it) -> busy-before.log (44 s), and
+# after it -> busy-after.log (41 s)
