@@ -300,8 +300,8 @@ def sim(args) -> None:
               "answer holds: re-measured | truth | answer / truth: median | max | "
               "screening s: mean | set aside |")
     lines = [f"{args.seeds} seeds per row (from {args.first_seed}), the 16-point grid each "
-             f"(truths 1.27-2.96x), each configuration re-measured ({SIM_PAIRS} pairs) later in the run and in a second "
-             f"process 120 s later; jitter "
+             f"(truths 1.27-2.96x), each configuration re-measured ({SIM_PAIRS} pairs) later "
+             f"in the run and in a second process 120 s later; jitter "
              f"{args.jitter:.0%} per run; moments of {args.moment:g} s; bursts slow "
              f"{args.burst_slowdown:g}x; policy: drift floor {policy.drift:.0%} ({policy.unknown_drift:.0%} "
              f"until learned), correlation "

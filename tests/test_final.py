@@ -24,8 +24,9 @@ from tuner.status import COMPLETE, INTERRUPTED, IN_PROGRESS, Status, status_of
 
 # 64 x 64, a quarter of tiny-sd's pixels: these tests are about the run's status, not images.
 TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "3", "--batch-size", "1",
-        "--height", "64", "--width", "64", "--num-samples", "2", "--timing-pairs", "1", "--max-timing-pairs", "1",
-        "--threads", "1", "--metric", "ssim", "--req-score-loss", "0.5", "--no-artifacts"]
+        "--height", "64", "--width", "64", "--num-samples", "2", "--timing-pairs", "1",
+        "--max-timing-pairs", "1", "--threads", "1", "--metric", "ssim", "--req-score-loss",
+        "0.5", "--no-artifacts"]
 ROOT = Path(__file__).resolve().parents[1]  # the child imports this tree's tuner
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}

@@ -240,7 +240,7 @@ def run_combo(evaluator: Measurer, storage, combo: str, goal: Goal, plan: Search
                 break
             if plan.past(deadline):
                 _tell(f"--timeout ({plan.timeout:g}s) spent: {combo} stopped after {done} of "
-                    f"{min(plan.trials, points) if points else plan.trials} evaluations")
+                      f"{min(plan.trials, points) if points else plan.trials} evaluations")
                 break
             # A new best is raced before it prunes (only a raced speed prunes), and progress
             # counts once raced: then look again, with the race's speeds.
@@ -293,8 +293,9 @@ def run_search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, *,
                prompts: list[str], on_evaluation: Callable | None = None,
                on_answer: Callable[[], None] | None = None) -> None:
     """Work on every combo's study in turn; confirm each answer (and the overall one) when
-    this process confirms, calling `on_answer` after each race, mid-search ones included. Where the run is, and whether it
-    ended or a signal stopped it, is marked on its studies as it goes (progress.py)."""
+    this process confirms, calling `on_answer` after each race, mid-search ones included.
+    Where the run is, and whether it ended or a signal stopped it, is marked on its studies
+    as it goes (progress.py)."""
     if evaluator.baseline is None:
         evaluator.measure_baseline()
     progress = Progress(plan.combos, plan.trials)
@@ -316,7 +317,7 @@ def _search(evaluator: Measurer, storage, goal: Goal, plan: SearchPlan, progress
     for i, combo in enumerate(plan.combos):
         if plan.past(deadline):
             _tell(f"--timeout ({plan.timeout:g}s) spent: not searched: "
-                         + ", ".join(plan.combos[i:]))
+                  + ", ".join(plan.combos[i:]))
             break
         study = run_combo(evaluator, storage, combo, goal, plan, prompts=prompts,
                           on_evaluation=on_evaluation, floor=floor_of(done, goal),
