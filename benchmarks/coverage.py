@@ -352,7 +352,7 @@ def widths(args) -> None:
     """Per row of `sim`'s raw data (raw.json or raw.json.xz): the median relative half-width
     of the answers' intervals and of the screening intervals, and the share of each that
     holds the re-measured values; one table for several files side by side."""
-    import lzma
+    import stored
 
     lines = ["| file | drift between moments | neighbour | answer half-width: median | "
              "screening half-width: median | answer holds | screening holds |",
@@ -362,9 +362,7 @@ def widths(args) -> None:
         return max(i["value"] - i["low"], i["high"] - i["value"]) / i["value"]
 
     for name in args.raw:
-        opener = lzma.open if name.endswith(".xz") else open
-        with opener(name, "rt") as f:
-            data = json.load(f)
+        data = stored.read_json(name)  # plain, or packed as stored
         for row in data["scenarios"]:
             runs = row["runs"]
             answers = [holds(r["answer"], r[w][r["answer"]["key"]])
