@@ -398,8 +398,14 @@ def build_session(args):
                                num_samples=args.num_samples, goal=Goal(metric="ssim"),
                                clip_model=args.clip_model, device=args.device, threads=1,
                                progress=False))
+    if args.judge == "steps":  # the evaluator takes each run's step times and judges by them
+        from tuner.timing import StepTimer
+
+        ev = session.evaluator
+        ev.timing = ev.plain_runs.policy = dataclasses.replace(ev.timing, steps=True)
+        ev.step_timer = StepTimer(session.pipe.device)
     base = session.evaluator.measure_baseline()
-    log(f"{args.preset} on {args.device}: built and baseline in "
+    log(f"{args.preset} on {args.device}, runs judged {args.judge}: built and baseline in "
         f"{time.perf_counter() - began:.1f}s, plain {base.latency.median:.3f}s")
     return session
 
@@ -531,7 +537,8 @@ def summarize(report: dict, out: Path) -> None:
         for key, value in report.get(name, {}).items():
             refs.setdefault(key, []).append(value)
     lines = [f"{report['device']}, {report['args']['preset']}, {report['args']['steps']} steps, "
-             f"batch {report['args']['batch_size']}; reference: each configuration measured "
+             f"batch {report['args']['batch_size']}, runs judged "
+             f"{report['args'].get('judge', 'runs')}; reference: each configuration measured "
              f"again later in the run and in a second process ({GPU_PAIRS} pairs)", "",
              "| run | configurations | screening holds | answer | answer holds | "
              "screening s | set aside |", "|---|---|---|---|---|---|---|"]
@@ -554,7 +561,7 @@ def summarize(report: dict, out: Path) -> None:
 def _pipeline_args(args) -> list[str]:
     return ["--preset", args.preset, "--device", args.device, "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--num-samples", str(args.num_samples),
-            "--clip-model", args.clip_model]
+            "--clip-model", args.clip_model, "--judge", args.judge]
 
 
 def second_process(args) -> None:
@@ -614,6 +621,8 @@ def main() -> None:
         g.add_argument("--clip-model", default="clip-l-random")
         g.add_argument("--seed", type=int, default=0)
         g.add_argument("--matmul-size", type=int, default=8192)
+        g.add_argument("--judge", choices=("steps", "runs"), default="runs",
+                       help="judge runs step by step (TimingPolicy.steps) or whole")
     args = parser.parse_args()
     {"sim": sim, "widths": widths, "gpu": gpu, "remeasure": second_process}[args.mode](args)
 
