@@ -69,13 +69,13 @@ def overhead(ev, repeats: int) -> dict:
     return found
 
 
-def alternate(ev, pairs: int) -> dict:
-    """Plain and DeepCache runs in alternation (plain first and last), with step times."""
+def alternate(ev, pairs: int, config: dict = DEEPCACHE) -> dict:
+    """Plain and accelerated runs in alternation (plain first and last), with step times."""
     batch = ev._timed[0]
-    ev._accelerated(DEEPCACHE, [batch], {}, {})
+    ev._accelerated(config, [batch], {}, {})
     plain, accelerated = [ev._plain(batch, {})], []
     for _ in range(pairs):
-        accelerated.append(ev._accelerated(DEEPCACHE, [batch], {}, {}))
+        accelerated.append(ev._accelerated(config, [batch], {}, {}))
         plain.append(ev._plain(batch, {}))
     return {"plain": [as_dict(r) for r in plain], "accelerated": [as_dict(r) for r in
                                                                    accelerated]}
@@ -91,14 +91,7 @@ def replay(path: Path) -> None:
         plain = [of_dict(d) for d in data[phase]["plain"]]
         accelerated = [of_dict(d) for d in data[phase]["accelerated"]]
         for steps in (False, True):
-            policy = TimingPolicy(steps=steps, repeat_every=0)
-            series = PlainRuns(_Still(), policy)
-            b = Brackets(series)
-            for before, a, after in zip(plain, accelerated, plain[1:]):
-                b.add(before, a, after)
-            for r in plain:
-                series.add(r)
-            e = b.estimate()
+            e = judged(plain, accelerated, steps=steps)
             log(f"{phase}, judged {'step by step' if steps else 'whole'}: {e.speedup} "
                 f"({e.pairs} pairs trusted, {e.rejected} set aside); plain median "
                 f"{statistics.median(r.seconds for r in plain):.3f}s")
@@ -113,12 +106,42 @@ def replay(path: Path) -> None:
                 f"{max(found[r].seconds for r in runs):.3f}")
 
 
+def judged(plain: list[Run], accelerated: list[Run], *, steps: bool):
+    """The tuner's speedup estimate from runs measured in alternation (plain first and last),
+    judged whole or step by step."""
+    policy = TimingPolicy(steps=steps, repeat_every=0)
+    series = PlainRuns(_Still(), policy)
+    b = Brackets(series)
+    for before, a, after in zip(plain, accelerated, plain[1:]):
+        b.add(before, a, after)
+    for r in plain:
+        series.add(r)
+    return b.estimate()
+
+
 class _Still:
     def now(self) -> float:
         return 0.0
 
     def sync(self) -> None:
         pass
+
+
+def build_stepped(args):
+    """The session of `args.preset` (batch 4, 8 samples), its evaluator with a step timer."""
+    from tuner.app import build
+    from tuner.options import RunOptions
+    from tuner.setting import Goal
+    from tuner.timing import StepTimer
+
+    session = build(RunOptions(pipe=args.preset, steps=args.steps, batch_size=4,
+                               num_samples=8, goal=Goal(metric="ssim"),
+                               clip_model=args.clip_model, device=args.device, threads=1,
+                               progress=False))
+    ev = session.evaluator
+    if ev.step_timer is None:  # judging by step turned off: the timer is what is measured
+        ev.step_timer = StepTimer(session.pipe.device)
+    return session
 
 
 def main() -> None:
@@ -135,24 +158,13 @@ def main() -> None:
     if args.replay:
         replay(Path(args.replay))
         return
-    from tuner.app import build
-    from tuner.options import RunOptions
-    from tuner.setting import Goal
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    session = build(RunOptions(pipe=args.preset, steps=args.steps, batch_size=4,
-                               num_samples=8, goal=Goal(metric="ssim"),
-                               clip_model=args.clip_model, device=args.device, threads=1,
-                               progress=False))
+    session = build_stepped(args)
     if args.device == "cpu":  # no CUDA graphs there
         for name in [n for n in CONFIGS if "graphs" in n]:
             del CONFIGS[name]
     ev = session.evaluator
-    if ev.step_timer is None:  # judging by step is off by default; its timer is what is checked
-        from tuner.timing import StepTimer
-
-        ev.step_timer = StepTimer(session.pipe.device)
     ev.measure_baseline()
     data = {"device": session.setting.device, "steps": args.steps,
             "policy": dataclasses.asdict(ev.timing)}

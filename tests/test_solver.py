@@ -211,6 +211,28 @@ def test_accelerate_defaults_to_the_tuned_steps_and_warns_at_others(tiny_sd):
     assert torch.equal(_images(tiny_sd), plain)
 
 
+def test_an_answer_outside_the_searched_values_applies_after_a_run_in_the_process(tiny_sd):
+    """A run restricts the knobs it searches for its process (`solver.configure`); an answer
+    tuned elsewhere, over other values, still applies in that process. Failed before the fix:
+    `accelerate` refused DPM-Solver++ at 3 steps as "outside ['DDIM']"."""
+    import tuner
+
+    params = {"solver": {"scheduler": "DPM-Solver++", "steps": 3}}
+    with solver.configured(SolverSpace(schedulers=("DDIM",), steps=(10, 20))):
+        assert list(solver.Solver.space["scheduler"].values()) == ["DDIM"]  # a search draws it
+        with tuner.accelerate(tiny_sd, params=params) as fast:
+            seen: list[int] = []
+            with torch.inference_mode():
+                fast(prompt=["a red circle"], output_type="pt",
+                     callback_on_step_end=lambda p, s, t, k: seen.append(s) or k)
+            assert len(seen) == 3
+            assert type(tiny_sd.scheduler).__name__ == "DPMSolverMultistepScheduler"
+        with pytest.raises(accelerators.AcceleratorError, match="outside"):  # still checked
+            solver.Solver().validate({"scheduler": "Euler-nonexistent", "steps": 3})
+        with pytest.raises(accelerators.AcceleratorError, match="outside"):
+            solver.Solver().validate({"scheduler": "DDIM", "steps": 0})
+
+
 def test_a_run_with_the_flags_answers_with_a_scheduler_and_steps(tmp_path, capsys):
     output = tmp_path / "r.json"
     rc = main(["run", "--pipe", "tiny-shapes", "--device", "cpu", "--threads", "1",

@@ -134,15 +134,20 @@ class Accelerator(ABC):
         declare, the accelerators in `absorbed` included), yield the callable to generate with,
         and on exit release what the library holds; `patch` restores the footprint after it."""
 
+    def accepted(self) -> dict:
+        """The knobs whose values a configuration may hold (`validate`): those of `space`."""
+        return self.space
+
     def validate(self, params: Params) -> None:
-        unknown = set(params) - set(self.space)
-        missing = set(self.space) - set(params)
+        accepted = self.accepted()
+        unknown = set(params) - set(accepted)
+        missing = set(accepted) - set(params)
         if unknown or missing:
             wrong = [f"missing {', '.join(sorted(missing))}"] if missing else []
             wrong += [f"unknown {', '.join(sorted(unknown))}"] if unknown else []
-            raise AcceleratorError(f"{self.name} takes {sorted(self.space)}; got "
+            raise AcceleratorError(f"{self.name} takes {sorted(accepted)}; got "
                                    f"{sorted(params)} ({'; '.join(wrong)})")
-        for key, knob in self.space.items():
+        for key, knob in accepted.items():
             value = params[key]
             wrong_type = isinstance(value, bool) or (isinstance(knob, IntKnob)
                                                      and not isinstance(value, int))

@@ -10,8 +10,9 @@ the outermost call, so every accelerator of the configuration sees the count tha
 baseline stays the user's setting; speedup and loss are measured against it.
 
 The knobs' values are the run's (`--search-sched`, `--search-steps`): `configure` sets them
-(`space`); unconfigured, every scheduler and 1 to 1000 steps are accepted, which is what
-applying a stored answer (`tuner.accelerate`) needs.
+(`space`), and a search draws from them; every scheduler and 1 to 1000 steps are accepted
+(`accepted`) whatever the run searched, which is what applying a stored answer
+(`tuner.accelerate`) needs, also in the process of a run that searched other values.
 
 **Undo.** The swap goes through the pipeline's own attribute setter, which also rewrites its
 config's entry for the scheduler; on exit the original scheduler object and the original config
@@ -116,6 +117,11 @@ class Solver(Accelerator):
     # (module docstring): the pipeline keeps a scheduler either way, so there is no attribute
     # whose presence a footprint could tell.
     footprint = Footprint()
+
+    def accepted(self):
+        # A search draws the run's values (`configure`); any scheduler and step count applies,
+        # so that an answer tuned over other values applies in this process too.
+        return SolverSpace().knobs()
 
     def denoising_steps(self, params, *, steps):
         return params["steps"]
