@@ -397,13 +397,11 @@ def build_session(args):
     session = build(RunOptions(pipe=args.preset, steps=args.steps, batch_size=args.batch_size,
                                num_samples=args.num_samples, goal=Goal(metric="ssim"),
                                clip_model=args.clip_model, device=args.device, threads=1,
-                               progress=False))
-    if args.judge == "steps":  # the evaluator takes each run's step times and judges by them
+                               progress=False, judge_steps=args.judge == "steps"))
+    if args.judge == "steps" and session.evaluator.step_timer is None:  # a CPU: asked here
         from tuner.timing import StepTimer
 
-        ev = session.evaluator
-        ev.timing = ev.plain_runs.policy = dataclasses.replace(ev.timing, steps=True)
-        ev.step_timer = StepTimer(session.pipe.device)
+        session.evaluator.step_timer = StepTimer(session.pipe.device)
     base = session.evaluator.measure_baseline()
     log(f"{args.preset} on {args.device}, runs judged {args.judge}: built and baseline in "
         f"{time.perf_counter() - began:.1f}s, plain {base.latency.median:.3f}s")
@@ -621,8 +619,8 @@ def main() -> None:
         g.add_argument("--clip-model", default="clip-l-random")
         g.add_argument("--seed", type=int, default=0)
         g.add_argument("--matmul-size", type=int, default=8192)
-        g.add_argument("--judge", choices=("steps", "runs"), default="runs",
-                       help="judge runs step by step (TimingPolicy.steps) or whole")
+        g.add_argument("--judge", choices=("steps", "runs"), default="steps",
+                       help="judge runs step by step (TimingPolicy.steps, the default) or whole")
     args = parser.parse_args()
     {"sim": sim, "widths": widths, "gpu": gpu, "remeasure": second_process}[args.mode](args)
 

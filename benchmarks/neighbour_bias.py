@@ -14,6 +14,7 @@ effect as the geometric mean of the blocks' neighbour / quiet ratios with a t-in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from bursty import die_with_parent
 from step_times import ROOT, alternate, build_stepped, judged, log, of_dict
 
 from tuner.stats import ratio_interval
@@ -32,17 +34,28 @@ ANSWER = {"deepcache": {"cache_interval": 5, "cache_branch_id": 0}}
 
 class Neighbour:
     """bursty.py in a process group of its own, paused and resumed as a whole (CPU bursts run in
-    child processes)."""
+    child processes), started paused once it says it is ready; it dies with this process (a
+    parent-death signal: SIGKILL, which a paused process receives too)."""
 
     def __init__(self, device: str):
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "bursty.py"),
              *(["--matmul", "--device", device] if device != "cpu" else [])],
-            start_new_session=True)
-        time.sleep(3)  # its matrices allocated, its children started
-        self.pause()
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=die_with_parent)
+        try:
+            ready = self.proc.stdout.readline()  # its matrices allocated, its loops started
+            if not ready.startswith("bursty:"):
+                raise RuntimeError(f"the neighbour did not start ({ready.strip() or 'no line'})")
+            log(ready.strip())
+            self.pause()
+        except BaseException:
+            self.stop()
+            raise
 
     def _signal(self, sig) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the neighbour ended (exit {self.proc.returncode})")
         os.killpg(self.proc.pid, sig)
 
     def pause(self) -> None:
@@ -53,8 +66,9 @@ class Neighbour:
         time.sleep(0.5)
 
     def stop(self) -> None:
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGTERM)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 
@@ -67,6 +81,8 @@ def measure(args) -> None:
     config = json.loads(args.config)
     data = {"device": session.setting.device, "steps": args.steps, "config": config,
             "pairs": args.pairs, "blocks": []}
+    # SIGTERM (a time limit) ends the run through its `finally`: the neighbour stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     neighbour = Neighbour(args.device)
     try:
         for b in range(args.blocks):

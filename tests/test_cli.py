@@ -276,6 +276,21 @@ def test_patience_stops_searches_but_never_the_exhaustive_grid():
     assert options("--sampler", "grid", "--patience", "7").stop_after is None
 
 
+def test_runs_on_a_gpu_are_judged_by_step_unless_asked_to_judge_them_whole():
+    """--judge-whole: each timed run judged whole. By default (and in a worker, which gets the
+    launcher's flags) runs on a GPU are timed step by step; on a CPU whole."""
+    from tuner.options import RunOptions
+    from tuner.timing import takes_step_times
+
+    def policy(*args):
+        return RunOptions.from_args(build_parser().parse_args(["run", *args])).timing
+
+    assert takes_step_times(policy(), "cuda") and takes_step_times(policy(), "cuda:1")
+    assert not takes_step_times(policy("--judge-whole"), "cuda")
+    assert not takes_step_times(policy("--judge_whole"), "cuda")
+    assert not takes_step_times(policy(), "cpu")
+
+
 def test_the_goal_options_are_the_goals_own_fields():
     """The run options hold a `Goal` instead of repeating its fields; its flags still parse into
     it, with its defaults."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tuner import metrics
-from tuner.accelerators import NoEffect, apply, leftovers
+from tuner.accelerators import ACCELERATORS, NoEffect, apply, leftovers, register
 from tuner.evaluator import Evaluator
 from tuner.metrics import CLIPScorer, to_uint8
 from tuner.pipelines import native_size
@@ -368,14 +368,40 @@ def test_a_burst_over_some_steps_of_the_plain_runs_no_longer_moves_the_speedup(
 
 def test_the_device_step_timer_gives_each_denoiser_call_its_seconds(tiny_sd, setting, prompts,
                                                                     scorer):
-    """On the CPU (perf_counter), every timed run carries one step time per denoising step,
-    within the run's seconds, plain and accelerated alike; the hooks are gone after."""
-    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=dataclasses.replace(PLAN, steps=True))
+    """On the CPU (perf_counter), where a step timer is asked for, every timed run carries
+    one step time per denoising step, within the run's seconds, plain and accelerated alike; the
+    hooks are gone after. Unasked, runs on the CPU carry none (`takes_step_times`)."""
+    policy = dataclasses.replace(PLAN, steps=True)
+    assert Evaluator(tiny_sd, setting, prompts, scorer, timing=policy).step_timer is None
+    ev = Evaluator(tiny_sd, setting, prompts, scorer, timing=policy, step_timer=StepTimer("cpu"))
     run = ev._plain(ev._timed[0], {})
     assert len(run.steps) == setting.steps and 0 < sum(run.steps) <= run.seconds
     accelerated = ev._accelerated(DEEPCACHE, [ev._timed[0]], {}, {})
     assert len(accelerated.steps) == setting.steps
     assert leftovers(tiny_sd) == []
+
+
+def test_runs_whose_skipped_steps_depend_on_the_data_carry_no_step_times(tiny_sd, setting,
+                                                                         prompts, scorer):
+    """An accelerator that decides from each batch which steps to skip (FirstBlockCache) runs
+    other computations at the same step of two runs, which take other batches: its runs are
+    judged whole. Here DeepCache declared so: its runs carry no step times, the plain ones
+    theirs. Failed before the fix: every accelerated run carried its step times."""
+    assert ACCELERATORS["fbcache"].skips_by_data and not ACCELERATORS["deepcache"].skips_by_data
+
+    class ByData(ACCELERATORS["deepcache"]):
+        name, skips_by_data = "deepcache-by-data", True
+
+    register(ByData)
+    try:
+        ev = Evaluator(tiny_sd, setting, prompts, scorer,
+                       timing=dataclasses.replace(PLAN, steps=True), step_timer=StepTimer("cpu"))
+        params = DEEPCACHE["deepcache"]
+        assert len(ev._accelerated(DEEPCACHE, [0], {}, {}).steps) == setting.steps
+        assert ev._accelerated({ByData.name: params}, [0], {}, {}).steps == ()
+        assert len(ev._plain(0, {}).steps) == setting.steps
+    finally:
+        ACCELERATORS.pop(ByData.name)
 
 
 def test_argument_errors(tiny_sd, setting, prompts, scorer):

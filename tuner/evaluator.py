@@ -37,7 +37,7 @@ from .setting import LOSS_METRICS, Setting
 from .stats import (CONFIDENCE, Interval, mean_interval, relative_loss_interval,
                     sequential_confidence)
 from .timing import (Brackets, Clock, DeviceClock, PlainRuns, Run, Stats, StepTimer,
-                     TimingPolicy, measure_speedup, timed_run)
+                     TimingPolicy, measure_speedup, takes_step_times, timed_run)
 
 
 @dataclass
@@ -81,10 +81,10 @@ class Evaluator(Measurer):
         self.scorer, self.metric, self.timing = scorer, metric, timing
         self.clock = clock or DeviceClock(pipe.device)
         # Each timed run's denoising steps (the trust rule judges them one by one:
-        # timing.step_envelope): on the device's own clock, or `step_timer` with a clock of
-        # the caller's, whose time is its own (none: runs are judged whole).
+        # timing.step_envelope): on a GPU's own clock (`takes_step_times`), or `step_timer`
+        # with a clock of the caller's, whose time is its own (none: runs are judged whole).
         self.step_timer = step_timer if timing.steps else None
-        if timing.steps and step_timer is None and clock is None:
+        if step_timer is None and clock is None and takes_step_times(timing, pipe.device):
             self.step_timer = StepTimer(pipe.device)
         self.plain_runs = PlainRuns(self.clock, timing)
         self.sample_count, self.baseline_repeats = sample_count, baseline_repeats
@@ -148,18 +148,20 @@ class Evaluator(Measurer):
                        generator=[torch.Generator("cpu").manual_seed(i) for i in seeds],
                        callback_on_step_end=_checkpoint_each_step).images
 
-    def _images(self, run: Callable[..., Any], k: int, *,
-                held_out: bool = False) -> tuple[torch.Tensor, Run]:
+    def _images(self, run: Callable[..., Any], k: int, *, held_out: bool = False,
+                stepped: bool = True) -> tuple[torch.Tensor, Run]:
         """Generate batch `k` (`held_out`: with the seeds after the quality set's,
-        `held_out_seeds`); (uint8 images, the timed run)."""
+        `held_out_seeds`); (uint8 images, the timed run, without step times unless
+        `stepped`)."""
         batch = self._batches[k]
         if held_out:  # its images' seeds are those of images first + num_samples on
             batch = {**batch, "first": batch["first"] + self.setting.num_samples}
         captured = accelerators.capture_seconds()
         out, timing = self._timed_run(lambda: self._generate(run, batch))
         capture = accelerators.capture_seconds() - captured
-        if capture:  # CUDA graphs were captured within the run: not the configuration's speed
-            timing = Run(timing.start, timing.seconds - capture)  # nor are its steps
+        if capture or not stepped:  # CUDA graphs were captured within the run: not the
+            # configuration's speed, nor are its steps
+            timing = Run(timing.start, timing.seconds - capture)
         if not torch.isfinite(out).all():
             raise BrokenImages("produced non-finite (NaN or inf) images")
         return metrics.to_uint8(out), timing
@@ -184,9 +186,10 @@ class Evaluator(Measurer):
         s = self.setting
         begin, spent = self.clock.now(), 0.0
         captured = accelerators.capture_seconds()
+        stepped = not accelerators.skips_by_data(config)  # else steps of runs differ in kind
         with accelerators.apply(self.pipe, config, steps=s.steps, seed=s.seed) as run:
             for k in batches:
-                out, timing = self._images(run, k, held_out=held_out)
+                out, timing = self._images(run, k, held_out=held_out, stepped=stepped)
                 spent += timing.seconds
                 images.setdefault(k, out)
         # CUDA graphs are captured within the first run of a configuration (the warm-up), or of

@@ -51,6 +51,7 @@ class RunOptions:
     max_timing_pairs: int = _TIMING.max_pairs
     timing_precision: float = _TIMING.precision
     screening_precision: float = _TIMING.screening
+    judge_steps: bool = _TIMING.steps  # False: each timed run judged whole (--judge-whole)
     # where things go
     studies: str = "studies"
     storage: str | None = None  # a database URL shared by several hosts, instead of studies
@@ -165,7 +166,8 @@ class RunOptions:
         return TimingPolicy(min_pairs=self.timing_pairs,
                             max_pairs=max(self.max_timing_pairs, self.timing_pairs),
                             precision=self.timing_precision,
-                            screening=max(self.screening_precision, self.timing_precision))
+                            screening=max(self.screening_precision, self.timing_precision),
+                            steps=self.judge_steps)
 
     @property
     def storage_url(self) -> str:

@@ -79,7 +79,7 @@ class StepTimer:
     def _mark(self):
         if self.device.type == "cuda":
             event = self._torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(self._torch.cuda.current_stream(self.device))  # the model's device's
             return event
         return time.perf_counter()
 
@@ -215,7 +215,8 @@ class TimingPolicy:
     # On an H100 beside a bursty neighbour, judged by step the grid screened what it screened
     # quiet at 0.9-1.1x its cost, with no run set aside, and answered as quiet did; judged
     # whole it set 25 runs aside, screened 7 of 13 configurations and answered another
-    # (BENCHMARKS.md section 6). The step timer costs nothing measurable there.
+    # (BENCHMARKS.md section 6). The step timer costs nothing measurable there. Runs on a CPU
+    # carry no step times unless asked (`takes_step_times`).
     steps: bool = True
 
     def __post_init__(self):
@@ -447,6 +448,14 @@ def _step_tolerance(runs: Sequence[Run], policy: TimingPolicy) -> float:
         return policy.max_tolerance
     typical = diffs[(len(diffs) - 1) // 4] * 0.6745 / 0.3186
     return min(max(policy.tolerance, 3 * math.expm1(typical)), policy.max_tolerance)
+
+
+def takes_step_times(policy: TimingPolicy, device) -> bool:
+    """Whether runs on `device` are timed step by step under `policy`: on a GPU, where a
+    neighbour's burst slows some steps of a run and not others; not on a CPU, where a step is a
+    few milliseconds of time-sliced work: beside busy loops on a 2-core CPU, runs judged by step
+    moved more with the machine's load than runs judged whole (BENCHMARKS.md section 6)."""
+    return policy.steps and str(device).startswith("cuda")
 
 
 def step_envelope(runs: Sequence[Run], references: Sequence[Run] = (), *,
@@ -725,4 +734,4 @@ def choose_threads(time_one: Callable[[int], float], counts: Sequence[int], *,
 
 __all__ = ["Bracket", "Brackets", "Clock", "DeviceClock", "PlainRuns", "Run", "Stats", "StepTimer",
            "TimingPolicy", "bracket_ratio", "choose_threads", "measure_speedup", "step_envelope",
-           "timed_run"]
+           "takes_step_times", "timed_run"]

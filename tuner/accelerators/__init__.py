@@ -176,6 +176,11 @@ def _absorbed(accelerator: Accelerator, config: Config) -> dict[str, Params]:
     return {name: config[name] for name in accelerator.absorbs if name in config}
 
 
+def skips_by_data(config: Config) -> bool:
+    """Whether which steps `config` skips depends on the data (`Accelerator.skips_by_data`)."""
+    return any(ACCELERATORS[name].skips_by_data for name in config)
+
+
 def check(pipe, config: Config, *, steps: int, seed: int = 0) -> None:
     """Raise `NoEffect`/`Unsupported`/`AcceleratorError` if `config` cannot be evaluated."""
     _check(pipe, instances(config, seed=seed), config, steps)

@@ -91,6 +91,11 @@ class Accelerator(ABC):
     # Whether `denoising_steps` may differ from the steps asked for (the step count is a knob):
     # the registry's `apply` then calls the outermost callable with `denoising_steps`' count.
     sets_steps: ClassVar[bool] = False
+    # Whether which denoising steps it skips depends on the data (a cache that decides from each
+    # batch's residuals): the same step of two runs is then not the same computation, so
+    # its runs are timed whole, without step times (timing.step_envelope compares step p of one
+    # run with step p of its neighbours, which take other batches).
+    skips_by_data: ClassVar[bool] = False
     # Devices where a study's combos gain this accelerator as an on/off knob; () for none.
     optional_on: ClassVar[tuple[str, ...]] = ()
 
@@ -152,7 +157,8 @@ class Accelerator(ABC):
             wrong_type = isinstance(value, bool) or (isinstance(knob, IntKnob)
                                                      and not isinstance(value, int))
             if wrong_type or value not in knob.values():
-                raise AcceleratorError(f"{self.name}.{key}={value!r} is outside {knob.values()}")
+                shown = f"{knob.low}-{knob.high}" if isinstance(knob, IntKnob) else knob.values()
+                raise AcceleratorError(f"{self.name}.{key}={value!r} is outside {shown}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .cache import DiffusersCache, others
 class FirstBlockCache(DiffusersCache):
     name = "fbcache"
     space = {"threshold": DecimalKnob("0.02", "0.30", "0.02")}
+    skips_by_data = True  # a step is skipped where this batch's first block changed little
     conflicts = others(name)
     on_unet = "FirstBlockCache fails at apply on a UNet: IndexError: pop from empty list"
 
