@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from bursty import die_with_parent
-from step_times import ROOT, alternate, build_stepped, judged, log, of_dict
+from step_times import (ROOT, alternate, build_stepped, judged, log, of_dict,
+                        pipeline_arguments)
 
 from tuner.stats import ratio_interval
 
@@ -135,10 +136,7 @@ def main() -> None:
     parser.add_argument("--config", default=json.dumps(ANSWER))
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=6, help="per condition and block")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--preset", default="sd1.5-random")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--clip-model", default="clip-l-random")
+    pipeline_arguments(parser)
     args = parser.parse_args()
     if args.replay:
         replay(Path(args.replay))

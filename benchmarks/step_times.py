@@ -127,6 +127,14 @@ class _Still:
         pass
 
 
+def pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags `build_stepped` reads."""
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--preset", default="sd1.5-random")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--clip-model", default="clip-l-random")
+
+
 def build_stepped(args):
     """The session of `args.preset` (batch 4, 8 samples), its evaluator with a step timer."""
     from tuner.app import build
@@ -150,10 +158,7 @@ def main() -> None:
     parser.add_argument("--replay")
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--preset", default="sd1.5-random")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--clip-model", default="clip-l-random")
+    pipeline_arguments(parser)
     args = parser.parse_args()
     if args.replay:
         replay(Path(args.replay))
