@@ -171,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(timing, "screening-precision", type=_float,
           help="... and each configuration during the search until within +-this")
     _flag(timing, "judge-whole", dest="judge_steps", action="store_false",
-          help="judge each timed run whole, not its denoising steps one by one (by step, a "
-          "neighbour's burst over some steps is taken at the neighbouring runs' value)")
+          help="judge each timed run whole (default on a GPU: step by step, a neighbour's "
+          "burst over some steps taken at the neighbouring runs' value; on a CPU: whole)")
 
     where = run.add_argument_group("where results go")
     _flag(where, "studies", help="folder of the study database")

@@ -159,8 +159,8 @@ class Evaluator(Measurer):
         captured = accelerators.capture_seconds()
         out, timing = self._timed_run(lambda: self._generate(run, batch))
         capture = accelerators.capture_seconds() - captured
-        if capture or not stepped:  # CUDA graphs were captured within the run: not the
-            # configuration's speed, nor are its steps
+        if capture or not stepped:  # graphs captured within the run (not the configuration's
+            # speed, nor are its steps), or steps that say nothing (`skips_by_data`): none kept
             timing = Run(timing.start, timing.seconds - capture)
         if not torch.isfinite(out).all():
             raise BrokenImages("produced non-finite (NaN or inf) images")
