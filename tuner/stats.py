@@ -7,6 +7,7 @@ Pure Python: the results readers (`tuner show`, `tuner report`) import this with
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=4096)  # every interval asks it, mostly at a few (p, df)
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t distribution with `df` degrees of freedom."""
     if not 0.0 < p < 1.0:
@@ -67,6 +69,8 @@ def t_quantile(p: float, df: float) -> float:
         high *= 2.0
     for _ in range(100):  # bisection: monotone, and exact to double precision
         mid = (low + high) / 2.0
+        if mid in (low, high):  # no double between them: done
+            break
         if t_cdf(mid, df) < p:
             low = mid
         else:
