@@ -8,7 +8,7 @@ step times; `--replay` judges each block whole and step by step, and gives the n
 effect as the geometric mean of the blocks' neighbour / quiet ratios with a t-interval.
 
     python benchmarks/neighbour_bias.py --out OUT              # on the GPU
-    python benchmarks/neighbour_bias.py --replay OUT/runs.json
+    python benchmarks/neighbour_bias.py --replay OUT/runs.json     # or a stored runs.json.xz
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bursty import die_with_parent
+from stored import read_json
 from step_times import (ROOT, alternate, build_stepped, judged, log, of_dict,
                         pipeline_arguments)
 
@@ -106,7 +107,7 @@ def measure(args) -> None:
 
 
 def replay(path: Path) -> None:
-    data = json.loads(path.read_text())
+    data = read_json(path)  # runs.json, or runs.json.xz as stored
     log(f"{data['device']}: {data['config']}, {len(data['blocks'])} blocks of {data['pairs']} "
         f"pairs per condition")
     for steps in (False, True):
