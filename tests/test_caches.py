@@ -252,6 +252,54 @@ def test_magcache_under_true_cfg_calibrates_each_branch_and_skips_by_its_own_rat
     assert leftovers(dit) == []
 
 
+def attention_steps(pipe, run, generate_with, *, steps: int) -> dict[str, tuple[int, ...]]:
+    """Per branch ("cond", "uncond"), the steps at which the first block's attention computed
+    (its query projection ran) in one generation."""
+    calls: list[list] = []  # per transformer call: [its branch, whether the attention ran]
+    guided = generate_with is generate_guided
+
+    def called(*_):
+        calls.append(["uncond" if guided and len(calls) % 2 else "cond", False])
+
+    hooks = [pipe.transformer.register_forward_pre_hook(called),
+             pipe.transformer.transformer_blocks[0].attn.to_q.register_forward_pre_hook(
+                 lambda *_: calls[-1].__setitem__(1, True))]
+    try:
+        generate_with(pipe, run, steps=steps)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == (2 if guided else 1) * steps
+    return {branch: tuple(i for i, (_, ran) in enumerate(c for c in calls if c[0] == branch)
+                          if ran)
+            for branch in ("cond", "uncond") if any(c[0] == branch for c in calls)}
+
+
+@pytest.mark.parametrize("name", ["pab", "fastercache"])
+def test_pab_and_fastercache_under_true_cfg_keep_a_schedule_per_branch(dit, name):
+    """Under true CFG FluxPipeline calls the transformer twice a step ("cond", then "uncond"),
+    and diffusers 0.42.1 keeps one PAB or FasterCache state for both: its call counter then
+    counts branches, not steps, and a skipped call reuses the other branch's attention. Each
+    branch now keeps a state of its own (`cache.BranchStates`), so each computes its attention
+    at exactly the steps a generation without guidance computes it, and the undo is
+    bit-identical.
+
+    Failed before the fix: at block_skip_range 2 the conditional branch computed its attention
+    at every step and the unconditional one only at the first (outside the range), taking the
+    conditional branch's attention at every other step."""
+    steps, config = 6, {name: PARAMS[name]}
+    base = generate_guided(dit, steps=steps)
+    with apply(dit, config, steps=steps) as run:
+        alone = attention_steps(dit, run, generate, steps=steps)["cond"]
+        both = attention_steps(dit, run, generate_guided, steps=steps)
+        out = generate_guided(dit, run, steps=steps)
+    assert 0 < len(alone) < steps
+    assert both == {"cond": alone, "uncond": alone}
+    assert not torch.equal(out, base)
+    assert torch.equal(generate_guided(dit, steps=steps), base)
+    assert leftovers(dit) == []
+
+
 @pytest.mark.parametrize("name", CACHES)
 def test_each_cache_is_refused_on_a_unet_with_its_reason(tiny_sd, name):
     on_unet = accelerators.ACCELERATORS[name].on_unet

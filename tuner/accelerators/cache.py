@@ -11,11 +11,18 @@ generation makes it too (the pipelines' `cache_context`).
 
 diffusers enables one cache at a time on a transformer, so the caches conflict with each other.
 None of them serves a UNet (diffusers 0.42.1, tiny random UNet): each subclass says what happens.
+
+Under true classifier-free guidance a pipeline calls the transformer twice a step, in the cache
+contexts "cond" and "uncond". FirstBlockCache, TaylorSeer and MagCache keep a state per context
+(diffusers' `StateManager`); PAB and FasterCache keep one `state` for every call, so their call
+counter would count branches, not steps, and a skipped call would reuse the other branch's
+attention. `enabled` gives those hooks a state per context too (`BranchStates`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -109,13 +116,66 @@ class DiffusersCache(Accelerator):
             yield generate
 
 
+@functools.cache
+def branch_states():
+    """`BranchStates`, made when first asked (it subclasses diffusers' `StateManager`)."""
+    from diffusers.hooks.hooks import StateManager
+
+    class BranchStates(StateManager):
+        """A hook's one `state` kept per cache context, as diffusers' `StateManager` keeps the
+        states of FirstBlockCache's hooks: the hook reads and writes `self.state.<name>` as
+        before, and each lands on the state of the context being run ("cond", "uncond"), or on
+        one of its own outside any context. A `StateManager`, so the pipeline's
+        `cache_context` sets its context, and `reset` drops every context's state."""
+
+        def __init__(self, state):
+            super().__init__(type(state))
+            self._state_cache[None] = state
+
+        def get_state(self):
+            name = None if self._context is None else self._context.name
+            if name not in self._state_cache:
+                self._state_cache[name] = self._state_cls()
+            return self._state_cache[name]
+
+        def __getattr__(self, name):  # only for what the manager itself lacks
+            if name.startswith("_"):
+                raise AttributeError(name)
+            return getattr(self.get_state(), name)
+
+        def __setattr__(self, name, value):
+            if name.startswith("_"):
+                super().__setattr__(name, value)
+            else:
+                setattr(self.get_state(), name, value)
+
+    return BranchStates
+
+
+def per_branch(transformer) -> int:
+    """Give every cache hook under `transformer` that keeps one `state` for all calls a state
+    per cache context (`BranchStates`); the number of hooks changed."""
+    states = branch_states()
+    changed = 0
+    for module in transformer.modules():
+        registry = module.__dict__.get("_diffusers_hook")
+        for hook in (registry.hooks.values() if registry is not None else ()):
+            state = hook.__dict__.get("state")
+            if hook._is_stateful and state is not None and not isinstance(state, states):
+                hook.state = states(state)
+                changed += 1
+    return changed
+
+
 @contextlib.contextmanager
 def enabled(transformer, config):
-    """`transformer.enable_cache(config)` for the block; `disable_cache()` after, and the block
-    hook registries it made removed."""
+    """`transformer.enable_cache(config)` for the block, each hook with a state per cache
+    context (`per_branch`); `disable_cache()` after, and the block hook registries it made
+    removed."""
     had = {id(m) for m in transformer.modules() if "_diffusers_hook" in m.__dict__}
     transformer.enable_cache(config)
     try:
+        per_branch(transformer)
         yield
     finally:
         transformer.disable_cache()

@@ -4,8 +4,10 @@ free guidance batched, also reuse the unconditional branch's frequency component
 2024, "FasterCache: Training-Free Video Diffusion Model Acceleration with High Quality",
 arXiv:2410.19355). A fixed schedule: its timing on random weights is real.
 
-FLUX runs no guidance batch (its guidance is distilled into the model: the transformer has
-`guidance_embeds` in its config), so there only the attention reuse applies.
+FluxPipeline batches no guidance: FLUX.1-dev's is distilled into the model (`guidance_embeds`),
+and true CFG calls the transformer once per branch, each with a state of its own
+(`cache.BranchStates`). So only the attention reuse applies, per branch: diffusers'
+`is_guidance_distilled`, whatever the model's guidance.
 
 Ranges, with their reasons: diffusers' defaults are a block skip range of 2 and attention reuse
 below timestep 681; on an H200 they gave a random FLUX.1-dev only 1.07x, so the search goes
@@ -47,4 +49,4 @@ class FasterCache(DiffusersCache):
             spatial_attention_timestep_skip_range=(-1, below),
             temporal_attention_timestep_skip_range=(-1, below),
             current_timestep_callback=current_timestep(pipe), tensor_format="BCHW",
-            is_guidance_distilled="guidance_embeds" in pipe.transformer.config)
+            is_guidance_distilled=True)  # no guidance batch (above)
