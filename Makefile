@@ -42,8 +42,12 @@ postgres:
 		$$sudo apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# The tests in parallel, one process per core and a test file per process (its fixtures built
+# once, its tests in order), then those marked `serial` alone.
+JOBS ?= auto
 test: install browser postgres
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 clean:
 	rm -rf $(VENV) studies/demo

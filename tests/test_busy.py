@@ -29,8 +29,10 @@ from tuner.timing import TimingPolicy
 CONFIG = {"deepcache": {"cache_interval": 4, "cache_branch_id": 0}}
 NEIGHBOURS = 2
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
-                                reason="needs CPU affinity (Linux)")
+# serial: the neighbours are its own, and another test's work on the CPU would be one more
+pytestmark = [pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
+                                 reason="needs CPU affinity (Linux)"),
+              pytest.mark.serial]
 
 
 def _bursts(stop, cpu):

@@ -40,6 +40,9 @@ TINY = ["--pipe", "tiny-sd", "--device", "cpu", "--steps", "5", "--batch-size", 
 TUNER = str(Path(sys.executable).with_name("tuner"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("PGPASSWORD", None)
+# serial: workers beat every second and are failed after 3 s without a beat; a test beside them
+# on the same cores must not be what delays a beat
+pytestmark = pytest.mark.serial
 
 # A `tuner run` on "another host": its trials name that host, so no process here may judge them
 # by process id; it hangs in its first evaluation, where the test kills it.

@@ -538,6 +538,7 @@ def _poll_for_running(proc, studies: Path, timeout: float):
     return None
 
 
+@pytest.mark.serial  # a 1 s heartbeat, failed after 3 s: alone on the cores
 def test_kill_9_mid_trial_then_rerun_finishes_the_budget(tmp_path):
     command = [TUNER, "run", *TINY, "--combo", "deepcache", "--trials", "4", "--heartbeat", "1",
                *FEASIBLE, "--studies", str(tmp_path / "studies"),

@@ -1,7 +1,8 @@
 """Pyramid Attention Broadcast: while the timestep is inside a range, compute the transformer
-blocks' attention only every `block_skip_range`-th call and broadcast the last result to the
-calls between (Zhao et al. 2024, "Real-Time Video Generation with Pyramid Attention
-Broadcast", arXiv:2408.12588). A fixed schedule: its timing on random weights is real.
+blocks' attention only every `block_skip_range`-th call (of each guidance branch: a state per
+branch, `cache.BranchStates`) and broadcast the last result to the calls between (Zhao et al.
+2024, "Real-Time Video Generation with Pyramid Attention Broadcast", arXiv:2408.12588). A fixed
+schedule: its timing on random weights is real.
 
 Ranges, with their reasons: diffusers' example uses a spatial skip range of 2 and the timestep
 range (100, 800), which keeps the first steps (layout) and the last ones (detail) exact; on an
