@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from .base import Accelerator, Footprint, Generate, NoEffect, Params, Unsupported
@@ -152,30 +152,38 @@ def branch_states():
     return BranchStates
 
 
-def per_branch(transformer) -> int:
-    """Give every cache hook under `transformer` that keeps one `state` for all calls a state
-    per cache context (`BranchStates`); the number of hooks changed."""
-    states = branch_states()
-    changed = 0
+def cache_hooks(transformer, name: str | None = None) -> Iterator[Any]:
+    """The hooks diffusers has registered on `transformer` and its modules; only those
+    registered as `name`, where given."""
     for module in transformer.modules():
         registry = module.__dict__.get("_diffusers_hook")
-        for hook in (registry.hooks.values() if registry is not None else ()):
-            state = hook.__dict__.get("state")
-            if hook._is_stateful and state is not None and not isinstance(state, states):
-                hook.state = states(state)
-                changed += 1
-    return changed
+        if registry is None:
+            continue
+        if name is None:
+            yield from registry.hooks.values()
+        elif (hook := registry.get_hook(name)) is not None:
+            yield hook
+
+
+def states_per_branch(transformer) -> None:
+    """Give every cache hook under `transformer` that keeps one `state` for all calls a state
+    per cache context (`BranchStates`)."""
+    states = branch_states()
+    for hook in cache_hooks(transformer):
+        state = hook.__dict__.get("state")
+        if hook._is_stateful and state is not None and not isinstance(state, states):
+            hook.state = states(state)
 
 
 @contextlib.contextmanager
 def enabled(transformer, config):
     """`transformer.enable_cache(config)` for the block, each hook with a state per cache
-    context (`per_branch`); `disable_cache()` after, and the block hook registries it made
+    context (`states_per_branch`); `disable_cache()` after, and the block hook registries it made
     removed."""
     had = {id(m) for m in transformer.modules() if "_diffusers_hook" in m.__dict__}
     transformer.enable_cache(config)
     try:
-        per_branch(transformer)
+        states_per_branch(transformer)
         yield
     finally:
         transformer.disable_cache()

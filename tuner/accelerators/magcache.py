@@ -45,7 +45,7 @@ import json
 import time
 
 from .base import DecimalKnob, IntKnob
-from .cache import DiffusersCache, enabled, others
+from .cache import DiffusersCache, cache_hooks, enabled, others
 
 _ratios: dict[tuple, dict[str, list[float]]] = {}  # per `calibration_key`, per branch
 _spent = {"calibration": 0.0, "calibrations": 0}
@@ -136,10 +136,8 @@ def calibrate(pipe, generate, args, kwargs, *, steps: int) -> dict[str, list[flo
 
     transformer, found = pipe.transformer, {}
     with enabled(transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps)):
-        for module in transformer.modules():
-            registry = module.__dict__.get("_diffusers_hook")
-            hook = registry.get_hook(_MAG_CACHE_BLOCK_HOOK) if registry else None
-            if hook is not None and hook.is_tail:
+        for hook in cache_hooks(transformer, _MAG_CACHE_BLOCK_HOOK):
+            if hook.is_tail:
                 step = hook._perform_calibration_step
 
                 def record(state, residual, step=step, states=hook.state_manager):
@@ -189,11 +187,8 @@ def per_branch(transformer, ratios: dict[str, list[float]]) -> None:
     head hook is removed with the cache by `disable_cache`)."""
     from diffusers.hooks.mag_cache import _MAG_CACHE_LEADER_BLOCK_HOOK
 
-    for module in transformer.modules():
-        registry = module.__dict__.get("_diffusers_hook")
-        hook = registry.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK) if registry else None
-        if hook is not None:
-            hook.config = BranchRatios(hook.config, ratios, hook.state_manager)
+    for hook in cache_hooks(transformer, _MAG_CACHE_LEADER_BLOCK_HOOK):
+        hook.config = BranchRatios(hook.config, ratios, hook.state_manager)
 
 
 class MagCache(DiffusersCache):
